@@ -1,0 +1,364 @@
+//! Server configuration: command-line flags > environment variables > TOML file > defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+/// Default listen address.
+pub const DEFAULT_BIND: &str = "127.0.0.1:7777";
+/// Default data directory (Blueprints in git, data outputs in SQLite).
+pub const DEFAULT_DATA_DIR: &str = ".mse-grpc";
+
+/// Flags of `mse-grpc serve`. Every flag also reads an `MSE_*` environment variable; a value
+/// given neither way falls back to the TOML file, then to the default.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML config file (keys as the long flags, with underscores).
+    #[arg(long, env = "MSE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Listen address for gRPC, gRPC-Web and HTTP [default: 127.0.0.1:7777].
+    #[arg(long, env = "MSE_BIND")]
+    pub bind: Option<String>,
+    /// Directory for Blueprints (git) and data outputs (SQLite) [default: ./.mse-grpc].
+    #[arg(long, env = "MSE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Keep everything in memory; nothing is written to disk.
+    #[arg(long, env = "MSE_EPHEMERAL")]
+    pub ephemeral: bool,
+    /// Require `authorization: Bearer <token>` on Task and Blueprint RPCs.
+    #[arg(long, env = "MSE_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Hex secret that signs worker capability tokens [default: random per process].
+    #[arg(long, env = "MSE_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+    /// Largest gRPC message accepted or sent, in bytes [default: 4 MiB].
+    #[arg(long, env = "MSE_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Largest data-plane payload (DataService, worker submit), in bytes [default: 1 MiB].
+    #[arg(long, env = "MSE_MAX_DATA_BYTES")]
+    pub max_data_bytes: Option<usize>,
+    /// Finished tasks kept for GetTask/ListTasks before the oldest are dropped [default: 10000].
+    #[arg(long, env = "MSE_TASK_RETENTION")]
+    pub task_retention: Option<usize>,
+    /// Seconds an operator request waits for a detached session to re-attach [default: 60].
+    #[arg(long, env = "MSE_PARK_GRACE_SECS")]
+    pub park_grace_secs: Option<u64>,
+    /// Seconds an operator has to answer an `ask` [default: 3600].
+    #[arg(long, env = "MSE_ASK_TIMEOUT_SECS")]
+    pub ask_timeout_secs: Option<u64>,
+    /// Seconds an operator has to answer a `hook_before` [default: 300].
+    #[arg(long, env = "MSE_HOOK_TIMEOUT_SECS")]
+    pub hook_timeout_secs: Option<u64>,
+    /// Seconds an operator has to answer a `spawn` [default: 3600].
+    #[arg(long, env = "MSE_SPAWN_TIMEOUT_SECS")]
+    pub spawn_timeout_secs: Option<u64>,
+    /// Seconds between app-level pings on operator streams [default: 15].
+    #[arg(long, env = "MSE_PING_INTERVAL_SECS")]
+    pub ping_interval_secs: Option<u64>,
+    /// Seconds a session may stay without a stream before it is reaped [default: 86400].
+    #[arg(long, env = "MSE_SESSION_IDLE_SECS")]
+    pub session_idle_secs: Option<u64>,
+    /// Origins allowed to call gRPC-Web from a browser (repeatable) [default: none].
+    #[arg(long = "cors-origin", env = "MSE_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+}
+
+/// The TOML file: every key optional, unknown keys rejected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    bind: Option<String>,
+    data_dir: Option<PathBuf>,
+    ephemeral: Option<bool>,
+    api_token: Option<String>,
+    token_secret: Option<String>,
+    max_message_bytes: Option<usize>,
+    max_data_bytes: Option<usize>,
+    task_retention: Option<usize>,
+    park_grace_secs: Option<u64>,
+    ask_timeout_secs: Option<u64>,
+    hook_timeout_secs: Option<u64>,
+    spawn_timeout_secs: Option<u64>,
+    ping_interval_secs: Option<u64>,
+    session_idle_secs: Option<u64>,
+    cors_origins: Option<Vec<String>>,
+}
+
+/// Where state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// Blueprints in a git store and data outputs in SQLite under this directory.
+    Dir(PathBuf),
+    /// Everything in memory.
+    Ephemeral,
+}
+
+/// Time limits of operator sessions.
+#[derive(Debug, Clone)]
+pub struct OperatorTimeouts {
+    /// How long requests park while no stream is attached.
+    pub park_grace: Duration,
+    /// Reply deadline of `ask`.
+    pub ask: Duration,
+    /// Reply deadline of `hook_before`.
+    pub hook: Duration,
+    /// Reply deadline of `spawn`.
+    pub spawn: Duration,
+    /// Interval of app-level pings.
+    pub ping_interval: Duration,
+    /// How long a session without a stream lives.
+    pub idle_horizon: Duration,
+}
+
+impl Default for OperatorTimeouts {
+    fn default() -> Self {
+        Self {
+            park_grace: Duration::from_secs(60),
+            ask: Duration::from_secs(3600),
+            hook: Duration::from_secs(300),
+            spawn: Duration::from_secs(3600),
+            ping_interval: Duration::from_secs(15),
+            idle_horizon: Duration::from_secs(86_400),
+        }
+    }
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// State location.
+    pub storage: Storage,
+    /// API token for Task and Blueprint RPCs, if required.
+    pub api_token: Option<String>,
+    /// Secret signing worker tokens; `None` = random per process.
+    pub token_secret: Option<Vec<u8>>,
+    /// gRPC message size limit in bytes.
+    pub max_message_bytes: usize,
+    /// Data-plane payload limit in bytes.
+    pub max_data_bytes: usize,
+    /// Finished tasks kept in memory.
+    pub task_retention: usize,
+    /// Operator session limits.
+    pub operator: OperatorTimeouts,
+    /// Allowed browser origins for gRPC-Web.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 7777)),
+            storage: Storage::Ephemeral,
+            api_token: None,
+            token_secret: None,
+            max_message_bytes: 4 * 1024 * 1024,
+            max_data_bytes: 1024 * 1024,
+            task_retention: 10_000,
+            operator: OperatorTimeouts::default(),
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file could not be read or parsed.
+    #[error("config file {path}: {why}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        why: String,
+    },
+    /// A value is malformed.
+    #[error("{key}: {why}")]
+    Invalid {
+        /// The setting.
+        key: &'static str,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+impl Config {
+    /// Resolves flags and environment (already merged by clap) over the TOML file over the
+    /// defaults, and checks the result.
+    pub fn load(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let defaults = Config::default();
+        let bind_text = args
+            .bind
+            .clone()
+            .or(file.bind)
+            .unwrap_or_else(|| DEFAULT_BIND.to_string());
+        let bind: SocketAddr = bind_text.parse().map_err(|e| ConfigError::Invalid {
+            key: "bind",
+            why: format!("'{bind_text}' is not an address like 127.0.0.1:7777 ({e})"),
+        })?;
+        let ephemeral = args.ephemeral || file.ephemeral.unwrap_or(false);
+        let storage = if ephemeral {
+            Storage::Ephemeral
+        } else {
+            Storage::Dir(
+                args.data_dir
+                    .clone()
+                    .or(file.data_dir)
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            )
+        };
+        let api_token = args
+            .api_token
+            .clone()
+            .or(file.api_token)
+            .filter(|t| !t.trim().is_empty());
+        let token_secret = match args.token_secret.clone().or(file.token_secret) {
+            Some(hex_text) => {
+                Some(
+                    hex::decode(hex_text.trim()).map_err(|e| ConfigError::Invalid {
+                        key: "token_secret",
+                        why: format!("must be hex ({e})"),
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let secs = |flag: Option<u64>, file: Option<u64>, default: Duration| {
+            flag.or(file).map(Duration::from_secs).unwrap_or(default)
+        };
+        let d = &defaults.operator;
+        let operator = OperatorTimeouts {
+            park_grace: secs(args.park_grace_secs, file.park_grace_secs, d.park_grace),
+            ask: secs(args.ask_timeout_secs, file.ask_timeout_secs, d.ask),
+            hook: secs(args.hook_timeout_secs, file.hook_timeout_secs, d.hook),
+            spawn: secs(args.spawn_timeout_secs, file.spawn_timeout_secs, d.spawn),
+            ping_interval: secs(
+                args.ping_interval_secs,
+                file.ping_interval_secs,
+                d.ping_interval,
+            ),
+            idle_horizon: secs(
+                args.session_idle_secs,
+                file.session_idle_secs,
+                d.idle_horizon,
+            ),
+        };
+        if operator.ping_interval.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "ping_interval_secs",
+                why: "must be at least 1".into(),
+            });
+        }
+        let cors_origins = if args.cors_origins.is_empty() {
+            file.cors_origins.unwrap_or_default()
+        } else {
+            args.cors_origins.clone()
+        };
+        let config = Config {
+            bind,
+            storage,
+            api_token,
+            token_secret,
+            max_message_bytes: args
+                .max_message_bytes
+                .or(file.max_message_bytes)
+                .unwrap_or(defaults.max_message_bytes),
+            max_data_bytes: args
+                .max_data_bytes
+                .or(file.max_data_bytes)
+                .unwrap_or(defaults.max_data_bytes),
+            task_retention: args
+                .task_retention
+                .or(file.task_retention)
+                .unwrap_or(defaults.task_retention),
+            operator,
+            cors_origins,
+        };
+        config.check_exposure()?;
+        Ok(config)
+    }
+
+    /// Refuses a non-loopback bind without an API token: it would hand the Task and
+    /// Blueprint APIs to the network.
+    fn check_exposure(&self) -> Result<(), ConfigError> {
+        if !self.bind.ip().is_loopback() && self.api_token.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "bind",
+                why: format!(
+                    "{} is reachable from other machines; set --api-token (or MSE_API_TOKEN) \
+                     so the Task and Blueprint APIs require it, or bind 127.0.0.1",
+                    self.bind
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::File {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ServeArgs {
+        ServeArgs::default()
+    }
+
+    #[test]
+    fn defaults_bind_loopback_and_use_the_data_dir() {
+        let c = Config::load(&args()).expect("defaults load");
+        assert_eq!(c.bind.to_string(), DEFAULT_BIND);
+        assert_eq!(c.storage, Storage::Dir(PathBuf::from(DEFAULT_DATA_DIR)));
+        assert_eq!(c.operator.park_grace, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_unknown_keys_are_refused() {
+        let dir = std::env::temp_dir().join(format!("mse-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "bind = \"127.0.0.1:8888\"\npark_grace_secs = 5\n").expect("w");
+        let mut a = args();
+        a.config = Some(path.clone());
+        a.bind = Some("127.0.0.1:9999".into());
+        let c = Config::load(&a).expect("load");
+        assert_eq!(c.bind.port(), 9999);
+        assert_eq!(c.operator.park_grace, Duration::from_secs(5));
+        std::fs::write(&path, "typo_field = 1\n").expect("w");
+        let err = Config::load(&a).expect_err("unknown key");
+        assert!(err.to_string().contains("typo_field"), "{err}");
+    }
+
+    #[test]
+    fn public_bind_without_token_is_refused_with_the_reason() {
+        let mut a = args();
+        a.bind = Some("0.0.0.0:7777".into());
+        let err = Config::load(&a).expect_err("refused");
+        assert!(err.to_string().contains("--api-token"), "{err}");
+        a.api_token = Some("s3cret".into());
+        assert!(Config::load(&a).is_ok());
+        a.bind = Some("nonsense".into());
+        assert!(Config::load(&a)
+            .expect_err("bad")
+            .to_string()
+            .contains("nonsense"));
+    }
+}

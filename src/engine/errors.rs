@@ -1,0 +1,76 @@
+//! Maps the engine's error types to [`Error`] (hazard H14): the one place that knows
+//! what each engine failure means to a caller.
+
+use mlua_swarm::blueprint::store::BlueprintStoreError;
+use mlua_swarm::service::task_launch::TaskLaunchError;
+use mlua_swarm::{EngineError, TaskApplicationError};
+
+use crate::error::Error;
+
+/// Maps a Blueprint store failure.
+pub(super) fn from_store(e: BlueprintStoreError) -> Error {
+    match e {
+        BlueprintStoreError::NotFound { id, version } => Error::NotFound(format!(
+            "blueprint '{id}' has no version {}; ListVersions shows the versions it has",
+            version.to_hex()
+        )),
+        BlueprintStoreError::IdNotFound(id) | BlueprintStoreError::HeadEmpty(id) => {
+            Error::NotFound(format!(
+                "blueprint '{id}' not found; store it with PutBlueprint"
+            ))
+        }
+        BlueprintStoreError::Archived(id) => Error::FailedPrecondition(format!(
+            "blueprint '{id}' is archived; call UnarchiveBlueprint first"
+        )),
+        BlueprintStoreError::LockBusy => {
+            Error::Unavailable("blueprint store is busy writing this id; retry".into())
+        }
+        other => Error::Internal(format!("blueprint store: {other}")),
+    }
+}
+
+/// Maps an engine call failure. Credential failures are UNAUTHENTICATED or
+/// PERMISSION_DENIED, lock contention is UNAVAILABLE (retryable).
+pub(super) fn from_engine(e: EngineError) -> Error {
+    match e {
+        EngineError::LockBusy(op) | EngineError::LockBusyAfterRetry(op) => {
+            Error::Unavailable(format!("engine busy ({op}); retry"))
+        }
+        EngineError::BadSignature => Error::Unauthenticated("credential signature invalid".into()),
+        EngineError::TokenExpired => Error::Unauthenticated("credential expired".into()),
+        EngineError::TokenUsesExhausted => Error::Unauthenticated("credential used up".into()),
+        EngineError::TokenNotFound(_) => {
+            Error::Unauthenticated("credential unknown, or its step has finished".into())
+        }
+        EngineError::RoleViolation { .. } => {
+            Error::PermissionDenied("credential is not allowed to do this".into())
+        }
+        EngineError::TokenTaskMismatch { bound, arg } => {
+            Error::PermissionDenied(format!("credential belongs to step {bound}, not {arg}"))
+        }
+        EngineError::TaskNotFound(id) => {
+            Error::NotFound(format!("step {id} not found or already finished"))
+        }
+        EngineError::ResourceNotFound(what) => Error::NotFound(format!("not found: {what}")),
+        EngineError::InvalidTransition(why) => Error::FailedPrecondition(why),
+        other => Error::Internal(format!("engine: {other}")),
+    }
+}
+
+/// Maps a launch failure that happens before the flow runs (resolve, compile).
+pub(super) fn from_application(e: TaskApplicationError) -> Error {
+    match e {
+        TaskApplicationError::Store(e) => from_store(e),
+        TaskApplicationError::Launch(TaskLaunchError::Compile(c)) => {
+            Error::InvalidArgument(format!("blueprint does not compile: {c}"))
+        }
+        TaskApplicationError::Launch(TaskLaunchError::Engine(e)) => from_engine(e),
+        TaskApplicationError::NoMatchingVersion { req } => Error::NotFound(format!(
+            "no stored version has a version_label matching '{req}'"
+        )),
+        TaskApplicationError::InvalidSemver { label, source } => Error::FailedPrecondition(
+            format!("stored version_label '{label}' is not semver: {source}"),
+        ),
+        other => Error::Internal(other.to_string()),
+    }
+}

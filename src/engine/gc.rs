@@ -1,0 +1,146 @@
+//! Frees the engine state of a finished task (hazard H1: `EngineState` never frees
+//! anything by itself), and reports what the state holds.
+//!
+//! Every launch runs under its own engine session whose `operator_id` is our task id, so
+//! a task's sessions, steps, tokens and handles are found from that id alone.
+
+use std::collections::HashSet;
+
+use mlua_swarm::core::state::EngineState;
+use mlua_swarm::types::StepId;
+use mlua_swarm::TaskStatus;
+use serde_json::Value;
+
+use super::EngineHost;
+
+/// How many entries the engine's state maps hold; all zero when no task runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateSizes {
+    /// Steps.
+    pub tasks: usize,
+    /// Launch sessions.
+    pub sessions: usize,
+    /// Capability token records.
+    pub tokens: usize,
+    /// Worker handles.
+    pub worker_handles: usize,
+    /// Per-attempt prompts.
+    pub prompts: usize,
+    /// Per-attempt output tails.
+    pub output_tails: usize,
+}
+
+impl StateSizes {
+    /// Sum of all counts.
+    pub fn total(&self) -> usize {
+        self.tasks
+            + self.sessions
+            + self.tokens
+            + self.worker_handles
+            + self.prompts
+            + self.output_tails
+    }
+}
+
+/// A step of a finished task, as found in the state before it was freed.
+#[derive(Debug, Clone)]
+pub(super) struct StepSnapshot {
+    pub(super) step_id: String,
+    pub(super) agent: String,
+    /// None while it never reached Pass / Blocked / Cancelled.
+    pub(super) ok: Option<bool>,
+    pub(super) result: Value,
+}
+
+impl EngineHost {
+    /// Counts what the engine state holds.
+    pub async fn state_sizes(&self) -> StateSizes {
+        self.engine
+            .with_state("sizes", |s| StateSizes {
+                tasks: s.tasks.len(),
+                sessions: s.sessions.len(),
+                tokens: s.tokens.len(),
+                worker_handles: s.worker_handles.len(),
+                prompts: s.prompts.len(),
+                output_tails: s.output_store.len(),
+            })
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Removes everything the engine holds for `task_id` and returns its steps in
+    /// dispatch order.
+    pub(super) async fn free_task_state(&self, task_id: &str) -> Vec<StepSnapshot> {
+        let id = task_id.to_string();
+        let freed = self.engine.with_state("gc", move |s| prune(s, &id)).await;
+        match freed {
+            Ok(steps) => steps,
+            Err(e) => {
+                tracing::warn!(task_id, error = %e, "engine state of a finished task not freed");
+                Vec::new()
+            }
+        }
+    }
+}
+
+fn prune(s: &mut EngineState, task_id: &str) -> Vec<StepSnapshot> {
+    let session_ids: Vec<_> = s
+        .sessions
+        .iter()
+        .filter(|(_, env)| env.operator_id == task_id)
+        .map(|(sid, _)| sid.clone())
+        .collect();
+    let mut steps: Vec<StepId> = Vec::new();
+    let mut fps: HashSet<String> = HashSet::new();
+    for sid in &session_ids {
+        if let Some(env) = s.sessions.remove(sid) {
+            fps.insert(env.token_fp);
+            steps.extend(env.owned_task_ids);
+        }
+    }
+    let step_set: HashSet<StepId> = steps.iter().cloned().collect();
+    let snapshots = steps
+        .iter()
+        .filter_map(|step| s.tasks.get(step))
+        .map(|t| StepSnapshot {
+            step_id: t.id.as_str().to_string(),
+            agent: t.spec.agent.clone(),
+            ok: match t.status {
+                TaskStatus::Pass => Some(true),
+                TaskStatus::Blocked | TaskStatus::Cancelled => Some(false),
+                _ => None,
+            },
+            result: t.last_result.clone().unwrap_or(Value::Null),
+        })
+        .collect();
+    let resume_keys: Vec<_> = steps
+        .iter()
+        .filter_map(|step| s.tasks.get(step).and_then(|t| t.suspended_on.clone()))
+        .collect();
+    for key in resume_keys {
+        s.pending_resumes.remove(&key);
+    }
+    for step in &steps {
+        s.tasks.remove(step);
+        s.step_namings.remove(step);
+        s.projection_placements.remove(step);
+        s.task_notifies.remove(step);
+        s.trace_handles.remove(step);
+    }
+    let in_task = |k: &(StepId, u32)| step_set.contains(&k.0);
+    s.prompts.retain(|k, _| !in_task(k));
+    s.systems.retain(|k, _| !in_task(k));
+    s.agent_ctx.retain(|k, _| !in_task(k));
+    s.output_store.retain(|k, _| !in_task(k));
+    s.worker_artifact_names.retain(|k, _| !in_task(k));
+    s.worker_stats.retain(|k, _| !in_task(k));
+    s.tokens.retain(|fp, rec| {
+        let owned = fps.contains(fp) || rec.task_id.as_ref().is_some_and(|t| step_set.contains(t));
+        if owned {
+            fps.insert(fp.clone());
+        }
+        !owned
+    });
+    s.worker_handles.retain(|_, fp| !fps.contains(fp));
+    snapshots
+}

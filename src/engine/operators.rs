@@ -1,0 +1,188 @@
+//! The engine side of operator sessions: the traits the operator core implements, and the
+//! adapter that presents it to the engine as its `Operator`, `SpawnHook` and `SeniorBridge`.
+//!
+//! Each session is registered under its sid and each of its roles: in the engine (hook,
+//! bridge and operator-id registries) and in the `OperatorSpawnerFactory`, which routes
+//! agents whose `spec.operator_ref` names a seat.
+
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use mlua_swarm::operator::{Operator, WorkerBinding};
+use mlua_swarm::types::{CapToken, StepId};
+use mlua_swarm::worker::adapter::{WorkerError, WorkerResult};
+use mlua_swarm::{Ctx, SeniorBridge, SpawnHook};
+use serde_json::Value;
+
+use super::runner::lock;
+use super::EngineHost;
+
+/// Where an operator request comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepContext {
+    /// Our task id (empty if unknown).
+    pub task_id: String,
+    /// The engine's step id.
+    pub step_id: String,
+    /// Agent name (empty for asks).
+    pub agent: String,
+    /// 1-based attempt (0 for asks).
+    pub attempt: u32,
+}
+
+/// What a spawn hands to the sub-agent.
+#[derive(Debug, Clone)]
+pub struct SpawnGrant {
+    /// Encoded signed capability token.
+    pub capability_token: String,
+    /// Short `wh-` handle.
+    pub worker_handle: String,
+}
+
+/// The operator's reply to a spawn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpawnReply {
+    /// Step result if the worker submitted nothing itself.
+    pub value: Value,
+    /// False marks the result blocked.
+    pub ok: bool,
+}
+
+/// Why an operator request did not get a usable reply (rejected, timed out, cancelled,
+/// session gone). The text becomes the step's (and usually the task's) error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct OperatorRequestError(pub String);
+
+/// An operator session as the engine uses it. Implemented by the operator core.
+#[async_trait]
+pub trait OperatorBackend: Send + Sync {
+    /// Asks approval for a spawn; an error rejects it.
+    async fn hook_before(&self, step: StepContext) -> Result<(), OperatorRequestError>;
+    /// Reports a finished spawn (no reply expected).
+    async fn hook_after(&self, step: StepContext, result: Value);
+    /// Hands a step to a sub-agent and waits for the operator's ack.
+    async fn spawn(
+        &self,
+        step: StepContext,
+        grant: SpawnGrant,
+    ) -> Result<SpawnReply, OperatorRequestError>;
+    /// Asks the operator a question and waits for the answer.
+    async fn ask(&self, step: StepContext, question: Value) -> Result<Value, OperatorRequestError>;
+}
+
+impl EngineHost {
+    /// Registers a session under its sid and roles, so Blueprints can route to it and
+    /// launches can pin it.
+    pub async fn register_operator(
+        self: &Arc<Self>,
+        sid: &str,
+        roles: &[String],
+        backend: Arc<dyn OperatorBackend>,
+    ) {
+        let adapter = Arc::new(EngineOperator {
+            backend,
+            host: Arc::downgrade(self),
+        });
+        for seat in std::iter::once(sid).chain(roles.iter().map(String::as_str)) {
+            self.engine.register_operator(seat, adapter.clone()).await;
+            self.engine.register_spawn_hook(seat, adapter.clone()).await;
+            self.engine
+                .register_senior_bridge(seat, adapter.clone())
+                .await;
+            self.factory.register_operator(seat, adapter.clone());
+        }
+    }
+
+    /// Removes a session's registrations; the next launch naming it fails to compile.
+    pub async fn unregister_operator(&self, sid: &str, roles: &[String]) {
+        for seat in std::iter::once(sid).chain(roles.iter().map(String::as_str)) {
+            self.engine.unregister_operator(seat).await;
+            self.engine.unregister_spawn_hook(seat).await;
+            self.engine.unregister_senior_bridge(seat).await;
+            self.factory.unregister_operator(seat);
+        }
+    }
+}
+
+struct EngineOperator {
+    backend: Arc<dyn OperatorBackend>,
+    host: Weak<EngineHost>,
+}
+
+fn step_context(ctx: &Ctx) -> StepContext {
+    StepContext {
+        task_id: ctx.operator.id.clone(),
+        step_id: ctx.task_id.as_str().to_string(),
+        agent: ctx.agent.clone(),
+        attempt: ctx.attempt,
+    }
+}
+
+#[async_trait]
+impl Operator for EngineOperator {
+    async fn execute(
+        &self,
+        ctx: &Ctx,
+        _system: Option<String>,
+        _prompt: Value,
+        _worker: Option<WorkerBinding>,
+        worker_token: CapToken,
+    ) -> Result<WorkerResult, WorkerError> {
+        let worker_handle = ctx
+            .meta
+            .runtime
+            .get("worker_handle")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let grant = SpawnGrant {
+            capability_token: worker_token.encode(),
+            worker_handle,
+        };
+        match self.backend.spawn(step_context(ctx), grant).await {
+            Ok(reply) => Ok(WorkerResult {
+                value: reply.value,
+                ok: reply.ok,
+                stats: None,
+            }),
+            Err(e) => Err(WorkerError::Failed(e.0)),
+        }
+    }
+}
+
+#[async_trait]
+impl SpawnHook for EngineOperator {
+    async fn before(&self, ctx: &Ctx) -> Result<(), String> {
+        self.backend
+            .hook_before(step_context(ctx))
+            .await
+            .map_err(|e| e.0)
+    }
+
+    async fn after(&self, ctx: &Ctx, result: &Value) -> Result<(), String> {
+        self.backend
+            .hook_after(step_context(ctx), result.clone())
+            .await;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SeniorBridge for EngineOperator {
+    async fn ask(&self, step_id: &StepId, question: Value) -> Result<Value, String> {
+        let step_id = step_id.as_str().to_string();
+        let task_id = self
+            .host
+            .upgrade()
+            .and_then(|h| lock(&h.steps).get(&step_id).cloned())
+            .unwrap_or_default();
+        let step = StepContext {
+            task_id,
+            step_id,
+            agent: String::new(),
+            attempt: 0,
+        };
+        self.backend.ask(step, question).await.map_err(|e| e.0)
+    }
+}

@@ -1,0 +1,393 @@
+//! The registry of task runs: records, their event lists, and watchers.
+//!
+//! In memory, bounded: finished tasks past the retention count are dropped oldest first.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde_json::Value;
+use tokio::sync::watch;
+
+/// Lifecycle of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    /// The flow is running.
+    Running,
+    /// The flow finished; `final_ctx` is set.
+    Completed,
+    /// The flow failed; `error` says why.
+    Failed,
+    /// CancelTask stopped it.
+    Cancelled,
+}
+
+impl TaskState {
+    /// True once the task can change no more.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, TaskState::Running)
+    }
+}
+
+/// Where the effective TTL came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TtlSource {
+    /// The request's `ttl_secs`.
+    RequestBody,
+    /// The Blueprint's `metadata.default_run_ttl_secs`.
+    BpMetadata,
+    /// The server default, 1800 s.
+    ServerDefault,
+}
+
+/// One task run as callers see it.
+#[derive(Debug, Clone)]
+pub struct TaskRecord {
+    /// `task-<uuid>`.
+    pub task_id: String,
+    /// Lifecycle state.
+    pub state: TaskState,
+    /// The flow context at the end (Completed only).
+    pub final_ctx: Option<Value>,
+    /// Why it failed or was cancelled.
+    pub error: Option<String>,
+    /// Hex version for stored Blueprints.
+    pub bound_version: Option<String>,
+    /// TTL of the task's engine session.
+    pub effective_ttl_secs: u64,
+    /// Where that TTL came from.
+    pub ttl_source: TtlSource,
+    /// When it started.
+    pub created_at: SystemTime,
+    /// When it ended.
+    pub finished_at: Option<SystemTime>,
+    /// The Blueprint's id.
+    pub blueprint_id: String,
+    /// The operator session it is pinned to.
+    pub operator_sid: Option<String>,
+    /// Engine step ids dispatched so far.
+    pub step_ids: Vec<String>,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskEventKind {
+    /// The task was accepted and its flow started.
+    Started {
+        /// The Blueprint's id.
+        blueprint_id: String,
+        /// Hex version for stored Blueprints.
+        bound_version: Option<String>,
+    },
+    /// A step was handed to its agent.
+    StepDispatched {
+        /// Engine step id.
+        step_id: String,
+        /// Agent name.
+        agent: String,
+    },
+    /// A step ended.
+    StepFinished {
+        /// Engine step id.
+        step_id: String,
+        /// Passed (true) or blocked / failed (false).
+        ok: bool,
+        /// The step's result value.
+        result: Value,
+    },
+    /// The flow finished.
+    Completed {
+        /// The final flow context.
+        final_ctx: Value,
+    },
+    /// The flow failed.
+    Failed {
+        /// Why.
+        error: String,
+    },
+    /// The task was cancelled.
+    Cancelled {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One event of a task.
+#[derive(Debug, Clone)]
+pub struct TaskEvent {
+    /// 1-based position in the task's list.
+    pub seq: u64,
+    /// When it was recorded.
+    pub at: SystemTime,
+    /// The task.
+    pub task_id: String,
+    /// What happened.
+    pub kind: TaskEventKind,
+}
+
+struct Entry {
+    record: TaskRecord,
+    events: Vec<TaskEvent>,
+    finished_steps: HashSet<String>,
+    notify: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct Inner {
+    tasks: HashMap<String, Entry>,
+    finished_order: VecDeque<String>,
+}
+
+/// In-memory task registry.
+pub struct TaskRegistry {
+    inner: Mutex<Inner>,
+    retention: usize,
+}
+
+impl std::fmt::Debug for TaskRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskRegistry")
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskRegistry {
+    /// A registry keeping at most `retention` finished tasks.
+    pub fn new(retention: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            retention: retention.max(1),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let mut guard = match self.inner.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+
+    /// Adds a running task and its `Started` event.
+    pub(super) fn create(&self, record: TaskRecord) {
+        let started = TaskEventKind::Started {
+            blueprint_id: record.blueprint_id.clone(),
+            bound_version: record.bound_version.clone(),
+        };
+        let id = record.task_id.clone();
+        let (notify, _) = watch::channel(0);
+        self.with(|inner| {
+            inner.tasks.insert(
+                id.clone(),
+                Entry {
+                    record,
+                    events: Vec::new(),
+                    finished_steps: HashSet::new(),
+                    notify,
+                },
+            );
+        });
+        self.push(&id, started);
+    }
+
+    /// True if `task_id` is known and running.
+    pub(super) fn is_running(&self, task_id: &str) -> bool {
+        self.with(|inner| {
+            inner
+                .tasks
+                .get(task_id)
+                .is_some_and(|e| !e.record.state.is_terminal())
+        })
+    }
+
+    /// Appends an event to a running task. Step events are de-duplicated by step id.
+    /// Returns false if the task is unknown, finished, or the event is a duplicate.
+    pub(super) fn push(&self, task_id: &str, kind: TaskEventKind) -> bool {
+        self.with(|inner| {
+            let Some(entry) = inner.tasks.get_mut(task_id) else {
+                return false;
+            };
+            if entry.record.state.is_terminal() {
+                return false;
+            }
+            match &kind {
+                TaskEventKind::StepDispatched { step_id, .. } => {
+                    if entry.record.step_ids.contains(step_id) {
+                        return false;
+                    }
+                    entry.record.step_ids.push(step_id.clone());
+                }
+                TaskEventKind::StepFinished { step_id, .. }
+                    if !entry.finished_steps.insert(step_id.clone()) =>
+                {
+                    return false;
+                }
+                _ => {}
+            }
+            append(entry, task_id, kind);
+            true
+        })
+    }
+
+    /// Ends a running task with its terminal event. Returns the final record, or None if
+    /// the task was unknown or had already ended (the first end wins).
+    pub(super) fn finish(&self, task_id: &str, kind: TaskEventKind) -> Option<TaskRecord> {
+        let retention = self.retention;
+        self.with(|inner| {
+            let entry = inner.tasks.get_mut(task_id)?;
+            if entry.record.state.is_terminal() {
+                return None;
+            }
+            let rec = &mut entry.record;
+            match &kind {
+                TaskEventKind::Completed { final_ctx } => {
+                    rec.state = TaskState::Completed;
+                    rec.final_ctx = Some(final_ctx.clone());
+                }
+                TaskEventKind::Failed { error } => {
+                    rec.state = TaskState::Failed;
+                    rec.error = Some(error.clone());
+                }
+                TaskEventKind::Cancelled { reason } => {
+                    rec.state = TaskState::Cancelled;
+                    rec.error = Some(reason.clone());
+                }
+                _ => return None,
+            }
+            rec.finished_at = Some(SystemTime::now());
+            let record = rec.clone();
+            append(entry, task_id, kind);
+            inner.finished_order.push_back(task_id.to_string());
+            while inner.finished_order.len() > retention {
+                if let Some(old) = inner.finished_order.pop_front() {
+                    inner.tasks.remove(&old);
+                }
+            }
+            Some(record)
+        })
+    }
+
+    /// Reads one task.
+    pub fn get(&self, task_id: &str) -> Option<TaskRecord> {
+        self.with(|inner| inner.tasks.get(task_id).map(|e| e.record.clone()))
+    }
+
+    /// Lists tasks newest first, optionally only those in `state`.
+    pub fn list(&self, state: Option<TaskState>, limit: usize) -> Vec<TaskRecord> {
+        let mut out: Vec<TaskRecord> = self.with(|inner| {
+            inner
+                .tasks
+                .values()
+                .filter(|e| state.is_none_or(|s| e.record.state == s))
+                .map(|e| e.record.clone())
+                .collect()
+        });
+        out.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then(b.task_id.cmp(&a.task_id))
+        });
+        out.truncate(limit);
+        out
+    }
+
+    /// Events with seq > `after`, and a receiver that changes when more arrive.
+    /// None if the task is unknown.
+    pub fn events_after(
+        &self,
+        task_id: &str,
+        after: u64,
+    ) -> Option<(Vec<TaskEvent>, watch::Receiver<u64>)> {
+        self.with(|inner| {
+            let entry = inner.tasks.get(task_id)?;
+            let from = usize::try_from(after)
+                .unwrap_or(usize::MAX)
+                .min(entry.events.len());
+            Some((entry.events[from..].to_vec(), entry.notify.subscribe()))
+        })
+    }
+
+    /// Number of tasks held (running and retained finished ones).
+    pub fn len(&self) -> usize {
+        self.with(|inner| inner.tasks.len())
+    }
+
+    /// True when no task is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn append(entry: &mut Entry, task_id: &str, kind: TaskEventKind) {
+    let seq = entry.events.len() as u64 + 1;
+    entry.events.push(TaskEvent {
+        seq,
+        at: SystemTime::now(),
+        task_id: task_id.to_string(),
+        kind,
+    });
+    entry.notify.send_replace(seq);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> TaskRecord {
+        TaskRecord {
+            task_id: id.into(),
+            state: TaskState::Running,
+            final_ctx: None,
+            error: None,
+            bound_version: None,
+            effective_ttl_secs: 1800,
+            ttl_source: TtlSource::ServerDefault,
+            created_at: SystemTime::now(),
+            finished_at: None,
+            blueprint_id: "bp".into(),
+            operator_sid: None,
+            step_ids: vec![],
+        }
+    }
+
+    #[test]
+    fn first_end_wins_and_later_events_are_refused() {
+        let reg = TaskRegistry::new(10);
+        reg.create(record("t1"));
+        let step = |id: &str| TaskEventKind::StepDispatched {
+            step_id: id.into(),
+            agent: "a".into(),
+        };
+        assert!(reg.push("t1", step("ST-1")));
+        assert!(!reg.push("t1", step("ST-1")), "duplicate step");
+        let done = reg.finish(
+            "t1",
+            TaskEventKind::Completed {
+                final_ctx: Value::Null,
+            },
+        );
+        assert_eq!(done.map(|r| r.state), Some(TaskState::Completed));
+        assert!(reg
+            .finish("t1", TaskEventKind::Cancelled { reason: "x".into() })
+            .is_none());
+        assert!(!reg.push("t1", step("ST-2")));
+        let (events, _) = reg.events_after("t1", 0).expect("known");
+        assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+    }
+
+    #[test]
+    fn finished_tasks_beyond_retention_are_dropped_oldest_first() {
+        let reg = TaskRegistry::new(2);
+        for i in 0..5 {
+            let id = format!("t{i}");
+            reg.create(record(&id));
+            reg.finish(&id, TaskEventKind::Failed { error: "e".into() });
+        }
+        assert_eq!(reg.len(), 2);
+        assert!(reg.get("t0").is_none() && reg.get("t4").is_some());
+    }
+}

@@ -1,0 +1,103 @@
+//! Builds the engine, its layers, spawner factories and stores (engine-host-notes §4).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use mlua_swarm::blueprint::store::{BlueprintStore, Git2BlueprintStore, InMemoryBlueprintStore};
+use mlua_swarm::core::config::CheckPolicy;
+use mlua_swarm::service::task_launch::TaskLaunchService;
+use mlua_swarm::store::output::{InMemoryOutputStore, OutputStore, SqliteOutputStore};
+use mlua_swarm::worker::baseline::extend_with_baseline;
+use mlua_swarm::{
+    Compiler, Engine, EngineCfg, LayerRegistry, MainAIMiddleware, OperatorSpawnerFactory,
+    RustFnInProcessSpawnerFactory, SeniorEscalationMiddleware, SpawnerRegistry, TaskApplication,
+};
+use tokio::sync::broadcast;
+
+use super::{EngineHost, TaskRegistry};
+use crate::config::{Config, Storage};
+use crate::error::{Error, Result};
+
+/// Engine lock retries: many immediate retries instead of few slow ones (hazard H2).
+const LOCK_MAX_RETRY: u32 = 200;
+
+pub(super) async fn build(config: &Config) -> Result<EngineHost> {
+    let layers = LayerRegistry::new()
+        .with_hint("main_ai", |_| Arc::new(MainAIMiddleware::new()))
+        .with_hint("senior_escalation", |_| {
+            Arc::new(SeniorEscalationMiddleware::new())
+        });
+    let mut cfg = EngineCfg {
+        max_retry: LOCK_MAX_RETRY,
+        backoff_ms_step: 0,
+        check_policy: CheckPolicy::Silent,
+        ..EngineCfg::default()
+    };
+    // Always inline system prompts: nothing spills to $TMPDIR (hazard H8).
+    cfg.system_ref.threshold_bytes = usize::MAX;
+    if let Some(secret) = &config.token_secret {
+        cfg.token_secret = secret.clone();
+    }
+    let engine = Engine::new_with_layers(cfg, layers);
+
+    let factory = Arc::new(OperatorSpawnerFactory::new());
+    let mut registry = SpawnerRegistry::new();
+    registry.register::<OperatorSpawnerFactory>(factory.clone());
+    registry.register::<RustFnInProcessSpawnerFactory>(Arc::new(extend_with_baseline(
+        RustFnInProcessSpawnerFactory::new(),
+    )));
+    let launch = Arc::new(TaskLaunchService::new(
+        engine.clone(),
+        Compiler::new(registry),
+    ));
+
+    let (blueprints, outputs, driver) = match &config.storage {
+        Storage::Ephemeral => {
+            let bp: Arc<dyn BlueprintStore> = Arc::new(InMemoryBlueprintStore::new());
+            let out: Arc<dyn OutputStore> = Arc::new(InMemoryOutputStore::new());
+            (bp, out, None)
+        }
+        Storage::Dir(dir) => open_dir_stores(dir).await?,
+    };
+    let blueprints: Arc<dyn BlueprintStore> =
+        Arc::new(super::blueprints::Archivable::new(blueprints));
+    engine.set_output_store(outputs.clone());
+    let app = Arc::new(TaskApplication::new(launch, blueprints.clone()));
+    let (ended, _) = broadcast::channel(1024);
+    Ok(EngineHost {
+        engine,
+        factory,
+        app,
+        blueprints,
+        outputs,
+        output_driver: Mutex::new(driver),
+        tasks: TaskRegistry::new(config.task_retention),
+        steps: Mutex::new(HashMap::new()),
+        running: Mutex::new(HashMap::new()),
+        ended,
+        max_data_bytes: config.max_data_bytes,
+    })
+}
+
+type Stores = (
+    Arc<dyn BlueprintStore>,
+    Arc<dyn OutputStore>,
+    Option<rusqlite_isle::AsyncIsleDriver>,
+);
+
+async fn open_dir_stores(dir: &Path) -> Result<Stores> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        Error::Internal(format!("cannot open {what} under {}: {e}", dir.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail("the data directory", &e))?;
+    let bp_root = dir.join("blueprints");
+    let bp = tokio::task::spawn_blocking(move || Git2BlueprintStore::open_or_init(bp_root))
+        .await
+        .map_err(|e| fail("the blueprint store", &e))?
+        .map_err(|e| fail("the blueprint store", &e))?;
+    let (out, driver) = SqliteOutputStore::open(dir.join("outputs.sqlite"))
+        .await
+        .map_err(|e| fail("the data store", &e))?;
+    Ok((Arc::new(bp), Arc::new(out), Some(driver)))
+}

@@ -1,0 +1,106 @@
+//! The domain error shared by every layer under the transports, and its one mapping to
+//! `tonic::Status` (and to an HTTP status for the JSON routes).
+
+use tonic::{Code, Status};
+
+/// A failure the server reports to a caller. Messages are lowercase, without a trailing
+/// period, and say what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed (bad Blueprint, bad field value).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// An id, version, session or key that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// Something that must be unique already is (a role held by a live session).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The target is in the wrong state (archived Blueprint, finished task).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A missing, malformed, unknown or expired credential.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A valid credential for something else.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A size or count limit was hit.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The caller's deadline passed.
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// A transient condition (engine lock busy, server draining); retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected backend failure; details are logged, not returned.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Shorthand for results carrying [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The gRPC code this error travels as.
+    pub fn grpc_code(&self) -> Code {
+        match self {
+            Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::NotFound(_) => Code::NotFound,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
+            Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::ResourceExhausted(_) => Code::ResourceExhausted,
+            Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Error::Unavailable(_) => Code::Unavailable,
+            Error::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The HTTP status this error travels as on the JSON routes.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Error::InvalidArgument(_) => 400,
+            Error::Unauthenticated(_) => 401,
+            Error::PermissionDenied(_) => 403,
+            Error::NotFound(_) => 404,
+            Error::AlreadyExists(_) | Error::FailedPrecondition(_) => 409,
+            Error::ResourceExhausted(_) => 413,
+            Error::Unavailable(_) => 503,
+            Error::DeadlineExceeded(_) => 504,
+            Error::Internal(_) => 500,
+        }
+    }
+
+    /// Builds an [`Error::InvalidArgument`] naming the offending field.
+    pub fn invalid(field: &str, why: impl std::fmt::Display) -> Self {
+        Error::InvalidArgument(format!("{field}: {why}"))
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        if let Error::Internal(detail) = &err {
+            tracing::error!(%detail, "internal error");
+        }
+        Status::new(err.grpc_code(), err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_keeps_its_message_and_code() {
+        let status: Status = Error::NotFound("blueprint 'x' not found".into()).into();
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "blueprint 'x' not found");
+        let status: Status = Error::invalid("ttl_secs", "must be positive").into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "ttl_secs: must be positive");
+        assert_eq!(Error::Unavailable("busy".into()).http_status(), 503);
+    }
+}

@@ -1,0 +1,93 @@
+//! `mse-grpc`: the command line.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mlua_swarm_grpc::config::{Config, ServeArgs};
+use mlua_swarm_grpc::engine::EngineHost;
+use mlua_swarm_grpc::server;
+use tracing_subscriber::EnvFilter;
+
+/// gRPC, gRPC-Web and legacy HTTP/WebSocket server for the mlua-swarm engine.
+#[derive(Debug, Parser)]
+#[command(name = "mse-grpc", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,mlua_swarm=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mse-grpc: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mse-grpc: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), server::StartError> {
+    let config = Config::load(&args)?;
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|e| format!("cannot bind {}: {e}", config.bind))?;
+    match &config.storage {
+        mlua_swarm_grpc::config::Storage::Dir(dir) => {
+            tracing::info!(data_dir = %dir.display(), "state kept on disk")
+        }
+        mlua_swarm_grpc::config::Storage::Ephemeral => tracing::info!("ephemeral: state in memory"),
+    }
+    let host = EngineHost::start(&config).await?;
+    server::run(listener, config, host, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

