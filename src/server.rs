@@ -7,17 +7,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{header, HeaderName, HeaderValue, Method};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::Config;
 use crate::engine::EngineHost;
 use crate::grpc;
+use crate::operator::{OperatorHub, SessionLimits};
 
 /// How long open streams get to end after shutdown starts before they are cut.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 streams one connection may hold open (operator streams, watches, unary calls).
+const MAX_STREAMS_PER_CONNECTION: u32 = 4096;
+/// What `closing` frames tell operators to wait before reconnecting after a shutdown.
+const SHUTDOWN_RETRY_AFTER_MS: u64 = 1000;
 
 /// Boxed error of server start-up.
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;
@@ -50,7 +58,15 @@ pub async fn run(
     host: Arc<EngineHost>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let (routes, health) = grpc::routes(&config, host.clone()).await?;
+    let addr = listener.local_addr()?;
+    let hub = OperatorHub::start(
+        host.clone(),
+        SessionLimits {
+            timeouts: config.operator.clone(),
+            base_url: format!("http://{addr}"),
+        },
+    );
+    let (routes, health) = grpc::routes(&config, host.clone(), hub.clone()).await?;
     let grpc_router = routes.prepare().into_axum_router();
     let grpc_router = match cors(&config.cors_origins)? {
         Some(layer) => grpc_router.layer(layer),
@@ -59,28 +75,92 @@ pub async fn run(
     let app = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .merge(grpc_router);
-    let addr = listener.local_addr()?;
     tracing::info!(%addr, "mse-grpc listening (gRPC, gRPC-Web, HTTP)");
-    let (drained_tx, drained_rx) = oneshot::channel::<()>();
-    let health_for_drain = health.clone();
-    let signal = async move {
-        shutdown.await;
-        tracing::info!("shutting down: health NOT_SERVING, draining streams");
-        grpc::set_serving(&health_for_drain, false).await;
-        let _ = drained_tx.send(());
-    };
-    let serve = axum::serve(listener, app).with_graceful_shutdown(signal);
-    let serve = async move { serve.await.map_err(StartError::from) };
-    tokio::pin!(serve);
-    tokio::select! {
-        result = &mut serve => result?,
-        _ = async {
-            let _ = drained_rx.await;
-            tokio::time::sleep(DRAIN_TIMEOUT).await;
-        } => tracing::warn!("drain timeout: closing remaining connections"),
-    }
+    let connections = accept_loop(listener, app, shutdown).await;
+    tracing::info!("shutting down: health NOT_SERVING, closing operator streams");
+    grpc::set_serving(&health, false).await;
+    hub.close_all("closed: server shutting down", SHUTDOWN_RETRY_AFTER_MS);
+    connections.drain().await;
     host.shutdown().await;
     Ok(())
+}
+
+/// The connections still open after accepting stopped.
+struct OpenConnections {
+    stop: watch::Sender<bool>,
+    alive: mpsc::Receiver<()>,
+}
+
+impl OpenConnections {
+    /// Asks every connection to finish gracefully and waits up to [`DRAIN_TIMEOUT`].
+    async fn drain(mut self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.alive.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain timeout: connections still open are cut");
+        }
+    }
+}
+
+/// Accepts connections until `shutdown`, serving HTTP/1.1 (with upgrades, for WebSocket and
+/// gRPC-Web) and h2c on each.
+async fn accept_loop(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> OpenConnections {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .enable_connect_protocol();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (alive_tx, alive_rx) = mpsc::channel::<()>(1);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = TowerToHyperService::new(app.clone());
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            .into_owned();
+        let mut stop = stop_rx.clone();
+        let alive = alive_tx.clone();
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            loop {
+                tokio::select! {
+                    result = conn.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = stop.changed() => conn.as_mut().graceful_shutdown(),
+                }
+            }
+            drop(alive);
+        });
+    }
+    drop(listener);
+    OpenConnections {
+        stop: stop_tx,
+        alive: alive_rx,
+    }
 }
 
 /// Binds `config.bind`'s listener (or the given one), starts the engine host and serves in

@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 
 use mlua_swarm::store::output::OutputStore;
 use mlua_swarm::{Engine, OperatorSpawnerFactory, TaskApplication};
-use tokio::sync::broadcast;
 
 pub use blueprints::{BlueprintSummary, BlueprintVersionInfo, PutOutcome, StoredBlueprint};
 pub use data::{ContentRef, EmitRequest, OutputEvent, OutputRecord};
@@ -34,14 +33,11 @@ pub use worker::{Credential, SubmitOutcome, WorkerPrompt};
 use crate::config::Config;
 use crate::error::Result;
 
-/// A task that ended, as announced to the operator core so it can withdraw the task's
-/// pending requests.
-#[derive(Debug, Clone)]
-pub struct TaskEnded {
-    /// Our task id.
-    pub task_id: String,
-    /// Why it ended, e.g. "task cancelled: <reason>" or "task completed".
-    pub reason: String,
+/// Told when a task ends, before its flow is torn down, so pending operator requests of
+/// the task are withdrawn with the real reason (implemented by the operator core).
+pub trait TaskEndListener: Send + Sync {
+    /// `task_id` ended; `reason` is e.g. "task cancelled: <reason>" or "task completed".
+    fn task_ended(&self, task_id: &str, reason: &str);
 }
 
 /// The in-process engine with its stores and the registry of our task runs.
@@ -55,7 +51,7 @@ pub struct EngineHost {
     tasks: TaskRegistry,
     steps: Mutex<HashMap<String, String>>,
     running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
-    ended: broadcast::Sender<TaskEnded>,
+    end_listeners: std::sync::RwLock<Vec<std::sync::Weak<dyn TaskEndListener>>>,
     max_data_bytes: usize,
 }
 
@@ -81,9 +77,21 @@ impl EngineHost {
         &self.tasks
     }
 
-    /// Subscribes to task ends (used by the operator core).
-    pub fn subscribe_task_ends(&self) -> broadcast::Receiver<TaskEnded> {
-        self.ended.subscribe()
+    /// Adds a listener told of every task end (held weakly).
+    pub fn add_task_end_listener(&self, listener: std::sync::Weak<dyn TaskEndListener>) {
+        if let Ok(mut ls) = self.end_listeners.write() {
+            ls.push(listener);
+        }
+    }
+
+    fn announce_end(&self, task_id: &str, reason: &str) {
+        let listeners: Vec<_> = match self.end_listeners.read() {
+            Ok(ls) => ls.iter().filter_map(std::sync::Weak::upgrade).collect(),
+            Err(_) => Vec::new(),
+        };
+        for l in listeners {
+            l.task_ended(task_id, reason);
+        }
     }
 
     /// Flushes and closes the stores (the SQLite writer thread).

@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use super::blueprints::{check_id, parse_blueprint, parse_version};
 use super::errors::from_application;
-use super::{compat, EngineHost, TaskEnded, TaskEventKind, TaskRecord, TaskState, TtlSource};
+use super::{compat, EngineHost, TaskEventKind, TaskRecord, TaskState, TtlSource};
 use crate::error::{Error, Result};
 
 /// TTL of a task's engine session when neither the request nor the Blueprint sets one.
@@ -168,14 +168,16 @@ impl EngineHost {
         if current.state.is_terminal() {
             return Err(already_ended(&current));
         }
-        if let Some(handle) = lock(&self.running).remove(task_id) {
-            handle.abort();
-        }
         let reason = if reason.trim().is_empty() {
             "cancelled by CancelTask".to_string()
         } else {
             reason.trim().to_string()
         };
+        // Withdraw the operator requests first, so they carry this reason.
+        self.announce_end(task_id, &format!("task cancelled: {reason}"));
+        if let Some(handle) = lock(&self.running).remove(task_id) {
+            handle.abort();
+        }
         match self
             .finish(task_id, TaskEventKind::Cancelled { reason })
             .await
@@ -230,10 +232,7 @@ impl EngineHost {
                 tracing::info!(task_id, state = ?record.state, error = ?record.error, "task ended")
             }
         }
-        let _ = self.ended.send(TaskEnded {
-            task_id: task_id.to_string(),
-            reason,
-        });
+        self.announce_end(task_id, &reason);
         Some(record)
     }
 

@@ -13,7 +13,6 @@ use mlua_swarm::{
     Compiler, Engine, EngineCfg, LayerRegistry, MainAIMiddleware, OperatorSpawnerFactory,
     RustFnInProcessSpawnerFactory, SeniorEscalationMiddleware, SpawnerRegistry, TaskApplication,
 };
-use tokio::sync::broadcast;
 
 use super::{EngineHost, TaskRegistry};
 use crate::config::{Config, Storage};
@@ -64,7 +63,6 @@ pub(super) async fn build(config: &Config) -> Result<EngineHost> {
         Arc::new(super::blueprints::Archivable::new(blueprints));
     engine.set_output_store(outputs.clone());
     let app = Arc::new(TaskApplication::new(launch, blueprints.clone()));
-    let (ended, _) = broadcast::channel(1024);
     Ok(EngineHost {
         engine,
         factory,
@@ -75,7 +73,7 @@ pub(super) async fn build(config: &Config) -> Result<EngineHost> {
         tasks: TaskRegistry::new(config.task_retention),
         steps: Mutex::new(HashMap::new()),
         running: Mutex::new(HashMap::new()),
-        ended,
+        end_listeners: std::sync::RwLock::new(Vec::new()),
         max_data_bytes: config.max_data_bytes,
     })
 }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod blueprint;
 pub mod convert;
 pub mod data;
+pub mod frames;
 pub mod operator;
 pub mod task;
 pub mod worker;
@@ -18,6 +19,7 @@ use tower::Layer;
 
 use crate::config::Config;
 use crate::engine::EngineHost;
+use crate::operator::OperatorHub;
 use crate::pb;
 use crate::pb::v1::blueprint_service_server::BlueprintServiceServer;
 use crate::pb::v1::data_service_server::DataServiceServer;
@@ -38,6 +40,7 @@ pub const SERVICE_NAMES: [&str; 5] = [
 pub async fn routes(
     config: &Config,
     host: Arc<EngineHost>,
+    hub: Arc<OperatorHub>,
 ) -> Result<(Routes, HealthReporter), Box<dyn std::error::Error + Send + Sync>> {
     let limit = config.max_message_bytes;
     let api = auth::ApiAuth::new(config.api_token.clone());
@@ -67,11 +70,11 @@ pub async fn routes(
     ))
     .add_service(limited!(
         TaskServiceServer,
-        task::TaskSvc::new(host.clone(), api)
+        task::TaskSvc::new(host.clone(), api.clone())
     ))
     .add_service(limited!(
         OperatorServiceServer,
-        operator::OperatorSvc::default()
+        operator::OperatorSvc::new(hub, api, config.operator.ping_interval)
     ))
     .add_service(limited!(
         WorkerServiceServer,

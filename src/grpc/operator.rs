@@ -1,85 +1,284 @@
-//! `OperatorService`: thin adapter over the operator session core.
+//! `OperatorService`: thin adapter over the operator session core. `Connect` is the native
+//! door, `Subscribe` + `Send` the browser door; both attach to the same session.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
+use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::{bearer, ApiAuth};
+use super::convert::timestamp;
+use super::frames::{client_frame, send_outcome, server_frame};
+use crate::error::Error;
+use crate::operator::{
+    Attachment, ClientFrame, NoticeCode, OperatorHub, OperatorSession, ReplyOutcome, ServerBody,
+    SessionInfo,
+};
 use crate::pb::v1 as pb;
 use crate::pb::v1::operator_service_server::OperatorService;
 
+/// How long a new Connect stream may take to send its hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Missed pings after which a silent Connect stream is dropped.
+const MISSED_PINGS: u32 = 3;
+
 /// Serves `mlua_swarm.v1.OperatorService`.
-#[derive(Debug, Clone, Default)]
-pub struct OperatorSvc {}
+#[derive(Debug, Clone)]
+pub struct OperatorSvc {
+    hub: Arc<OperatorHub>,
+    auth: ApiAuth,
+    ping_interval: Duration,
+}
+
+impl OperatorSvc {
+    /// A service over `hub`; CreateSession and ListSessions are guarded by `auth`.
+    pub fn new(hub: Arc<OperatorHub>, auth: ApiAuth, ping_interval: Duration) -> Self {
+        Self {
+            hub,
+            auth,
+            ping_interval,
+        }
+    }
+}
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>>;
+
+fn session_pb(info: SessionInfo) -> pb::Session {
+    let SessionInfo {
+        sid,
+        roles,
+        connected,
+        pending,
+        last_seen,
+        epoch,
+        last_seq,
+        acked_seq,
+        created_at,
+    } = info;
+    pb::Session {
+        sid,
+        roles,
+        connected,
+        pending,
+        last_seen: Some(timestamp(last_seen)),
+        epoch,
+        last_seq,
+        acked_seq,
+        created_at: Some(timestamp(created_at)),
+    }
+}
+
+/// Detaches its attachment when the stream holding it is dropped (client gone).
+struct DetachOnDrop {
+    session: Arc<OperatorSession>,
+    epoch: u64,
+}
+
+impl Drop for DetachOnDrop {
+    fn drop(&mut self) {
+        self.session.detach(self.epoch);
+    }
+}
+
+/// The frames of an attachment as a stream of protobuf frames. It ends when the
+/// attachment does, or with the status `abort` delivers (a broken inbound stream).
+fn frames(
+    attachment: Attachment,
+    abort: oneshot::Receiver<Status>,
+) -> impl Stream<Item = Result<pb::ServerFrame, Status>> + Send {
+    let guard = DetachOnDrop {
+        session: attachment.session().clone(),
+        epoch: attachment.epoch(),
+    };
+    futures::stream::unfold(Some((attachment, guard, abort)), |state| async move {
+        let (mut a, g, mut abort) = state?;
+        tokio::select! {
+            biased;
+            Ok(status) = &mut abort => Some((Err(status), None)),
+            frame = a.next_frame() => match frame {
+                Some(frame) => Some((Ok(server_frame(frame)), Some((a, g, abort)))),
+                // Ended because the inbound side broke: deliver its status.
+                None => abort.try_recv().ok().map(|status| (Err(status), None)),
+            },
+        }
+    })
+}
+
+/// tonic reports an over-limit message as OUT_OF_RANGE; callers expect RESOURCE_EXHAUSTED
+/// with a hint.
+fn oversized(status: Status) -> Status {
+    if status.code() == tonic::Code::OutOfRange && status.message().contains("too large") {
+        return Status::resource_exhausted(format!(
+            "{}; send large payloads through DataService and pass their out_id",
+            status.message()
+        ));
+    }
+    status
+}
+
+fn notice(outcome: ReplyOutcome) -> Option<ServerBody> {
+    match outcome {
+        ReplyOutcome::Accepted => None,
+        ReplyOutcome::Refused {
+            code,
+            req_id,
+            message,
+        } => Some(ServerBody::Notice {
+            code,
+            req_id,
+            message,
+        }),
+    }
+}
 
 #[tonic::async_trait]
 impl OperatorService for OperatorSvc {
     async fn create_session(
         &self,
-        _request: Request<pb::CreateSessionRequest>,
+        request: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
-        Err(Status::unimplemented(
-            "operator sessions are not available yet",
-        ))
+        self.auth.check(request.metadata())?;
+        let created = self.hub.create(request.into_inner().roles).await?;
+        Ok(Response::new(pb::CreateSessionResponse {
+            sid: created.sid,
+            token: created.token,
+            roles: created.roles,
+        }))
     }
 
     async fn get_session(
         &self,
-        _request: Request<pb::GetSessionRequest>,
+        request: Request<pb::GetSessionRequest>,
     ) -> Result<Response<pb::GetSessionResponse>, Status> {
-        Err(Status::unimplemented(
-            "operator sessions are not available yet",
-        ))
+        let token = bearer(request.metadata())?;
+        let session = self
+            .hub
+            .authenticate(&request.get_ref().sid, token.as_deref())?;
+        Ok(Response::new(pb::GetSessionResponse {
+            session: Some(session_pb(session.info())),
+        }))
     }
 
     async fn list_sessions(
         &self,
-        _request: Request<pb::ListSessionsRequest>,
+        request: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
-        Err(Status::unimplemented(
-            "operator sessions are not available yet",
-        ))
+        self.auth.check(request.metadata())?;
+        let sessions = self.hub.list().into_iter().map(session_pb).collect();
+        Ok(Response::new(pb::ListSessionsResponse { sessions }))
     }
 
     async fn delete_session(
         &self,
-        _request: Request<pb::DeleteSessionRequest>,
+        request: Request<pb::DeleteSessionRequest>,
     ) -> Result<Response<pb::DeleteSessionResponse>, Status> {
-        Err(Status::unimplemented(
-            "operator sessions are not available yet",
-        ))
+        let token = bearer(request.metadata())?;
+        let sid = request.into_inner().sid;
+        self.hub.authenticate(&sid, token.as_deref())?;
+        self.hub.delete(&sid, "deleted by DeleteSession").await?;
+        Ok(Response::new(pb::DeleteSessionResponse {}))
     }
 
     type ConnectStream = FrameStream;
 
+    /// Status codes before `welcome`: UNAUTHENTICATED (missing or wrong token), NOT_FOUND
+    /// (unknown sid), INVALID_ARGUMENT (first frame not hello, bad last_seq),
+    /// DEADLINE_EXCEEDED (no hello within 10 s). After it, a bad frame gets a `notice`; a
+    /// frame over the size limit ends the stream with RESOURCE_EXHAUSTED.
     async fn connect(
         &self,
-        _request: Request<Streaming<pb::ClientFrame>>,
+        request: Request<Streaming<pb::ClientFrame>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
-        Err(Status::unimplemented(
-            "operator sessions are not available yet",
-        ))
+        let token = bearer(request.metadata())?;
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.next())
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded("no hello within 10s: send hello{sid, last_seq} first")
+            })?;
+        let first = match first {
+            None => return Err(Error::invalid("stream", "ended before hello").into()),
+            Some(Err(status)) => return Err(status),
+            Some(Ok(frame)) => frame,
+        };
+        let Ok(ClientFrame::Hello { sid, last_seq }) = client_frame(first) else {
+            return Err(Error::invalid("first frame", "must be hello{sid, last_seq}").into());
+        };
+        let session = self.hub.authenticate(&sid, token.as_deref())?;
+        let attachment = session.attach(last_seq)?;
+        let epoch = attachment.epoch();
+        let (err_tx, err_rx) = oneshot::channel::<Status>();
+        let idle_limit = self.ping_interval * MISSED_PINGS + Duration::from_secs(1);
+        let reader_session = session.clone();
+        tokio::spawn(async move {
+            let s = reader_session;
+            loop {
+                let next = match tokio::time::timeout(idle_limit, inbound.next()).await {
+                    Err(_) => {
+                        tracing::warn!(sid = %s.sid(), epoch, "operator stream silent past 3 pings; dropping it");
+                        break;
+                    }
+                    Ok(None) => break,
+                    Ok(Some(Err(status))) => {
+                        let status = oversized(status);
+                        tracing::info!(sid = %s.sid(), epoch, code = ?status.code(), "operator stream error");
+                        let _ = err_tx.send(status);
+                        break;
+                    }
+                    Ok(Some(Ok(frame))) => frame,
+                };
+                let body = match client_frame(next) {
+                    Ok(frame) => notice(s.handle(frame)),
+                    Err(message) => Some(ServerBody::Notice {
+                        code: NoticeCode::InvalidFrame,
+                        req_id: String::new(),
+                        message,
+                    }),
+                };
+                if let Some(body) = body {
+                    s.notify_stream(epoch, body);
+                }
+            }
+            s.detach(epoch);
+        });
+        Ok(Response::new(Box::pin(frames(attachment, err_rx))))
     }
 
     type SubscribeStream = FrameStream;
 
     async fn subscribe(
         &self,
-        _request: Request<pb::SubscribeRequest>,
+        request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        Err(Status::unimplemented(
-            "operator sessions are not available yet",
-        ))
+        let token = bearer(request.metadata())?;
+        let pb::SubscribeRequest { sid, last_seq } = request.into_inner();
+        let session = self.hub.authenticate(&sid, token.as_deref())?;
+        let attachment = session.attach(last_seq)?;
+        let (_never, abort) = oneshot::channel();
+        Ok(Response::new(Box::pin(frames(attachment, abort))))
     }
 
     async fn send(
         &self,
-        _request: Request<pb::SendRequest>,
+        request: Request<pb::SendRequest>,
     ) -> Result<Response<pb::SendResponse>, Status> {
-        Err(Status::unimplemented(
-            "operator sessions are not available yet",
-        ))
+        let token = bearer(request.metadata())?;
+        let pb::SendRequest { sid, frame } = request.into_inner();
+        let session = self.hub.authenticate(&sid, token.as_deref())?;
+        let frame = frame.ok_or_else(|| Error::invalid("frame", "required"))?;
+        let frame = client_frame(frame).map_err(|m| Error::invalid("frame", m))?;
+        if matches!(frame, ClientFrame::Hello { .. }) {
+            return Err(
+                Error::invalid("frame", "hello is not sent with Send; call Subscribe").into(),
+            );
+        }
+        let (outcome, message) = send_outcome(&session.handle(frame));
+        Ok(Response::new(pb::SendResponse {
+            outcome: outcome as i32,
+            message,
+        }))
     }
 }

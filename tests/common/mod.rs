@@ -169,3 +169,153 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
+
+/// A scripted operator on a real `Connect` stream.
+pub struct Op {
+    pub tx: tokio::sync::mpsc::Sender<pb::ClientFrame>,
+    pub rx: tonic::Streaming<pb::ServerFrame>,
+    pub welcome: pb::Welcome,
+    pub sid: String,
+    pub token: String,
+}
+
+/// Adds `authorization: Bearer <token>`.
+pub fn authed<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    req
+}
+
+pub use pb::client_frame::Body as C;
+pub use pb::server_frame::Body as S;
+
+impl Op {
+    /// Creates a session with `roles` and connects it.
+    pub async fn join(ts: &TestServer, roles: &[&str]) -> Op {
+        let created = ts
+            .operators()
+            .create_session(pb::CreateSessionRequest {
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+            })
+            .await
+            .expect("create session")
+            .into_inner();
+        Op::connect(ts, &created.sid, &created.token, 0)
+            .await
+            .expect("connect")
+    }
+
+    /// Opens a Connect stream with hello{sid, last_seq}.
+    pub async fn connect(
+        ts: &TestServer,
+        sid: &str,
+        token: &str,
+        last_seq: u64,
+    ) -> Result<Op, tonic::Status> {
+        let (tx, rx_out) = tokio::sync::mpsc::channel(1024);
+        tx.send(pb::ClientFrame {
+            body: Some(C::Hello(pb::Hello {
+                sid: sid.into(),
+                last_seq,
+            })),
+        })
+        .await
+        .expect("queue hello");
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx_out);
+        let mut rx = ts
+            .operators()
+            .connect(authed(stream, token))
+            .await?
+            .into_inner();
+        let first = tokio::time::timeout(Duration::from_secs(10), rx.message())
+            .await
+            .expect("welcome in time")?
+            .expect("a frame");
+        let Some(S::Welcome(welcome)) = first.body else {
+            panic!("first frame must be welcome, got {first:?}");
+        };
+        Ok(Op {
+            tx,
+            rx,
+            welcome,
+            sid: sid.into(),
+            token: token.into(),
+        })
+    }
+
+    pub async fn send(&self, body: C) {
+        self.tx
+            .send(pb::ClientFrame { body: Some(body) })
+            .await
+            .expect("stream open");
+    }
+
+    pub async fn ack(&self, seq: u64) {
+        self.send(C::Ack(pb::Ack { seq })).await;
+    }
+
+    /// The next non-ping frame (pings are answered), within 10 s.
+    pub async fn next(&mut self) -> pb::ServerFrame {
+        self.try_next().await.expect("a frame")
+    }
+
+    /// The next non-ping frame, or None when the stream ends.
+    pub async fn try_next(&mut self) -> Option<pb::ServerFrame> {
+        loop {
+            let item = tokio::time::timeout(Duration::from_secs(10), self.rx.message())
+                .await
+                .expect("a frame within 10s");
+            let frame = match item {
+                Ok(Some(f)) => f,
+                Ok(None) | Err(_) => return None,
+            };
+            if let Some(S::Ping(p)) = &frame.body {
+                self.send(C::Pong(pb::Pong { nonce: p.nonce })).await;
+                continue;
+            }
+            return Some(frame);
+        }
+    }
+}
+
+/// Reads a Spawn's prompt and submits `body` as the worker would, with the handle
+/// (`by_token` = false) or the capability token.
+pub async fn work(
+    ts: &TestServer,
+    spawn: &pb::Spawn,
+    body: &str,
+    outcome: pb::SubmitOutcome,
+    by_token: bool,
+) -> pb::GetPromptResponse {
+    let cred = if by_token {
+        &spawn.capability_token
+    } else {
+        &spawn.worker_handle
+    };
+    let prompt = ts
+        .workers()
+        .get_prompt(authed(
+            pb::GetPromptRequest {
+                step_id: spawn.step_id.clone(),
+            },
+            cred,
+        ))
+        .await
+        .expect("get prompt")
+        .into_inner();
+    ts.workers()
+        .submit(authed(
+            pb::SubmitRequest {
+                body: body.into(),
+                outcome: outcome as i32,
+                step_id: String::new(),
+            },
+            cred,
+        ))
+        .await
+        .expect("submit");
+    prompt
+}
