@@ -71,10 +71,12 @@ fn session_pb(info: SessionInfo) -> pb::Session {
     }
 }
 
-/// Detaches its attachment when the stream holding it is dropped (client gone).
+/// Detaches its attachment when the stream holding it is dropped (client gone), and by
+/// dropping `_ended` tells the inbound reader to stop.
 struct DetachOnDrop {
     session: Arc<OperatorSession>,
     epoch: u64,
+    _ended: Option<oneshot::Sender<()>>,
 }
 
 impl Drop for DetachOnDrop {
@@ -88,10 +90,12 @@ impl Drop for DetachOnDrop {
 fn frames(
     attachment: Attachment,
     abort: oneshot::Receiver<Status>,
+    ended: Option<oneshot::Sender<()>>,
 ) -> impl Stream<Item = Result<pb::ServerFrame, Status>> + Send {
     let guard = DetachOnDrop {
         session: attachment.session().clone(),
         epoch: attachment.epoch(),
+        _ended: ended,
     };
     futures::stream::unfold(Some((attachment, guard, abort)), |state| async move {
         let (mut a, g, mut abort) = state?;
@@ -211,12 +215,18 @@ impl OperatorService for OperatorSvc {
         let attachment = session.attach(last_seq)?;
         let epoch = attachment.epoch();
         let (err_tx, err_rx) = oneshot::channel::<Status>();
+        let (ended_tx, mut ended_rx) = oneshot::channel::<()>();
         let idle_limit = self.ping_interval * MISSED_PINGS + Duration::from_secs(1);
         let reader_session = session.clone();
         tokio::spawn(async move {
             let s = reader_session;
             loop {
-                let next = match tokio::time::timeout(idle_limit, inbound.next()).await {
+                let next = tokio::select! {
+                    // The response side is over (closing sent, replaced, deleted).
+                    _ = &mut ended_rx => break,
+                    next = tokio::time::timeout(idle_limit, inbound.next()) => next,
+                };
+                let next = match next {
                     Err(_) => {
                         tracing::warn!(sid = %s.sid(), epoch, "operator stream silent past 3 pings; dropping it");
                         break;
@@ -244,7 +254,11 @@ impl OperatorService for OperatorSvc {
             }
             s.detach(epoch);
         });
-        Ok(Response::new(Box::pin(frames(attachment, err_rx))))
+        Ok(Response::new(Box::pin(frames(
+            attachment,
+            err_rx,
+            Some(ended_tx),
+        ))))
     }
 
     type SubscribeStream = FrameStream;
@@ -258,7 +272,7 @@ impl OperatorService for OperatorSvc {
         let session = self.hub.authenticate(&sid, token.as_deref())?;
         let attachment = session.attach(last_seq)?;
         let (_never, abort) = oneshot::channel();
-        Ok(Response::new(Box::pin(frames(attachment, abort))))
+        Ok(Response::new(Box::pin(frames(attachment, abort, None))))
     }
 
     async fn send(
