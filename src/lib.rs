@@ -1,7 +1,8 @@
 //! mlua-swarm-grpc: a gRPC, gRPC-Web and legacy HTTP/WebSocket server that hosts the
 //! [`mlua_swarm`] engine in-process.
 //!
-//! Layers, outermost first: transports ([`grpc`]) are thin adapters over the domain
+//! Layers, outermost first: transports ([`grpc`], and the v0.1.0 [`http`] routes and
+//! [`ws`] shim) are thin adapters over the domain
 //! ([`engine`] hosts the engine, [`operator`] holds operator sessions); [`error`] is the one
 //! error vocabulary they share; [`server`] puts every door on one port.
 
@@ -9,6 +10,8 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod grpc;
+pub mod http;
 pub mod operator;
 pub mod pb;
 pub mod server;
+pub mod ws;

@@ -72,8 +72,15 @@ pub async fn run(
         Some(layer) => grpc_router.layer(layer),
         None => grpc_router,
     };
+    let legacy = crate::http::router(crate::http::LegacyState {
+        host: host.clone(),
+        hub: hub.clone(),
+        bind: addr,
+        max_body_bytes: config.max_message_bytes,
+    });
     let app = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .merge(legacy)
         .merge(grpc_router);
     tracing::info!(%addr, "mse-grpc listening (gRPC, gRPC-Web, HTTP)");
     let connections = accept_loop(listener, app, shutdown).await;

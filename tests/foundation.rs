@@ -145,8 +145,15 @@ async fn blueprints_are_versioned_in_hex_and_selectors_accept_them() {
         .expect("list")
         .into_inner()
         .blueprints;
-    assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].head_version, v2.version);
+    let hello = listed
+        .iter()
+        .find(|b| b.id == "hello")
+        .expect("hello listed");
+    assert_eq!(hello.head_version, v2.version);
+    assert!(
+        listed.iter().any(|b| b.id == "main"),
+        "the seed Blueprint is there too"
+    );
     ts.stop().await;
 }
 

@@ -65,7 +65,29 @@ pub struct BlueprintVersionInfo {
     pub rationale: Option<String>,
 }
 
+/// The Blueprint every server starts with (as v0.1.0 did): one `identity` step.
+pub const SEED_BLUEPRINT_ID: &str = "main";
+
 impl EngineHost {
+    /// Stores the seed Blueprint `main` unless an id `main` exists (even archived).
+    pub(super) async fn seed_main_blueprint(&self) -> Result<()> {
+        let id = BlueprintId::new(SEED_BLUEPRINT_ID);
+        if self.blueprints.is_archived(&id).await.map_err(from_store)?
+            || self.blueprints.read_head(&id).await.is_ok()
+        {
+            return Ok(());
+        }
+        let doc = serde_json::json!({
+            "schema_version": "0.1.0",
+            "id": SEED_BLUEPRINT_ID,
+            "flow": {"kind": "step", "ref": "identity",
+                     "in": {"op": "lit", "value": "hello"}, "out": {"op": "path", "at": "$.out"}},
+            "agents": [{"name": "identity", "kind": "rust_fn", "spec": {"fn_id": "identity"}}],
+            "metadata": {"description": "seed: one identity step"}
+        });
+        self.put_blueprint(SEED_BLUEPRINT_ID, doc).await.map(|_| ())
+    }
+
     /// Stores `doc` as the new head of `id` unless it equals the head.
     pub async fn put_blueprint(&self, id: &str, mut doc: Value) -> Result<PutOutcome> {
         check_id(id)?;

@@ -10,6 +10,7 @@ mod errors;
 mod gc;
 mod operators;
 mod runner;
+mod sessions;
 mod tasks;
 mod wiring;
 mod worker;
@@ -20,7 +21,9 @@ use std::sync::{Arc, Mutex};
 use mlua_swarm::store::output::OutputStore;
 use mlua_swarm::{Engine, OperatorSpawnerFactory, TaskApplication};
 
-pub use blueprints::{BlueprintSummary, BlueprintVersionInfo, PutOutcome, StoredBlueprint};
+pub use blueprints::{
+    BlueprintSummary, BlueprintVersionInfo, PutOutcome, StoredBlueprint, SEED_BLUEPRINT_ID,
+};
 pub use data::{ContentRef, EmitRequest, OutputEvent, OutputRecord};
 pub use gc::StateSizes;
 pub use operators::{OperatorBackend, OperatorRequestError, SpawnGrant, SpawnReply, StepContext};
@@ -53,6 +56,8 @@ pub struct EngineHost {
     running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
     end_listeners: std::sync::RwLock<Vec<std::sync::Weak<dyn TaskEndListener>>>,
     max_data_bytes: usize,
+    engine_sessions: Mutex<HashMap<String, mlua_swarm::types::CapToken>>,
+    store_root: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for EngineHost {
@@ -69,6 +74,7 @@ impl EngineHost {
     pub async fn start(config: &Config) -> Result<Arc<Self>> {
         let host = Arc::new(wiring::build(config).await?);
         runner::spawn_event_router(&host);
+        host.seed_main_blueprint().await?;
         Ok(host)
     }
 

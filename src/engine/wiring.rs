@@ -75,6 +75,11 @@ pub(super) async fn build(config: &Config) -> Result<EngineHost> {
         running: Mutex::new(HashMap::new()),
         end_listeners: std::sync::RwLock::new(Vec::new()),
         max_data_bytes: config.max_data_bytes,
+        engine_sessions: Mutex::new(HashMap::new()),
+        store_root: match &config.storage {
+            Storage::Dir(dir) => Some(dir.join("blueprints")),
+            Storage::Ephemeral => None,
+        },
     })
 }
 

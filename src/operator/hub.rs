@@ -117,7 +117,8 @@ impl OperatorHub {
     pub fn authenticate(&self, sid: &str, token: Option<&str>) -> Result<Arc<OperatorSession>> {
         let token = token.ok_or_else(|| {
             Error::Unauthenticated(
-                "missing 'authorization: Bearer <session token>' metadata (the token CreateSession returned)"
+                "missing bearer token: send 'authorization: Bearer <session token>' (the token \
+                 returned when the session was created)"
                     .into(),
             )
         })?;
@@ -130,12 +131,27 @@ impl OperatorHub {
         Ok(session)
     }
 
+    /// The session `sid` without checking a token (NOT_FOUND if unknown).
+    pub fn find(&self, sid: &str) -> Result<Arc<OperatorSession>> {
+        self.get(sid)
+    }
+
     fn get(&self, sid: &str) -> Result<Arc<OperatorSession>> {
         self.lock().sessions.get(sid).cloned().ok_or_else(|| {
             Error::NotFound(format!(
-                "operator session '{sid}' not found; create one with CreateSession"
+                "operator session '{sid}' not found; create a session first"
             ))
         })
+    }
+
+    /// Which of `roles` are held by live sessions.
+    pub fn held_roles(&self, roles: &[String]) -> Vec<String> {
+        let inner = self.lock();
+        roles
+            .iter()
+            .map(|r| r.trim().to_string())
+            .filter(|r| inner.roles.contains_key(r))
+            .collect()
     }
 
     /// Every live session.

@@ -71,6 +71,8 @@ struct Pending {
     kind: Kind,
     task_id: String,
     reply: Waiter,
+    /// The request frame, re-sent to doors without seq/ack (the WebSocket shim).
+    frame: ServerFrame,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,7 +226,27 @@ impl OperatorSession {
     /// gets `closing` and ends) and returns the attachment, whose first frame is `welcome`
     /// followed by every unacknowledged frame in order.
     pub fn attach(self: &Arc<Self>, last_seq: u64) -> Result<Attachment> {
+        self.attach_with(Some(last_seq))
+    }
+
+    /// Attaches a door without seq/ack (the v0.1.0 WebSocket shim): everything sent so far
+    /// counts as acknowledged, and every request still pending is re-sent first.
+    pub fn attach_unsequenced(self: &Arc<Self>) -> Result<Attachment> {
+        self.attach_with(None)
+    }
+
+    fn attach_with(self: &Arc<Self>, last_seq: Option<u64>) -> Result<Attachment> {
         let mut s = self.lock();
+        let replay: VecDeque<ServerFrame> = match last_seq {
+            Some(_) => VecDeque::new(),
+            None => {
+                let mut frames: Vec<ServerFrame> =
+                    s.pending.values().map(|p| p.frame.clone()).collect();
+                frames.sort_by_key(|f| f.seq);
+                frames.into()
+            }
+        };
+        let last_seq = last_seq.unwrap_or(s.last_seq);
         if let Some((reason, _)) = &s.closed {
             return Err(Error::NotFound(format!(
                 "operator session {} {reason}",
@@ -252,7 +274,7 @@ impl OperatorSession {
             sid: self.sid.clone(),
             epoch,
             acked_seq: s.acked,
-            replayed: u32::try_from(s.outbox.len()).unwrap_or(u32::MAX),
+            replayed: u32::try_from(s.outbox.len() + replay.len()).unwrap_or(u32::MAX),
             roles: self.roles.clone(),
             ping_interval_secs: u32::try_from(self.limits.timeouts.ping_interval.as_secs())
                 .unwrap_or(u32::MAX),
@@ -269,6 +291,7 @@ impl OperatorSession {
             epoch,
             cursor,
             welcome: Some(welcome),
+            replay,
             finished: false,
             changes: self.changes.subscribe(),
             ping,
@@ -408,22 +431,21 @@ impl OperatorSession {
                     grace.as_secs()
                 )));
             }
-            if self
-                .push_locked(&mut s, build(&req_id, deadline_ms))
-                .is_none()
-            {
+            let body = build(&req_id, deadline_ms);
+            let Some(seq) = self.push_locked(&mut s, body.clone()) else {
                 return Err(OperatorRequestError(format!(
                     "operator session {} has {MAX_UNACKED} unacknowledged frames; the operator \
                      must ack what it handled",
                     self.sid
                 )));
-            }
+            };
             s.pending.insert(
                 req_id.clone(),
                 Pending {
                     kind,
                     task_id: task_id.to_string(),
                     reply: tx,
+                    frame: ServerFrame { seq, body },
                 },
             );
         }
@@ -756,6 +778,7 @@ pub struct Attachment {
     epoch: u64,
     cursor: u64,
     welcome: Option<Welcome>,
+    replay: VecDeque<ServerFrame>,
     finished: bool,
     changes: watch::Receiver<u64>,
     ping: tokio::time::Interval,
@@ -792,6 +815,9 @@ impl Attachment {
         }
         if self.finished {
             return None;
+        }
+        if let Some(frame) = self.replay.pop_front() {
+            return Some(frame);
         }
         loop {
             self.changes.borrow_and_update();
@@ -846,10 +872,5 @@ impl Attachment {
         let frame = s.outbox.get(idx)?.clone();
         self.cursor = frame.seq;
         Some(Some(frame))
-    }
-
-    /// Ends the stream with `closing` (server shutdown).
-    pub fn detach(&self) {
-        self.session.detach(self.epoch);
     }
 }
