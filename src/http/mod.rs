@@ -3,6 +3,7 @@
 //! docs/COMPAT.md.
 
 mod blueprints;
+mod console;
 mod operators;
 mod sessions;
 mod tasks;
@@ -111,6 +112,7 @@ pub fn router(state: LegacyState) -> Router {
             "/v1/sessions",
             post(sessions::attach).delete(sessions::detach),
         )
+        .merge(console::routes())
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(state)
 }

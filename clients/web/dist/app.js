@@ -1,0 +1,1 @@
+// placeholder: built by clients/web (npm run build)
