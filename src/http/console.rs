@@ -1,8 +1,9 @@
 //! The operator console (clients/web), built to `clients/web/dist/` and embedded in the
-//! binary, served at `/`. It speaks gRPC-Web to this same origin.
+//! binary, served at `/`. It speaks gRPC-Web to this same origin. For console development,
+//! `MSE_CONSOLE_DIR=<dir>` serves the files from that directory instead, read per request.
 
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
@@ -10,7 +11,14 @@ const INDEX_HTML: &str = include_str!("../../clients/web/dist/index.html");
 const APP_JS: &str = include_str!("../../clients/web/dist/app.js");
 const APP_CSS: &str = include_str!("../../clients/web/dist/app.css");
 
-fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+async fn asset(name: &'static str, content_type: &'static str, embedded: &'static str) -> Response {
+    let body = match std::env::var_os("MSE_CONSOLE_DIR") {
+        Some(dir) => match tokio::fs::read_to_string(std::path::Path::new(&dir).join(name)).await {
+            Ok(text) => text,
+            Err(e) => return (StatusCode::NOT_FOUND, format!("{name}: {e}")).into_response(),
+        },
+        None => embedded.to_string(),
+    };
     (
         [
             (header::CONTENT_TYPE, content_type),
@@ -18,15 +26,13 @@ fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
         ],
         body,
     )
+        .into_response()
 }
 
 /// `/`, `/app.js`, `/app.css`.
 pub(super) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
-        .route(
-            "/app.js",
-            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
-        )
-        .route("/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
+        .route("/", get(|| asset("index.html", "text/html; charset=utf-8", INDEX_HTML)))
+        .route("/app.js", get(|| asset("app.js", "text/javascript; charset=utf-8", APP_JS)))
+        .route("/app.css", get(|| asset("app.css", "text/css; charset=utf-8", APP_CSS)))
 }
