@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -97,18 +97,21 @@ fn frames(
         epoch: attachment.epoch(),
         _ended: ended,
     };
-    futures::stream::unfold(Some((attachment, guard, abort)), |state| async move {
-        let (mut a, g, mut abort) = state?;
-        tokio::select! {
-            biased;
-            Ok(status) = &mut abort => Some((Err(status), None)),
-            frame = a.next_frame() => match frame {
-                Some(frame) => Some((Ok(server_frame(frame)), Some((a, g, abort)))),
-                // Ended because the inbound side broke: deliver its status.
-                None => abort.try_recv().ok().map(|status| (Err(status), None)),
-            },
-        }
-    })
+    futures::stream::unfold(
+        Some((attachment, guard, abort.fuse())),
+        |state| async move {
+            let (mut a, g, mut abort) = state?;
+            tokio::select! {
+                biased;
+                Ok(status) = &mut abort => Some((Err(status), None)),
+                frame = a.next_frame() => match frame {
+                    Some(frame) => Some((Ok(server_frame(frame)), Some((a, g, abort)))),
+                    // Ended because the inbound side broke: deliver its status.
+                    None => (&mut abort).now_or_never().and_then(Result::ok).map(|status| (Err(status), None)),
+                },
+            }
+        },
+    )
 }
 
 /// tonic reports an over-limit message as OUT_OF_RANGE; callers expect RESOURCE_EXHAUSTED

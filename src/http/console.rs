@@ -32,7 +32,16 @@ async fn asset(name: &'static str, content_type: &'static str, embedded: &'stati
 /// `/`, `/app.js`, `/app.css`.
 pub(super) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/", get(|| asset("index.html", "text/html; charset=utf-8", INDEX_HTML)))
-        .route("/app.js", get(|| asset("app.js", "text/javascript; charset=utf-8", APP_JS)))
-        .route("/app.css", get(|| asset("app.css", "text/css; charset=utf-8", APP_CSS)))
+        .route(
+            "/",
+            get(|| asset("index.html", "text/html; charset=utf-8", INDEX_HTML)),
+        )
+        .route(
+            "/app.js",
+            get(|| asset("app.js", "text/javascript; charset=utf-8", APP_JS)),
+        )
+        .route(
+            "/app.css",
+            get(|| asset("app.css", "text/css; charset=utf-8", APP_CSS)),
+        )
 }
