@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// Seconds a session may stay without a stream before it is reaped [default: 86400].
     #[arg(long, env = "MSE_SESSION_IDLE_SECS")]
     pub session_idle_secs: Option<u64>,
+    /// Unacknowledged frames an operator session may hold before new requests fail
+    /// [default: 10000].
+    #[arg(long, env = "MSE_MAX_UNACKED_FRAMES")]
+    pub max_unacked_frames: Option<usize>,
     /// Origins allowed to call gRPC-Web from a browser (repeatable) [default: none].
     #[arg(long = "cors-origin", env = "MSE_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
@@ -84,6 +88,7 @@ struct FileConfig {
     spawn_timeout_secs: Option<u64>,
     ping_interval_secs: Option<u64>,
     session_idle_secs: Option<u64>,
+    max_unacked_frames: Option<usize>,
     cors_origins: Option<Vec<String>>,
 }
 
@@ -111,6 +116,8 @@ pub struct OperatorTimeouts {
     pub ping_interval: Duration,
     /// How long a session without a stream lives.
     pub idle_horizon: Duration,
+    /// Unacknowledged frames a session may hold.
+    pub max_unacked: usize,
 }
 
 impl Default for OperatorTimeouts {
@@ -122,6 +129,7 @@ impl Default for OperatorTimeouts {
             spawn: Duration::from_secs(3600),
             ping_interval: Duration::from_secs(15),
             idle_horizon: Duration::from_secs(86_400),
+            max_unacked: crate::operator::DEFAULT_MAX_UNACKED,
         }
     }
 }
@@ -250,6 +258,11 @@ impl Config {
                 file.session_idle_secs,
                 d.idle_horizon,
             ),
+            max_unacked: args
+                .max_unacked_frames
+                .or(file.max_unacked_frames)
+                .unwrap_or(d.max_unacked)
+                .max(1),
         };
         if operator.ping_interval.is_zero() {
             return Err(ConfigError::Invalid {

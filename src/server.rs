@@ -64,6 +64,7 @@ pub async fn run(
         SessionLimits {
             timeouts: config.operator.clone(),
             base_url: format!("http://{addr}"),
+            max_unacked: config.operator.max_unacked,
         },
     );
     let (routes, health) = grpc::routes(&config, host.clone(), hub.clone()).await?;

@@ -9,6 +9,7 @@ mod data;
 mod errors;
 mod gc;
 mod operators;
+mod outputs;
 mod runner;
 mod sessions;
 mod tasks;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use mlua_swarm::blueprint::store::{BlueprintStore, Git2BlueprintStore, InMemoryBlueprintStore};
 use mlua_swarm::core::config::CheckPolicy;
 use mlua_swarm::service::task_launch::TaskLaunchService;
-use mlua_swarm::store::output::{InMemoryOutputStore, OutputStore, SqliteOutputStore};
+use mlua_swarm::store::output::{OutputStore, SqliteOutputStore};
 use mlua_swarm::worker::baseline::extend_with_baseline;
 use mlua_swarm::{
     Compiler, Engine, EngineCfg, LayerRegistry, MainAIMiddleware, OperatorSpawnerFactory,
@@ -54,7 +54,9 @@ pub(super) async fn build(config: &Config) -> Result<EngineHost> {
     let (blueprints, outputs, driver) = match &config.storage {
         Storage::Ephemeral => {
             let bp: Arc<dyn BlueprintStore> = Arc::new(InMemoryBlueprintStore::new());
-            let out: Arc<dyn OutputStore> = Arc::new(InMemoryOutputStore::new());
+            let out: Arc<dyn OutputStore> = Arc::new(super::outputs::BoundedOutputStore::new(
+                super::outputs::EPHEMERAL_OUTPUT_CAPACITY,
+            ));
             (bp, out, None)
         }
         Storage::Dir(dir) => open_dir_stores(dir).await?,

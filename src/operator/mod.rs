@@ -9,4 +9,4 @@ pub mod session;
 
 pub use frame::{ClientFrame, NoticeCode, ReplyOutcome, ServerBody, ServerFrame, Step, Welcome};
 pub use hub::{CreatedSession, OperatorHub};
-pub use session::{Attachment, OperatorSession, SessionInfo, SessionLimits};
+pub use session::{Attachment, OperatorSession, SessionInfo, SessionLimits, DEFAULT_MAX_UNACKED};

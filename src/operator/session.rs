@@ -19,8 +19,8 @@ use crate::config::OperatorTimeouts;
 use crate::engine::{OperatorBackend, OperatorRequestError, SpawnGrant, SpawnReply, StepContext};
 use crate::error::{Error, Result};
 
-/// Most unacknowledged frames a session holds; past it new requests fail at once.
-pub const MAX_UNACKED: usize = 10_000;
+/// Default for [`SessionLimits::max_unacked`].
+pub const DEFAULT_MAX_UNACKED: usize = 10_000;
 /// Ended req_ids remembered to tell duplicates and stale replies from unknown ones.
 const ENDED_MEMORY: usize = 4096;
 
@@ -31,6 +31,8 @@ pub struct SessionLimits {
     pub timeouts: OperatorTimeouts,
     /// The server's HTTP root, named in spawn directives.
     pub base_url: String,
+    /// Most unacknowledged frames a session holds; past it new requests fail at once.
+    pub max_unacked: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -371,14 +373,14 @@ impl OperatorSession {
             return;
         }
         for id in ids {
-            withdraw_locked(&mut s, &id, reason);
+            withdraw_locked(&mut s, &id, reason, self.limits.max_unacked);
         }
         drop(s);
         self.bump();
     }
 
     fn withdraw(&self, req_id: &str, reason: &str) {
-        let done = withdraw_locked(&mut self.lock(), req_id, reason);
+        let done = withdraw_locked(&mut self.lock(), req_id, reason, self.limits.max_unacked);
         if done {
             self.bump();
         }
@@ -386,7 +388,7 @@ impl OperatorSession {
 
     /// Queues a frame for delivery; None if the session is closed or over its limit.
     fn push_locked(&self, s: &mut State, body: ServerBody) -> Option<u64> {
-        if s.closed.is_some() || s.outbox.len() >= MAX_UNACKED {
+        if s.closed.is_some() || s.outbox.len() >= self.limits.max_unacked {
             return None;
         }
         s.last_seq += 1;
@@ -434,9 +436,9 @@ impl OperatorSession {
             let body = build(&req_id, deadline_ms);
             let Some(seq) = self.push_locked(&mut s, body.clone()) else {
                 return Err(OperatorRequestError(format!(
-                    "operator session {} has {MAX_UNACKED} unacknowledged frames; the operator \
-                     must ack what it handled",
-                    self.sid
+                    "operator session {} has {} unacknowledged frames; the operator must ack \
+                     what it handled",
+                    self.sid, self.limits.max_unacked
                 )));
             };
             s.pending.insert(
@@ -539,7 +541,7 @@ impl OperatorSession {
     pub fn notify_stream(&self, epoch: u64, body: ServerBody) {
         {
             let mut s = self.lock();
-            if s.attached != Some(epoch) || s.control.len() >= MAX_UNACKED {
+            if s.attached != Some(epoch) || s.control.len() >= self.limits.max_unacked {
                 return;
             }
             s.control.push_back((epoch, body));
@@ -597,13 +599,13 @@ fn remember_ended(s: &mut State, req_id: &str, how: Ended) {
 }
 
 /// Fails one pending request and queues a `cancel` frame for it. True if it was pending.
-fn withdraw_locked(s: &mut State, req_id: &str, reason: &str) -> bool {
+fn withdraw_locked(s: &mut State, req_id: &str, reason: &str, max_unacked: usize) -> bool {
     let Some(p) = s.pending.remove(req_id) else {
         return false;
     };
     let _ = p.reply.send(Err(OperatorRequestError(reason.to_string())));
     remember_ended(s, req_id, Ended::Withdrawn);
-    if s.closed.is_none() && s.outbox.len() < MAX_UNACKED {
+    if s.closed.is_none() && s.outbox.len() < max_unacked {
         s.last_seq += 1;
         let seq = s.last_seq;
         s.outbox.push_back(ServerFrame {
