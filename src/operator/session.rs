@@ -224,37 +224,29 @@ impl OperatorSession {
         self.lock().detached_since.map(|t| t.elapsed())
     }
 
-    /// Attaches a stream resuming after `last_seq`: bumps the epoch (a previous stream
-    /// gets `closing` and ends) and returns the attachment, whose first frame is `welcome`
-    /// followed by every unacknowledged frame in order.
+    /// Attaches a stream resuming after `last_seq` (which also acknowledges): bumps the
+    /// epoch (a previous stream gets `closing` and ends) and returns the attachment, whose
+    /// first frame is `welcome`, then every acknowledged request still awaiting its reply,
+    /// then every unacknowledged frame, each group in seq order.
     pub fn attach(self: &Arc<Self>, last_seq: u64) -> Result<Attachment> {
         self.attach_with(Some(last_seq))
     }
 
     /// Attaches a door without seq/ack (the v0.1.0 WebSocket shim): everything sent so far
-    /// counts as acknowledged, and every request still pending is re-sent first.
+    /// counts as acknowledged, so exactly the requests still pending are re-sent.
     pub fn attach_unsequenced(self: &Arc<Self>) -> Result<Attachment> {
         self.attach_with(None)
     }
 
     fn attach_with(self: &Arc<Self>, last_seq: Option<u64>) -> Result<Attachment> {
         let mut s = self.lock();
-        let replay: VecDeque<ServerFrame> = match last_seq {
-            Some(_) => VecDeque::new(),
-            None => {
-                let mut frames: Vec<ServerFrame> =
-                    s.pending.values().map(|p| p.frame.clone()).collect();
-                frames.sort_by_key(|f| f.seq);
-                frames.into()
-            }
-        };
-        let last_seq = last_seq.unwrap_or(s.last_seq);
         if let Some((reason, _)) = &s.closed {
             return Err(Error::NotFound(format!(
                 "operator session {} {reason}",
                 self.sid
             )));
         }
+        let last_seq = last_seq.unwrap_or(s.last_seq);
         if last_seq > s.last_seq {
             return Err(Error::invalid(
                 "last_seq",
@@ -266,6 +258,16 @@ impl OperatorSession {
             ));
         }
         ack_locked(&mut s, last_seq);
+        // Requests whose frames were acknowledged but whose replies never arrived (lost
+        // with the old stream) are sent again first; nothing still awaited is lost.
+        let mut awaited: Vec<ServerFrame> = s
+            .pending
+            .values()
+            .filter(|p| p.frame.seq <= s.acked)
+            .map(|p| p.frame.clone())
+            .collect();
+        awaited.sort_by_key(|f| f.seq);
+        let replay: VecDeque<ServerFrame> = awaited.into();
         s.epoch += 1;
         let epoch = s.epoch;
         s.attached = Some(epoch);
