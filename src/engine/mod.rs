@@ -31,7 +31,10 @@ pub use operators::{OperatorBackend, OperatorRequestError, SpawnGrant, SpawnRepl
 pub use runner::{
     BlueprintSource, LaunchOperator, OperatorKind, TaskLaunch, VersionPick, SERVER_DEFAULT_TTL_SECS,
 };
-pub use tasks::{TaskEvent, TaskEventKind, TaskRecord, TaskRegistry, TaskState, TtlSource};
+pub use tasks::{
+    TaskEvent, TaskEventKind, TaskRecord, TaskRegistry, TaskState, TtlSource, EVENTS_KEPT,
+    STEP_IDS_KEPT,
+};
 pub use worker::{Credential, SubmitOutcome, WorkerPrompt};
 
 use crate::config::Config;

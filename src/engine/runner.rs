@@ -317,6 +317,7 @@ impl EngineHost {
             blueprint_id,
             operator_sid,
             step_ids: Vec::new(),
+            step_count: 0,
         };
         Ok(Prepared { input, record })
     }

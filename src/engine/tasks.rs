@@ -3,6 +3,11 @@
 //! In memory, bounded: finished tasks past the retention count are dropped oldest first.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+
+/// Step ids a task record keeps (the most recent); `step_count` counts them all.
+pub const STEP_IDS_KEPT: usize = 100;
+/// Events a task keeps for WatchTask replay (the most recent); long loops drop the oldest.
+pub const EVENTS_KEPT: usize = 10_000;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -65,8 +70,10 @@ pub struct TaskRecord {
     pub blueprint_id: String,
     /// The operator session it is pinned to.
     pub operator_sid: Option<String>,
-    /// Engine step ids dispatched so far.
+    /// The most recent [`STEP_IDS_KEPT`] engine step ids dispatched, in order.
     pub step_ids: Vec<String>,
+    /// Steps dispatched so far.
+    pub step_count: u64,
 }
 
 /// What happened.
@@ -127,7 +134,9 @@ pub struct TaskEvent {
 
 struct Entry {
     record: TaskRecord,
-    events: Vec<TaskEvent>,
+    events: VecDeque<TaskEvent>,
+    next_seq: u64,
+    dispatched: HashSet<String>,
     finished_steps: HashSet<String>,
     notify: watch::Sender<u64>,
 }
@@ -182,7 +191,9 @@ impl TaskRegistry {
                 id.clone(),
                 Entry {
                     record,
-                    events: Vec::new(),
+                    events: VecDeque::new(),
+                    next_seq: 1,
+                    dispatched: HashSet::new(),
                     finished_steps: HashSet::new(),
                     notify,
                 },
@@ -213,10 +224,15 @@ impl TaskRegistry {
             }
             match &kind {
                 TaskEventKind::StepDispatched { step_id, .. } => {
-                    if entry.record.step_ids.contains(step_id) {
+                    if !entry.dispatched.insert(step_id.clone()) {
                         return false;
                     }
-                    entry.record.step_ids.push(step_id.clone());
+                    let ids = &mut entry.record.step_ids;
+                    ids.push(step_id.clone());
+                    if ids.len() > STEP_IDS_KEPT {
+                        ids.remove(0);
+                    }
+                    entry.record.step_count += 1;
                 }
                 TaskEventKind::StepFinished { step_id, .. }
                     if !entry.finished_steps.insert(step_id.clone()) =>
@@ -301,10 +317,13 @@ impl TaskRegistry {
     ) -> Option<(Vec<TaskEvent>, watch::Receiver<u64>)> {
         self.with(|inner| {
             let entry = inner.tasks.get(task_id)?;
-            let from = usize::try_from(after)
-                .unwrap_or(usize::MAX)
-                .min(entry.events.len());
-            Some((entry.events[from..].to_vec(), entry.notify.subscribe()))
+            let events = entry
+                .events
+                .iter()
+                .filter(|e| e.seq > after)
+                .cloned()
+                .collect();
+            Some((events, entry.notify.subscribe()))
         })
     }
 
@@ -320,13 +339,17 @@ impl TaskRegistry {
 }
 
 fn append(entry: &mut Entry, task_id: &str, kind: TaskEventKind) {
-    let seq = entry.events.len() as u64 + 1;
-    entry.events.push(TaskEvent {
+    let seq = entry.next_seq;
+    entry.next_seq += 1;
+    entry.events.push_back(TaskEvent {
         seq,
         at: SystemTime::now(),
         task_id: task_id.to_string(),
         kind,
     });
+    if entry.events.len() > EVENTS_KEPT {
+        entry.events.pop_front();
+    }
     entry.notify.send_replace(seq);
 }
 
@@ -348,6 +371,7 @@ mod tests {
             blueprint_id: "bp".into(),
             operator_sid: None,
             step_ids: vec![],
+            step_count: 0,
         }
     }
 

@@ -194,6 +194,7 @@ pub fn task(r: TaskRecord) -> pb::Task {
         blueprint_id,
         operator_sid,
         step_ids,
+        step_count,
     } = r;
     pb::Task {
         task_id,
@@ -212,6 +213,7 @@ pub fn task(r: TaskRecord) -> pb::Task {
         blueprint_id,
         operator_sid: operator_sid.unwrap_or_default(),
         step_ids,
+        step_count,
     }
 }
 

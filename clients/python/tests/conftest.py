@@ -1,0 +1,158 @@
+"""Fixtures: a real mse-grpc server on a free loopback port, stubs, and the example operator."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+CLIENT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(CLIENT_DIR))
+GEN = os.path.join(CLIENT_DIR, "gen")
+FIXTURES = os.path.join(REPO, "tests", "fixtures")
+OPERATOR_PY = os.path.join(CLIENT_DIR, "operator.py")
+PING_INTERVAL_SECS = 1  # short, so the tests see pings being answered
+
+sys.path.insert(0, GEN)
+
+import grpc  # noqa: E402
+
+try:
+    from mlua_swarm.v1 import blueprint_pb2_grpc, operator_pb2_grpc, task_pb2_grpc  # noqa: E402
+    from mlua_swarm.v1 import worker_pb2_grpc  # noqa: E402
+except ImportError as e:
+    raise pytest.UsageError(f"generated stubs missing in {GEN} ({e}): run clients/python/test.sh")
+
+
+def load_operator_module():
+    """operator.py under the name `mse_operator` (its own name is the stdlib's `operator`)."""
+    if "mse_operator" in sys.modules:
+        return sys.modules["mse_operator"]
+    spec = importlib.util.spec_from_file_location("mse_operator", OPERATOR_PY)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["mse_operator"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def fixture_json(name: str) -> dict:
+    with open(os.path.join(FIXTURES, name)) as f:
+        return json.load(f)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+            return r.status == 200 and r.read().decode().strip() == "ok"
+    except OSError:
+        return False
+
+
+class Server:
+    def __init__(self, binary: str, log_path: str):
+        self.binary, self.log_path = binary, log_path
+        self.proc = None
+        self.addr = None
+
+    def start(self, attempts: int = 3, ready_within: float = 30.0) -> None:
+        for _ in range(attempts):
+            port = free_port()
+            log = open(self.log_path, "ab")
+            self.proc = subprocess.Popen(
+                [self.binary, "serve", "--ephemeral", "--bind", f"127.0.0.1:{port}",
+                 "--ping-interval-secs", str(PING_INTERVAL_SECS)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+            log.close()
+            deadline = time.monotonic() + ready_within
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                if healthy(port):
+                    self.addr = f"127.0.0.1:{port}"
+                    return
+                time.sleep(0.05)  # poll interval, not a readiness wait
+            self.stop()  # exited (port taken?) or never healthy: try another port
+        raise RuntimeError(f"server did not become healthy; log: {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+
+@pytest.fixture(scope="session")
+def server(request, tmp_path_factory):
+    binary = os.environ.get("MSE_GRPC_BIN") or os.path.join(REPO, "target", "debug", "mse-grpc")
+    if not os.access(binary, os.X_OK):
+        pytest.fail(f"server binary not found or not executable: {binary} (set MSE_GRPC_BIN)")
+    srv = Server(binary, str(tmp_path_factory.mktemp("server") / "server.log"))
+    srv.start()
+    yield srv
+    srv.stop()
+    if request.session.testsfailed:
+        sys.stderr.write(f"\n--- server log tail ({srv.log_path}) ---\n{srv.log_tail()}\n")
+
+
+@pytest.fixture(scope="session")
+def channel(server):
+    ch = grpc.insecure_channel(server.addr)
+    grpc.channel_ready_future(ch).result(timeout=10)
+    yield ch
+    ch.close()
+
+
+@pytest.fixture(scope="session")
+def stubs(channel):
+    class Stubs:
+        blueprints = blueprint_pb2_grpc.BlueprintServiceStub(channel)
+        tasks = task_pb2_grpc.TaskServiceStub(channel)
+        operators = operator_pb2_grpc.OperatorServiceStub(channel)
+        workers = worker_pb2_grpc.WorkerServiceStub(channel)
+
+    return Stubs
+
+
+@pytest.fixture(scope="session")
+def opmod():
+    return load_operator_module()
+
+
+@pytest.fixture
+def start_operator(server, opmod):
+    """start_operator(**kwargs) -> a running Operator holding the seat "remote"; stopped
+    (and its session deleted) after the test."""
+    started = []
+
+    def start(cls=None, **kwargs):
+        kwargs.setdefault("roles", ["remote"])
+        op = (cls or opmod.Operator)(server.addr, **kwargs).start()
+        started.append(op)
+        assert op.wait_connected(10), f"operator never attached: {op.error}"
+        return op
+
+    yield start
+    for op in started:
+        op.stop()

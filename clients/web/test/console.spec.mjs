@@ -1,0 +1,485 @@
+// End-to-end test of the operator console: a real server, Debian's Chromium (headless,
+// driven by playwright-core, no browser download), and this test acting as the sub-agent.
+//
+//   node test/console.spec.mjs        (after `npm run build`; clients/web/test.sh does both)
+//
+// Env: MSE_GRPC_BIN (default <repo>/target/debug/mse-grpc), CHROMIUM (default
+// /usr/bin/chromium), UPDATE_SCREENSHOT=1 to refresh docs/console.png.
+// Prints "N passed, M failed" last; exits non-zero on any failure.
+
+import { spawn } from "node:child_process";
+import { copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { connect, createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const WEB = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const REPO = resolve(WEB, "../..");
+const BIN = process.env.MSE_GRPC_BIN || join(REPO, "target/debug/mse-grpc");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const ARTIFACTS = join(REPO, "test-artifacts");
+const FIXTURE = join(REPO, "tests/fixtures/operator.json");
+const TOTAL_TIMEOUT_MS = 180_000;
+const STEP_TIMEOUT_MS = 20_000;
+
+let passed = 0;
+let failed = 0;
+let server;
+let context;
+let profileDir;
+let proxy;
+const pageErrors = [];
+
+function log(msg) {
+  console.log(`[console.spec] ${msg}`);
+}
+
+async function check(name, fn) {
+  const t0 = Date.now();
+  try {
+    await fn();
+    passed++;
+    console.log(`ok   - ${name} (${Date.now() - t0} ms)`);
+  } catch (e) {
+    failed++;
+    console.log(`FAIL - ${name}: ${e?.stack || e}`);
+    throw new Abort();
+  }
+}
+
+class Abort extends Error {}
+
+function assert(cond, msg) {
+  if (!cond) throw new Error(`assertion failed: ${msg}`);
+}
+
+function freePort() {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once("error", rej);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => res(port));
+    });
+  });
+}
+
+/**
+ * A TCP proxy in front of the server: the browser talks through it, so the test can cut
+ * every connection (as a flaky network or a restarting load balancer would).
+ */
+function startProxy(targetPort) {
+  const sockets = new Set();
+  const srv = createServer((client) => {
+    const upstream = connect(targetPort, "127.0.0.1");
+    const done = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on("error", done);
+      s.on("close", done);
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  return new Promise((res, rej) => {
+    srv.once("error", rej);
+    srv.listen(0, "127.0.0.1", () =>
+      res({
+        base: `http://127.0.0.1:${srv.address().port}`,
+        dropAll: () => {
+          const n = sockets.size;
+          for (const s of sockets) s.destroy();
+          return n;
+        },
+        close: () => {
+          for (const s of sockets) s.destroy();
+          srv.close();
+        },
+      }),
+    );
+  });
+}
+
+/**
+ * Opens a second Subscribe for the session over gRPC-Web (hand-framed), reads its welcome
+ * and returns the epoch; the page's stream is replaced by it. Aborted when `signal` fires.
+ */
+async function competingSubscribe(base, sid, token, lastSeq, signal) {
+  const sidBytes = Buffer.from(sid, "utf8");
+  const varint = (n) => {
+    const out = [];
+    do {
+      let b = n & 0x7f;
+      n = Math.floor(n / 128);
+      if (n) b |= 0x80;
+      out.push(b);
+    } while (n);
+    return out;
+  };
+  const msg = Buffer.from([0x0a, ...varint(sidBytes.length), ...sidBytes, 0x10, ...varint(lastSeq)]);
+  const framed = Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), msg]);
+  framed.writeUInt32BE(msg.length, 1);
+  const r = await fetch(`${base}/mlua_swarm.v1.OperatorService/Subscribe`, {
+    method: "POST",
+    headers: { "content-type": "application/grpc-web+proto", "x-grpc-web": "1", authorization: `Bearer ${token}` },
+    body: framed,
+    signal,
+  });
+  assert(r.status === 200, `Subscribe over gRPC-Web → 200, got ${r.status}`);
+  const reader = r.body.getReader();
+  let buf = Buffer.alloc(0);
+  while (buf.length < 5 || buf.length < 5 + buf.readUInt32BE(1)) {
+    const { value, done } = await reader.read();
+    assert(!done, "the competing Subscribe got its welcome");
+    buf = Buffer.concat([buf, Buffer.from(value)]);
+  }
+  assert(buf[0] === 0, `first gRPC-Web frame is data, trailers: ${buf.subarray(5).toString()}`);
+  // ServerFrame{seq = 1 (0, omitted), welcome = 2 {sid = 1, epoch = 2, ...}}: find the epoch.
+  const body = buf.subarray(5, 5 + buf.readUInt32BE(1));
+  assert(body[0] === 0x12, "first frame is a welcome");
+  let i = 2;
+  while (body[i] !== 0x10) i += body[i] === 0x0a ? 2 + body[i + 1] : 1;
+  let epoch = 0;
+  let shift = 1;
+  for (i++; ; i++) {
+    epoch += (body[i] & 0x7f) * shift;
+    shift *= 128;
+    if (!(body[i] & 0x80)) break;
+  }
+  return { epoch, reader };
+}
+
+async function startServer() {
+  assert(existsSync(BIN), `server binary ${BIN} exists (cargo build, or set MSE_GRPC_BIN)`);
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const logFile = join(ARTIFACTS, "server.log");
+  const out = createWriteStream(logFile);
+  const cwd = mkdtempSync(join(tmpdir(), "mse-console-srv-"));
+  const child = spawn(BIN, ["serve", "--ephemeral", "--bind", `127.0.0.1:${port}`], {
+    cwd,
+    env: { ...process.env, MSE_CONSOLE_DIR: join(WEB, "dist"), RUST_LOG: process.env.RUST_LOG || "info" },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  child.stdout.pipe(out);
+  child.stderr.pipe(out);
+  let exited = null;
+  child.once("exit", (code, sig) => (exited = `exited with ${code ?? sig}`));
+  server = { child, cwd, base, logFile };
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (exited) throw new Error(`server ${exited} before it was ready; see ${logFile}`);
+    try {
+      const r = await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(1000) });
+      if (r.ok && (await r.text()).trim() === "ok") break;
+    } catch {
+      /* not listening yet */
+    }
+    if (Date.now() > deadline) throw new Error(`server not healthy within 30 s; see ${logFile}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  log(`server ${BIN} ready at ${base} (pid ${child.pid})`);
+  return base;
+}
+
+async function stopServer() {
+  if (!server) return;
+  const { child, cwd } = server;
+  if (child.exitCode === null && child.signalCode === null) {
+    const gone = new Promise((r) => child.once("exit", r));
+    child.kill("SIGTERM");
+    const t = setTimeout(() => child.kill("SIGKILL"), 8000);
+    await gone;
+    clearTimeout(t);
+  }
+  rmSync(cwd, { recursive: true, force: true });
+  server = undefined;
+}
+
+/** The sub-agent: fetches the step's prompt and submits a result over the v0.1.0 routes. */
+async function actAsWorker(base, stepId, handle, body) {
+  const auth = { authorization: `Bearer ${handle}` };
+  const p = await fetch(`${base}/v1/worker/prompt?task_id=${encodeURIComponent(stepId)}`, {
+    headers: auth,
+    signal: AbortSignal.timeout(10_000),
+  });
+  const promptText = await p.text();
+  assert(p.status === 200, `GET /v1/worker/prompt → 200, got ${p.status}: ${promptText}`);
+  const prompt = JSON.parse(promptText);
+  const s = await fetch(`${base}/v1/worker/submit`, {
+    method: "POST",
+    headers: { ...auth, "content-type": "text/plain" },
+    body,
+    signal: AbortSignal.timeout(10_000),
+  });
+  assert(s.status === 204, `POST /v1/worker/submit → 204, got ${s.status}: ${await s.text()}`);
+  return prompt;
+}
+
+const card = (page, kind, taskId) => page.locator(`[data-testid="frame-${kind}"][data-task-id="${taskId}"]`);
+const taskRow = (page, taskId) => page.locator(`[data-testid="task-row"][data-task-id="${taskId}"]`);
+
+async function startTask(page, input) {
+  await page.getByTestId("init-ctx").fill(JSON.stringify({ input }));
+  await page.getByTestId("start-task").click();
+  await page.getByTestId("start-result").filter({ hasText: /started task-/ }).waitFor();
+  const taskId = (await page.getByTestId("start-result").textContent()).replace("started ", "").trim();
+  assert(/^task-[0-9a-f-]+$/.test(taskId), `task id looks like task-<uuid>: ${taskId}`);
+  await taskRow(page, taskId).waitFor();
+  return taskId;
+}
+
+/** Approves the task's hook, then serves its spawn as the worker and acks it in the UI. */
+async function runSpawn(page, base, taskId, input, result, beforeAck) {
+  const spawnCard = card(page, "spawn", taskId);
+  await spawnCard.waitFor();
+  const stepId = (await spawnCard.getByTestId("spawn-step-id").textContent()).trim();
+  const handle = (await spawnCard.getByTestId("spawn-worker-handle").textContent()).trim();
+  assert(/^ST-/.test(stepId), `spawn shows the step id (ST-…): ${stepId}`);
+  assert(/^wh-[0-9a-f]{8}$/.test(handle), `spawn shows the worker handle (wh-…): ${handle}`);
+  const prompt = await actAsWorker(base, stepId, handle, result);
+  assert(String(prompt.prompt).includes(input), `worker prompt carries the input: ${JSON.stringify(prompt)}`);
+  if (beforeAck) await beforeAck();
+  await spawnCard.getByTestId("ack-spawn").click();
+  await spawnCard.waitFor({ state: "detached" });
+}
+
+async function expectCompleted(page, taskId, input, result) {
+  const row = taskRow(page, taskId);
+  await row.locator('[data-testid="task-state"][data-state="COMPLETED"]').waitFor();
+  const finalText = await page.locator(`tr.detail[data-task-id="${taskId}"] [data-testid="task-final"]`).textContent();
+  const final = JSON.parse(finalText);
+  assert(final.output === result, `final_ctx.output is the submitted text: ${finalText}`);
+  assert(final.input === input, `final_ctx.input is the init_ctx input: ${finalText}`);
+  assert((await row.getByTestId("task-result").textContent()) === result, "the Result column shows the output");
+}
+
+async function savedSession(page) {
+  return page.evaluate(() => JSON.parse(localStorage.getItem("mse-console/session/v1") || "null"));
+}
+
+async function main() {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  rmSync(join(ARTIFACTS, "console-failure.png"), { force: true });
+  const base = await startServer();
+  proxy = await startProxy(Number(new URL(base).port));
+  const fixture = readFileSync(FIXTURE, "utf8");
+
+  assert(existsSync(CHROMIUM), `${CHROMIUM} exists (apt-get install chromium)`);
+  profileDir = mkdtempSync(join(tmpdir(), "mse-console-chromium-"));
+  context = await chromium.launchPersistentContext(profileDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
+    viewport: { width: 1440, height: 960 },
+    timeout: 30_000,
+  });
+  context.setDefaultTimeout(STEP_TIMEOUT_MS);
+  const page = context.pages()[0] ?? (await context.newPage());
+  page.on("pageerror", (e) => pageErrors.push(`pageerror: ${e.message}`));
+  page.on("console", (m) => {
+    // Chromium logs the connections the test cuts on purpose ("Failed to load resource:
+    // net::ERR_…"); everything else logged as an error counts.
+    if (m.type() === "error" && !/^Failed to load resource: net::ERR_/.test(m.text())) pageErrors.push(`console.error: ${m.text()}`);
+  });
+
+  let sid;
+  await check("console loads from the server, no session yet", async () => {
+    const r = await page.goto(`${proxy.base}/`);
+    assert(r.status() === 200, `GET / → 200, got ${r.status()}`);
+    await page.getByTestId("create-session").waitFor();
+    assert((await page.getByTestId("conn-state").getAttribute("data-state")) === "idle", "connection state idle");
+  });
+
+  await check('create a session with role "remote"; Subscribe connects (epoch 1)', async () => {
+    await page.getByTestId("roles-input").fill("remote");
+    await page.getByTestId("create-session").click();
+    await page.locator('[data-testid="conn-state"][data-state="connected"]').waitFor();
+    assert((await page.getByTestId("conn-state").textContent()).includes("epoch 1"), "epoch 1");
+    sid = (await page.getByTestId("session-sid").textContent()).trim();
+    assert(/^op-/.test(sid), `sid op-…: ${sid}`);
+    const saved = await savedSession(page);
+    assert(saved && saved.sid === sid && /^[0-9a-f]{32}$/.test(saved.token), "sid and token persisted in localStorage");
+  });
+
+  await check("store the operator Blueprint (tests/fixtures/operator.json)", async () => {
+    await page.getByTestId("bp-id").fill("op-one");
+    await page.getByTestId("bp-json").fill(fixture);
+    await page.getByTestId("bp-store").click();
+    await page.getByTestId("bp-result").filter({ hasText: /(stored|unchanged) op-one @ [0-9a-f]{12}/ }).waitFor();
+    await page.locator('[data-testid="bp-select"] option[value="op-one"]').waitFor({ state: "attached" });
+    await page.getByTestId("bp-select").selectOption("op-one");
+  });
+
+  const input1 = "hello from the browser";
+  const result1 = "an old silent pond / a frog jumps into the pond / splash! silence again";
+  let task1;
+  await check("task 1: start, approve hook_before, worker submits, ack spawn → COMPLETED", async () => {
+    task1 = await startTask(page, input1);
+    const hook = card(page, "hook-before", task1);
+    await hook.waitFor();
+    await hook.getByTestId("hook-approve").click();
+    await hook.waitFor({ state: "detached" });
+    await runSpawn(page, base, task1, input1, result1);
+    await expectCompleted(page, task1, input1, result1);
+  });
+
+  await check("task 1: every frame handled and acked (hook_before, spawn, hook_after)", async () => {
+    await page.locator('[data-testid="session-acked"]', { hasText: /^3$/ }).waitFor();
+    const saved = await savedSession(page);
+    assert(saved.acked === 3 && saved.handled.length === 0, `localStorage acked 3: ${JSON.stringify(saved)}`);
+    assert((await page.getByTestId("pending-count").textContent()) === "0", "no pending frames");
+  });
+
+  const input2 = "second task, across a reload";
+  const result2 = "resumed after a reload";
+  let task2;
+  let hookReq;
+  await check("task 2: hook_before pending, page reload resumes the session and re-shows it", async () => {
+    task2 = await startTask(page, input2);
+    const hook = card(page, "hook-before", task2);
+    await hook.waitFor();
+    hookReq = await hook.getAttribute("data-req-id");
+    const seq = Number(await hook.getAttribute("data-seq"));
+    assert(seq === 4, `hook_before of task 2 is seq 4, got ${seq}`);
+    assert((await savedSession(page)).acked === 3, "the pending hook is not acked");
+
+    await page.reload();
+    await page.locator('[data-testid="conn-state"][data-state="connected"]').waitFor();
+    assert((await page.getByTestId("conn-state").textContent()).includes("epoch 2"), "resumed as epoch 2");
+    assert((await page.getByTestId("session-sid").textContent()).trim() === sid, "same sid after reload");
+    const again = card(page, "hook-before", task2);
+    await again.waitFor();
+    assert((await again.getAttribute("data-req-id")) === hookReq, "the same hook_before request is shown again");
+    await page.getByTestId("activity").getByText(/epoch 2, server acked seq 3, 1 frame\(s\) replayed/).waitFor();
+    await taskRow(page, task1).locator('[data-state="COMPLETED"]').waitFor();
+    await page.locator('[data-testid="bp-select"] option[value="op-one"]').waitFor({ state: "attached" });
+    assert((await page.getByTestId("bp-select").inputValue()) === "op-one", "the chosen Blueprint survives the reload");
+  });
+
+  await check("task 2: approve after the reload, worker submits, ack spawn → COMPLETED", async () => {
+    const hook = card(page, "hook-before", task2);
+    await hook.getByTestId("hook-approve").click();
+    await hook.waitFor({ state: "detached" });
+    await runSpawn(page, base, task2, input2, result2, async () => {
+      // A populated moment for the docs: a completed task, a running one, a pending spawn.
+      await taskRow(page, task1).getByTestId("task-toggle").click();
+      await page.evaluate(() => window.scrollTo(0, 0));
+      await page.screenshot({ path: join(ARTIFACTS, "console-populated.png") });
+    });
+    await expectCompleted(page, task2, input2, result2);
+    await page.locator('[data-testid="session-acked"]', { hasText: /^6$/ }).waitFor();
+  });
+
+  await check("task 3: reject the hook with a reason → FAILED with that reason", async () => {
+    const task3 = await startTask(page, "to be rejected");
+    const hook = card(page, "hook-before", task3);
+    await hook.waitFor();
+    await hook.getByTestId("hook-reason").fill("not today");
+    await hook.getByTestId("hook-reject").click();
+    await hook.waitFor({ state: "detached" });
+    const row = taskRow(page, task3);
+    await row.locator('[data-testid="task-state"][data-state="FAILED"]').waitFor();
+    const err = await row.getByTestId("task-result").textContent();
+    assert(err.includes("not today"), `the task error carries the reason: ${err}`);
+  });
+
+  await check("task 4: the network drops every connection; Subscribe reconnects by itself", async () => {
+    const input = "through a network drop";
+    const result = "survived the drop";
+    const task4 = await startTask(page, input);
+    const hook = card(page, "hook-before", task4);
+    await hook.waitFor();
+    const dropped = proxy.dropAll();
+    assert(dropped > 0, "there were connections to drop");
+    await page.getByTestId("activity").getByText(/Subscribe dropped \(.*\); reconnecting in/).first().waitFor();
+    await page.locator('[data-testid="conn-state"][data-state="connected"]', { hasText: "epoch 3" }).waitFor();
+    await page.getByTestId("activity").getByText(/epoch 3, server acked seq 7, 1 frame\(s\) replayed/).waitFor();
+    assert((await card(page, "hook-before", task4).count()) === 1, "the replayed hook is shown once");
+    await hook.getByTestId("hook-approve").click();
+    await hook.waitFor({ state: "detached" });
+    await runSpawn(page, base, task4, input, result);
+    await expectCompleted(page, task4, input, result);
+  });
+
+  await check("another stream takes the session: console shows closed; Reconnect takes it back", async () => {
+    const saved = await savedSession(page);
+    const ac = new AbortController();
+    const other = await competingSubscribe(base, saved.sid, saved.token, saved.acked, ac.signal);
+    assert(other.epoch === 4, `the competing stream is epoch 4, got ${other.epoch}`);
+    await page.locator('[data-testid="conn-state"][data-state="closed"]', { hasText: "replaced by a newer stream" }).waitFor();
+    await page.waitForTimeout(1500); // no automatic reconnect after closing{retry_after_ms: 0}
+    assert((await page.getByTestId("conn-state").getAttribute("data-state")) === "closed", "stays closed");
+    await page.getByTestId("reconnect").click();
+    await page.locator('[data-testid="conn-state"][data-state="connected"]', { hasText: "epoch 5" }).waitFor();
+    // The competing stream was replaced in turn: it ends after its closing frame.
+    for (;;) {
+      const { done } = await other.reader.read();
+      if (done) break;
+    }
+    ac.abort();
+  });
+
+  await check("no errors shown in the console, none in the page", async () => {
+    const shown = await page.getByTestId("error").allTextContents();
+    assert(shown.length === 0, `error banner is empty: ${JSON.stringify(shown)}`);
+    assert(pageErrors.length === 0, `no page errors: ${JSON.stringify(pageErrors)}`);
+  });
+
+  await check("screenshots", async () => {
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await page.screenshot({ path: join(ARTIFACTS, "console.png") });
+    const docs = join(REPO, "docs/console.png");
+    if (process.env.UPDATE_SCREENSHOT === "1" || !existsSync(docs)) {
+      copyFileSync(join(ARTIFACTS, "console-populated.png"), docs);
+      log(`wrote ${docs}`);
+    }
+    log(`screenshots in ${ARTIFACTS}`);
+  });
+}
+
+const watchdog = setTimeout(() => {
+  console.log(`FAIL - whole run exceeded ${TOTAL_TIMEOUT_MS / 1000} s`);
+  failed++;
+  void finish(1);
+}, TOTAL_TIMEOUT_MS);
+
+async function finish(code) {
+  clearTimeout(watchdog);
+  try {
+    await context?.close();
+  } catch (e) {
+    log(`closing the browser: ${e}`);
+  }
+  if (profileDir) rmSync(profileDir, { recursive: true, force: true });
+  proxy?.close();
+  await stopServer();
+  if (failed && pageErrors.length) log(`page errors:\n  ${pageErrors.join("\n  ")}`);
+  console.log(`${passed} passed, ${failed} failed`);
+  process.exit(code || (failed ? 1 : 0));
+}
+
+main().then(
+  () => finish(0),
+  async (e) => {
+    if (!(e instanceof Abort)) {
+      failed++;
+      console.log(`FAIL - setup: ${e?.stack || e}`);
+    }
+    if (server) log(`server log: ${server.logFile}`);
+    try {
+      const page = context?.pages()[0];
+      if (page) await page.screenshot({ path: join(ARTIFACTS, "console-failure.png") });
+    } catch {
+      /* best effort */
+    }
+    await finish(1);
+  },
+);
