@@ -6,6 +6,8 @@
 //! ([`engine`] hosts the engine, [`operator`] holds operator sessions); [`error`] is the one
 //! error vocabulary they share; [`server`] puts every door on one port.
 
+#![warn(missing_docs)]
+
 pub mod bench;
 pub mod config;
 pub mod engine;

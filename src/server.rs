@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
 use crate::engine::EngineHost;
@@ -84,7 +85,10 @@ async fn serve(
 ) -> Result<(), StartError> {
     let addr = listener.local_addr()?;
     let (routes, health) = grpc::routes(&config, host.clone(), hub.clone()).await?;
-    let grpc_router = routes.prepare().into_axum_router();
+    let grpc_router = routes
+        .prepare()
+        .into_axum_router()
+        .layer(TraceLayer::new_for_grpc());
     let grpc_router = match cors(&config.cors_origins)? {
         Some(layer) => grpc_router.layer(layer),
         None => grpc_router,
@@ -97,7 +101,7 @@ async fn serve(
     });
     let app = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .merge(legacy)
+        .merge(legacy.layer(TraceLayer::new_for_http()))
         .merge(grpc_router);
     tracing::info!(%addr, "mse-grpc listening (gRPC, gRPC-Web, HTTP)");
     let connections = accept_loop(listener, app, shutdown).await;

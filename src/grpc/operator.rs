@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use super::auth::{bearer, ApiAuth};
 use super::convert::timestamp;
@@ -221,6 +222,7 @@ impl OperatorService for OperatorSvc {
         let (ended_tx, mut ended_rx) = oneshot::channel::<()>();
         let idle_limit = self.ping_interval * MISSED_PINGS + Duration::from_secs(1);
         let reader_session = session.clone();
+        let span = tracing::info_span!("operator_stream", sid = %sid, epoch);
         tokio::spawn(async move {
             let s = reader_session;
             loop {
@@ -256,7 +258,7 @@ impl OperatorService for OperatorSvc {
                 }
             }
             s.detach(epoch);
-        });
+        }.instrument(span));
         Ok(Response::new(Box::pin(frames(
             attachment,
             err_rx,
