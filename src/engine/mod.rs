@@ -32,8 +32,8 @@ pub use runner::{
     BlueprintSource, LaunchOperator, OperatorKind, TaskLaunch, VersionPick, SERVER_DEFAULT_TTL_SECS,
 };
 pub use tasks::{
-    TaskEvent, TaskEventKind, TaskRecord, TaskRegistry, TaskState, TtlSource, EVENTS_KEPT,
-    STEP_IDS_KEPT,
+    TaskEvent, TaskEventKind, TaskRecord, TaskRegistry, TaskState, TaskStore, TtlSource,
+    EVENTS_KEPT, STEP_IDS_KEPT,
 };
 pub use worker::{Credential, SubmitOutcome, WorkerPrompt};
 
@@ -55,7 +55,7 @@ pub struct EngineHost {
     blueprints: Arc<dyn mlua_swarm::blueprint::store::BlueprintStore>,
     outputs: Arc<dyn OutputStore>,
     output_driver: Mutex<Option<rusqlite_isle::AsyncIsleDriver>>,
-    tasks: TaskRegistry,
+    tasks: Arc<dyn TaskStore>,
     steps: Mutex<HashMap<String, String>>,
     running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
     end_listeners: std::sync::RwLock<Vec<std::sync::Weak<dyn TaskEndListener>>>,
@@ -82,9 +82,9 @@ impl EngineHost {
         Ok(host)
     }
 
-    /// The registry of task runs.
-    pub fn tasks(&self) -> &TaskRegistry {
-        &self.tasks
+    /// The store of task runs.
+    pub fn tasks(&self) -> &dyn TaskStore {
+        self.tasks.as_ref()
     }
 
     /// Adds a listener told of every task end (held weakly).

@@ -149,7 +149,7 @@ impl EngineHost {
         match deadline {
             None => wait.await,
             // Answer a little before the client gives up, so it reads our message.
-            Some(d) => tokio::time::timeout(d - d / 10, wait)
+            Some(d) => tokio::time::timeout(d - answer_margin(d), wait)
                 .await
                 .unwrap_or_else(|_| {
                     Err(Error::DeadlineExceeded(format!(
@@ -376,6 +376,14 @@ fn engine_kind(kind: OperatorKind) -> mlua_swarm::OperatorKind {
         OperatorKind::Automate => mlua_swarm::OperatorKind::Automate,
         OperatorKind::Composite => mlua_swarm::OperatorKind::Composite,
     }
+}
+
+/// How long before the client's deadline RunTask answers, so the client reads our
+/// DEADLINE_EXCEEDED (with its message) rather than its own timer's.
+fn answer_margin(deadline: Duration) -> Duration {
+    (deadline / 10)
+        .max(Duration::from_millis(50))
+        .min(deadline / 2)
 }
 
 fn non_empty(s: Option<String>) -> Option<String> {

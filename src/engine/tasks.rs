@@ -147,7 +147,7 @@ struct Inner {
     finished_order: VecDeque<String>,
 }
 
-/// In-memory task registry.
+/// The in-memory [`TaskStore`].
 pub struct TaskRegistry {
     inner: Mutex<Inner>,
     retention: usize,
@@ -177,9 +177,41 @@ impl TaskRegistry {
         };
         f(&mut guard)
     }
+}
 
+/// Where task records and their events live: in memory by default ([`TaskRegistry`]); a
+/// shared store can stand behind it when the server runs as several replicas.
+pub trait TaskStore: Send + Sync {
     /// Adds a running task and its `Started` event.
-    pub(super) fn create(&self, record: TaskRecord) {
+    fn create(&self, record: TaskRecord);
+    /// True if `task_id` is known and running.
+    fn is_running(&self, task_id: &str) -> bool;
+    /// Appends an event to a running task (step events de-duplicated by step id); false if
+    /// the task is unknown, finished, or the event a duplicate.
+    fn push(&self, task_id: &str, kind: TaskEventKind) -> bool;
+    /// Ends a running task with its terminal event; None if unknown or already ended.
+    fn finish(&self, task_id: &str, kind: TaskEventKind) -> Option<TaskRecord>;
+    /// Reads one task.
+    fn get(&self, task_id: &str) -> Option<TaskRecord>;
+    /// Lists tasks newest first, optionally only those in `state`.
+    fn list(&self, state: Option<TaskState>, limit: usize) -> Vec<TaskRecord>;
+    /// Events with seq > `after`, and a receiver that changes when more arrive.
+    fn events_after(
+        &self,
+        task_id: &str,
+        after: u64,
+    ) -> Option<(Vec<TaskEvent>, watch::Receiver<u64>)>;
+    /// Number of tasks held.
+    fn len(&self) -> usize;
+    /// True when no task is held.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl TaskStore for TaskRegistry {
+    /// Adds a running task and its `Started` event.
+    fn create(&self, record: TaskRecord) {
         let started = TaskEventKind::Started {
             blueprint_id: record.blueprint_id.clone(),
             bound_version: record.bound_version.clone(),
@@ -203,7 +235,7 @@ impl TaskRegistry {
     }
 
     /// True if `task_id` is known and running.
-    pub(super) fn is_running(&self, task_id: &str) -> bool {
+    fn is_running(&self, task_id: &str) -> bool {
         self.with(|inner| {
             inner
                 .tasks
@@ -214,7 +246,7 @@ impl TaskRegistry {
 
     /// Appends an event to a running task. Step events are de-duplicated by step id.
     /// Returns false if the task is unknown, finished, or the event is a duplicate.
-    pub(super) fn push(&self, task_id: &str, kind: TaskEventKind) -> bool {
+    fn push(&self, task_id: &str, kind: TaskEventKind) -> bool {
         self.with(|inner| {
             let Some(entry) = inner.tasks.get_mut(task_id) else {
                 return false;
@@ -248,7 +280,7 @@ impl TaskRegistry {
 
     /// Ends a running task with its terminal event. Returns the final record, or None if
     /// the task was unknown or had already ended (the first end wins).
-    pub(super) fn finish(&self, task_id: &str, kind: TaskEventKind) -> Option<TaskRecord> {
+    fn finish(&self, task_id: &str, kind: TaskEventKind) -> Option<TaskRecord> {
         let retention = self.retention;
         self.with(|inner| {
             let entry = inner.tasks.get_mut(task_id)?;
@@ -285,12 +317,12 @@ impl TaskRegistry {
     }
 
     /// Reads one task.
-    pub fn get(&self, task_id: &str) -> Option<TaskRecord> {
+    fn get(&self, task_id: &str) -> Option<TaskRecord> {
         self.with(|inner| inner.tasks.get(task_id).map(|e| e.record.clone()))
     }
 
     /// Lists tasks newest first, optionally only those in `state`.
-    pub fn list(&self, state: Option<TaskState>, limit: usize) -> Vec<TaskRecord> {
+    fn list(&self, state: Option<TaskState>, limit: usize) -> Vec<TaskRecord> {
         let mut out: Vec<TaskRecord> = self.with(|inner| {
             inner
                 .tasks
@@ -310,7 +342,7 @@ impl TaskRegistry {
 
     /// Events with seq > `after`, and a receiver that changes when more arrive.
     /// None if the task is unknown.
-    pub fn events_after(
+    fn events_after(
         &self,
         task_id: &str,
         after: u64,
@@ -328,13 +360,8 @@ impl TaskRegistry {
     }
 
     /// Number of tasks held (running and retained finished ones).
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.with(|inner| inner.tasks.len())
-    }
-
-    /// True when no task is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

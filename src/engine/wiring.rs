@@ -72,7 +72,7 @@ pub(super) async fn build(config: &Config) -> Result<EngineHost> {
         blueprints,
         outputs,
         output_driver: Mutex::new(driver),
-        tasks: TaskRegistry::new(config.task_retention),
+        tasks: Arc::new(TaskRegistry::new(config.task_retention)),
         steps: Mutex::new(HashMap::new()),
         running: Mutex::new(HashMap::new()),
         end_listeners: std::sync::RwLock::new(Vec::new()),
