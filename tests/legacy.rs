@@ -401,30 +401,7 @@ async fn grpc_and_websocket_operators_serve_each_others_tasks() {
     // POST /v1/tasks, served by a gRPC operator.
     let mut op = Op::join(&ts, &["remote"]).await;
     let task = lg.post_task(json!({"blueprint": {"kind": "inline", "value": fixture("operator.json")}, "init_ctx": {"input": "legacy"}}));
-    loop {
-        let f = op.next().await;
-        op.ack(f.seq).await;
-        match f.body {
-            Some(S::HookBefore(h)) => {
-                op.send(C::HookAck(pb::HookAck {
-                    req_id: h.req_id,
-                    ok: true,
-                    reason: String::new(),
-                }))
-                .await
-            }
-            Some(S::Spawn(s)) => {
-                work(&ts, &s, "from grpc", pb::SubmitOutcome::Pass, false).await;
-                op.send(C::SpawnAck(pb::SpawnAck {
-                    req_id: s.req_id,
-                    ..Default::default()
-                }))
-                .await;
-            }
-            Some(S::HookAfter(_)) => break,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    op.serve_until_hook_after(&ts, "from grpc").await;
     let (status, out) = finished(task).await;
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["final_ctx"]["output"], "from grpc");

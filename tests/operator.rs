@@ -52,17 +52,12 @@ fn notice_of(f: pb::ServerFrame) -> pb::Notice {
     }
 }
 
-async fn approve(op: &mut Op) -> pb::HookBefore {
+async fn approve_next_hook(op: &mut Op) -> pb::HookBefore {
     let f = op.next().await;
     let seq = f.seq;
     let h = hook_before(f);
     op.ack(seq).await;
-    op.send(C::HookAck(pb::HookAck {
-        req_id: h.req_id.clone(),
-        ok: true,
-        reason: String::new(),
-    }))
-    .await;
+    op.approve(h.req_id.clone()).await;
     h
 }
 
@@ -85,7 +80,7 @@ async fn spawn_round_trip_by_handle_then_by_capability_token() {
 
     for (n, by_token) in [(1, false), (2, true)] {
         let task = run_bg(&ts, json!(format!("job {n}")));
-        let hb = approve(&mut op).await;
+        let hb = approve_next_hook(&mut op).await;
         assert_eq!(hb.agent, "worker");
         assert_eq!(hb.attempt, 1);
         assert!(hb.task_id.starts_with("task-") && hb.step_id.starts_with("ST-"));
@@ -141,7 +136,7 @@ async fn blocked_submit_asks_the_operator_and_the_answer_lands_in_ctx() {
     let ts = TestServer::start().await;
     let mut op = Op::join(&ts, &["remote"]).await;
     let task = run_bg(&ts, json!("hard job"));
-    approve(&mut op).await;
+    approve_next_hook(&mut op).await;
     let spawn = spawn_of(op.next().await);
     work(
         &ts,
@@ -204,12 +199,7 @@ async fn a_dropped_stream_resumes_and_the_spawn_is_redelivered_once() {
         let f = op.next().await;
         let seq = f.seq;
         let h = hook_before(f);
-        op.send(C::HookAck(pb::HookAck {
-            req_id: h.req_id,
-            ok: true,
-            reason: String::new(),
-        }))
-        .await;
+        op.approve(h.req_id).await;
         seq
     };
     op.ack(hb_seq).await;
@@ -345,14 +335,7 @@ async fn two_hundred_concurrent_tasks_over_one_stream_complete() {
             let Some(f) = op.try_next().await else { break };
             op.ack(f.seq).await;
             match f.body {
-                Some(S::HookBefore(h)) => {
-                    op.send(C::HookAck(pb::HookAck {
-                        req_id: h.req_id,
-                        ok: true,
-                        reason: String::new(),
-                    }))
-                    .await
-                }
+                Some(S::HookBefore(h)) => op.approve(h.req_id).await,
                 Some(S::Spawn(s)) => {
                     let mut w = workers.clone();
                     let tx = op.tx.clone();
@@ -471,11 +454,7 @@ async fn bad_input_gets_statuses_before_welcome_and_notices_after() {
 
     let task = run_bg(&ts, json!("kinds"));
     let hb = hook_before(op.next().await);
-    op.send(C::SpawnAck(pb::SpawnAck {
-        req_id: hb.req_id.clone(),
-        ..Default::default()
-    }))
-    .await;
+    op.spawn_ack(hb.req_id.clone()).await;
     let n = notice_of(op.next().await);
     assert_eq!(n.code(), pb::NoticeCode::WrongKind);
     assert!(n.message.contains("hook_ack"), "{}", n.message);
@@ -503,12 +482,7 @@ async fn bad_input_gets_statuses_before_welcome_and_notices_after() {
         "{}",
         cancel.reason
     );
-    op.send(C::HookAck(pb::HookAck {
-        req_id: hb.req_id.clone(),
-        ok: true,
-        reason: String::new(),
-    }))
-    .await;
+    op.approve(hb.req_id.clone()).await;
     assert_eq!(notice_of(op.next().await).code(), pb::NoticeCode::Stale);
     assert_eq!(finished(task).await.state(), pb::TaskState::Cancelled);
 
@@ -580,7 +554,7 @@ async fn worker_and_data_credentials_are_checked() {
     let ts = TestServer::start().await;
     let mut op = Op::join(&ts, &["remote"]).await;
     let t1 = run_bg(&ts, json!("one"));
-    approve(&mut op).await;
+    approve_next_hook(&mut op).await;
     let s1 = spawn_of(op.next().await);
 
     let err = ts

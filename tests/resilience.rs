@@ -95,14 +95,7 @@ async fn a_chaos_operator_that_drops_its_stream_loses_nothing() {
                 seen.insert(f.seq);
             }
             match f.body {
-                Some(S::HookBefore(h)) => {
-                    op.send(C::HookAck(pb::HookAck {
-                        req_id: h.req_id,
-                        ok: true,
-                        reason: String::new(),
-                    }))
-                    .await
-                }
+                Some(S::HookBefore(h)) => op.approve(h.req_id).await,
                 Some(S::Spawn(s)) => {
                     if acted.insert(s.req_id.clone()) {
                         let prompt = ts
@@ -122,11 +115,7 @@ async fn a_chaos_operator_that_drops_its_stream_loses_nothing() {
                             .await
                             .expect("submit");
                     }
-                    op.send(C::SpawnAck(pb::SpawnAck {
-                        req_id: s.req_id,
-                        ..Default::default()
-                    }))
-                    .await;
+                    op.spawn_ack(s.req_id).await;
                 }
                 Some(S::Ping(p)) => op.send(C::Pong(pb::Pong { nonce: p.nonce })).await,
                 _ => {}
@@ -198,14 +187,7 @@ async fn five_hundred_operator_streams_each_run_a_task() {
                 let f = op.next().await;
                 op.ack(f.seq).await;
                 match f.body {
-                    Some(S::HookBefore(h)) => {
-                        op.send(C::HookAck(pb::HookAck {
-                            req_id: h.req_id,
-                            ok: true,
-                            reason: String::new(),
-                        }))
-                        .await
-                    }
+                    Some(S::HookBefore(h)) => op.approve(h.req_id).await,
                     Some(S::Spawn(s)) => {
                         let mut w = workers.clone();
                         w.submit(authed(
@@ -217,11 +199,7 @@ async fn five_hundred_operator_streams_each_run_a_task() {
                         ))
                         .await
                         .expect("submit");
-                        op.send(C::SpawnAck(pb::SpawnAck {
-                            req_id: s.req_id,
-                            ..Default::default()
-                        }))
-                        .await;
+                        op.spawn_ack(s.req_id).await;
                     }
                     Some(S::HookAfter(_)) => break,
                     other => panic!("unexpected {other:?}"),

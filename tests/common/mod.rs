@@ -257,6 +257,45 @@ impl Op {
         self.send(C::Ack(pb::Ack { seq })).await;
     }
 
+    /// Approves a hook_before.
+    pub async fn approve(&self, req_id: impl Into<String>) {
+        let req_id = req_id.into();
+        self.send(C::HookAck(pb::HookAck {
+            req_id,
+            ok: true,
+            reason: String::new(),
+        }))
+        .await;
+    }
+
+    /// Acks a spawn (ok, no value: the worker submitted the result itself).
+    pub async fn spawn_ack(&self, req_id: impl Into<String>) {
+        let req_id = req_id.into();
+        self.send(C::SpawnAck(pb::SpawnAck {
+            req_id,
+            ..Default::default()
+        }))
+        .await;
+    }
+
+    /// Serves one task's frames until its hook_after: approves the hook, does the worker's
+    /// part of the spawn (submitting `body` with the handle) and acks the spawn.
+    pub async fn serve_until_hook_after(&mut self, ts: &TestServer, body: &str) {
+        loop {
+            let f = self.next().await;
+            self.ack(f.seq).await;
+            match f.body {
+                Some(S::HookBefore(h)) => self.approve(h.req_id).await,
+                Some(S::Spawn(s)) => {
+                    work(ts, &s, body, pb::SubmitOutcome::Pass, false).await;
+                    self.spawn_ack(s.req_id).await;
+                }
+                Some(S::HookAfter(_)) => return,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
     /// The next non-ping frame (pings are answered), within 10 s.
     pub async fn next(&mut self) -> pb::ServerFrame {
         self.try_next().await.expect("a frame")
