@@ -578,6 +578,27 @@ async fn b3(t: &Target, streams: usize) -> Result<Row, BoxError> {
     Ok(row)
 }
 
+/// Reads spawn req_ids until `n` arrive or the stream ends (30 s per frame at most).
+async fn collect_spawns(
+    frames: &mut Frames,
+    n: usize,
+) -> Result<std::collections::HashSet<String>, BoxError> {
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < n {
+        match tokio::time::timeout(Duration::from_secs(30), frames.message()).await?? {
+            Some(pb::ServerFrame {
+                body: Some(pb::server_frame::Body::Spawn(s)),
+                ..
+            }) => {
+                seen.insert(s.req_id);
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    Ok(seen)
+}
+
 /// B4: time from reconnect to the last re-delivered frame, and frames lost.
 async fn b4(t: &Target, pending: usize) -> Result<Row, BoxError> {
     let ch = t.channel().await?;
@@ -614,36 +635,15 @@ async fn b4(t: &Target, pending: usize) -> Result<Row, BoxError> {
     if let Some(t) = last.filter(|t| t.state() != pb::TaskState::Running) {
         return Err(format!("b4 task ended early: {}", t.error).into());
     }
-    let mut sent = std::collections::HashSet::new();
-    while sent.len() < pending {
-        match tokio::time::timeout(Duration::from_secs(30), frames.message()).await?? {
-            Some(pb::ServerFrame {
-                body: Some(pb::server_frame::Body::Spawn(s)),
-                ..
-            }) => {
-                sent.insert(s.req_id);
-            }
-            Some(_) => {}
-            None => return Err(format!("stream ended after {} spawns", sent.len()).into()),
-        }
+    let sent = collect_spawns(&mut frames, pending).await?;
+    if sent.len() < pending {
+        return Err(format!("stream ended after {} spawns", sent.len()).into());
     }
     drop(frames);
     drop(_tx);
     let started = Instant::now();
     let (_tx2, mut frames, welcome) = connect(&op_ch, &sid, &token, 0).await?;
-    let mut again = std::collections::HashSet::new();
-    while again.len() < pending {
-        match tokio::time::timeout(Duration::from_secs(30), frames.message()).await?? {
-            Some(pb::ServerFrame {
-                body: Some(pb::server_frame::Body::Spawn(s)),
-                ..
-            }) => {
-                again.insert(s.req_id);
-            }
-            Some(_) => {}
-            None => break,
-        }
-    }
+    let again = collect_spawns(&mut frames, pending).await?;
     let took = started.elapsed();
     let lost = sent.difference(&again).count();
     OperatorServiceClient::new(ch.clone())

@@ -102,6 +102,15 @@ impl Legacy {
     }
 }
 
+/// A server, a legacy client, and a WebSocket operator logged in with `roles`.
+async fn ws_operator(roles: &[&str]) -> (TestServer, Legacy, String, String, Ws) {
+    let ts = TestServer::start().await;
+    let lg = Legacy::new(&ts);
+    let (sid, token) = lg.login(roles).await;
+    let ws = lg.ws(&sid, &token).await;
+    (ts, lg, sid, token, ws)
+}
+
 async fn recv(ws: &mut Ws) -> Value {
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
@@ -132,10 +141,7 @@ async fn finished(h: tokio::task::JoinHandle<(u16, Value)>) -> (u16, Value) {
 
 #[tokio::test]
 async fn a_v010_client_runs_a_spawn_round_trip_over_http_and_websocket() {
-    let ts = TestServer::start().await;
-    let lg = Legacy::new(&ts);
-    let (sid, token) = lg.login(&["main-ai"]).await;
-    let mut ws = lg.ws(&sid, &token).await;
+    let (ts, lg, _, _, mut ws) = ws_operator(&["main-ai"]).await;
     let task = lg.post_task(json!({"blueprint": {"kind": "inline", "value": fixture("legacy-one-step.json")}, "init_ctx": {}}));
     let spawn = recv(&mut ws).await;
     assert_eq!(spawn["type"], "spawn", "{spawn}");
@@ -194,10 +200,7 @@ async fn a_v010_client_runs_a_spawn_round_trip_over_http_and_websocket() {
 
 #[tokio::test]
 async fn hooks_asks_rejections_and_malformed_frames() {
-    let ts = TestServer::start().await;
-    let lg = Legacy::new(&ts);
-    let (sid, token) = lg.login(&["main-ai"]).await;
-    let mut ws = lg.ws(&sid, &token).await;
+    let (ts, lg, sid, _, mut ws) = ws_operator(&["main-ai"]).await;
 
     // A malformed frame gets an error frame; the connection stays open.
     ws.send(Message::Text("{not json".into()))
@@ -410,10 +413,7 @@ async fn grpc_and_websocket_operators_serve_each_others_tasks() {
 
 #[tokio::test]
 async fn a_multi_step_v010_verdict_loop_runs_through_post_tasks() {
-    let ts = TestServer::start().await;
-    let lg = Legacy::new(&ts);
-    let (sid, token) = lg.login(&["main-ai"]).await;
-    let mut ws = lg.ws(&sid, &token).await;
+    let (ts, lg, _, _, mut ws) = ws_operator(&["main-ai"]).await;
     let task = lg.post_task(json!({"blueprint": {"kind": "inline", "value": fixture("legacy-verdict-loop.json")}, "init_ctx": {"input": "topic"}, "ttl_secs": 600}));
     let mut reviews = 0;
     loop {
@@ -453,10 +453,7 @@ async fn a_multi_step_v010_verdict_loop_runs_through_post_tasks() {
 
 #[tokio::test]
 async fn a_dropped_websocket_gets_the_pending_request_again_and_browsers_can_auth() {
-    let ts = TestServer::start().await;
-    let lg = Legacy::new(&ts);
-    let (sid, token) = lg.login(&["main-ai"]).await;
-    let mut ws = lg.ws(&sid, &token).await;
+    let (ts, lg, sid, token, mut ws) = ws_operator(&["main-ai"]).await;
     let task = lg.post_task(json!({"blueprint": {"kind": "inline", "value": fixture("legacy-one-step.json")}, "init_ctx": {}}));
     let spawn = recv(&mut ws).await;
     assert_eq!(spawn["type"], "spawn");
