@@ -68,6 +68,20 @@ pub struct ServeArgs {
     /// Origins allowed to call gRPC-Web from a browser (repeatable) [default: none].
     #[arg(long = "cors-origin", env = "MSE_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// Log line format on stderr: `text` (coloured only on a terminal) or `json` (one object
+    /// per line). Read before the config file, so flag or environment only.
+    #[arg(long, env = "MSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines; ANSI colour only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, with the span fields (`sid`, `req_id`, `task_id`).
+    Json,
 }
 
 /// The TOML file: every key optional, unknown keys rejected.

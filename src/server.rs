@@ -18,6 +18,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
 use crate::engine::EngineHost;
+use crate::gate::{self, Gate};
 use crate::grpc;
 use crate::operator::{OperatorHub, SessionLimits};
 
@@ -89,20 +90,24 @@ async fn serve(
         .prepare()
         .into_axum_router()
         .layer(TraceLayer::new_for_grpc());
-    let grpc_router = match cors(&config.cors_origins)? {
-        Some(layer) => grpc_router.layer(layer),
-        None => grpc_router,
-    };
     let legacy = crate::http::router(crate::http::LegacyState {
         host: host.clone(),
         hub: hub.clone(),
         bind: addr,
         max_body_bytes: config.max_message_bytes,
     });
-    let app = axum::Router::new()
+    let mut app = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .merge(legacy.layer(TraceLayer::new_for_http()))
         .merge(grpc_router);
+    // The API token is checked here, once, for every door; CORS wraps it so that a
+    // refused browser call still reads its grpc-status.
+    if let Some(gate) = Gate::new(config.api_token.as_deref()) {
+        app = app.layer(axum::middleware::from_fn_with_state(gate, gate::check));
+    }
+    if let Some(layer) = cors(&config.cors_origins)? {
+        app = app.layer(layer);
+    }
     tracing::info!(%addr, "mse-grpc listening (gRPC, gRPC-Web, HTTP)");
     let connections = accept_loop(listener, app, shutdown).await;
     tracing::info!("shutting down: health NOT_SERVING, closing operator streams");
@@ -233,6 +238,7 @@ fn cors(origins: &[String]) -> Result<Option<CorsLayer>, StartError> {
             .allow_headers([
                 header::CONTENT_TYPE,
                 header::AUTHORIZATION,
+                h(gate::ACCESS_TOKEN_HEADER),
                 h("x-grpc-web"),
                 h("x-user-agent"),
                 h("grpc-timeout"),
