@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::brake::BrakeLimits;
+
 /// Default listen address.
 pub const DEFAULT_BIND: &str = "127.0.0.1:7777";
 /// Default data directory (Blueprints in git, data outputs in SQLite).
@@ -68,6 +70,13 @@ pub struct ServeArgs {
     /// Origins allowed to call gRPC-Web from a browser (repeatable) [default: none].
     #[arg(long = "cors-origin", env = "MSE_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// Failed credential checks one client address may make per window before it is
+    /// refused for a cool-down; 0 turns the brake off [default: 20].
+    #[arg(long, env = "MSE_AUTH_FAILURE_BUDGET")]
+    pub auth_failure_budget: Option<u32>,
+    /// The brake's window, and the length of its cool-down, in seconds [default: 10].
+    #[arg(long, env = "MSE_AUTH_FAILURE_WINDOW_SECS")]
+    pub auth_failure_window_secs: Option<u64>,
     /// Log line format on stderr: `text` (coloured only on a terminal) or `json` (one object
     /// per line). Read before the config file, so flag or environment only.
     #[arg(long, env = "MSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -104,6 +113,8 @@ struct FileConfig {
     session_idle_secs: Option<u64>,
     max_unacked_frames: Option<usize>,
     cors_origins: Option<Vec<String>>,
+    auth_failure_budget: Option<u32>,
+    auth_failure_window_secs: Option<u64>,
 }
 
 /// Where state lives.
@@ -169,6 +180,8 @@ pub struct Config {
     pub operator: OperatorTimeouts,
     /// Allowed browser origins for gRPC-Web.
     pub cors_origins: Vec<String>,
+    /// The brake on failed credential checks per client address.
+    pub brake: BrakeLimits,
 }
 
 impl Default for Config {
@@ -183,6 +196,7 @@ impl Default for Config {
             task_retention: 10_000,
             operator: OperatorTimeouts::default(),
             cors_origins: Vec::new(),
+            brake: BrakeLimits::default(),
         }
     }
 }
@@ -289,6 +303,23 @@ impl Config {
         } else {
             args.cors_origins.clone()
         };
+        let brake = BrakeLimits {
+            failures: args
+                .auth_failure_budget
+                .or(file.auth_failure_budget)
+                .unwrap_or(defaults.brake.failures),
+            window: secs(
+                args.auth_failure_window_secs,
+                file.auth_failure_window_secs,
+                defaults.brake.window,
+            ),
+        };
+        if brake.window.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "auth_failure_window_secs",
+                why: "must be at least 1".into(),
+            });
+        }
         let config = Config {
             bind,
             storage,
@@ -308,6 +339,7 @@ impl Config {
                 .unwrap_or(defaults.task_retention),
             operator,
             cors_origins,
+            brake,
         };
         config.check_exposure()?;
         Ok(config)

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod brake;
 pub mod config;
 pub mod engine;
 pub mod error;

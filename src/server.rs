@@ -13,9 +13,11 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tower::ServiceExt;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::brake::{self, Brake};
 use crate::config::Config;
 use crate::engine::EngineHost;
 use crate::gate::{self, Gate};
@@ -105,6 +107,10 @@ async fn serve(
     if let Some(gate) = Gate::new(config.api_token.as_deref()) {
         app = app.layer(axum::middleware::from_fn_with_state(gate, gate::check));
     }
+    // Outside the gate, so its refusals count as failed checks too.
+    if let Some(brake) = Brake::start(config.brake) {
+        app = app.layer(axum::middleware::from_fn_with_state(brake, brake::check));
+    }
     if let Some(layer) = cors(&config.cors_origins)? {
         app = app.layer(layer);
     }
@@ -167,7 +173,15 @@ async fn accept_loop(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let svc = TowerToHyperService::new(app.clone());
+        // The peer address, for the brake (`ConnectInfo`, as axum's own serve gives it).
+        let svc = TowerToHyperService::new(app.clone().map_request(
+            move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
+            },
+        ));
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), svc)
             .into_owned();

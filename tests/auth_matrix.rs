@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use mlua_swarm_grpc::brake::BrakeLimits;
 use mlua_swarm_grpc::config::{Config, Storage};
 use mlua_swarm_grpc::gate::{Access, LEGACY_ROUTES};
 use prost::Message;
@@ -294,6 +295,12 @@ async fn gated_server() -> TestServer {
     TestServer::with_config(Config {
         storage: Storage::Ephemeral,
         api_token: Some(TOKEN.into()),
+        // The matrix fails checks on purpose, hundreds of times: no brake here
+        // (tests/brake.rs covers it).
+        brake: BrakeLimits {
+            failures: 0,
+            ..BrakeLimits::default()
+        },
         ..Config::default()
     })
     .await

@@ -303,6 +303,7 @@ async fn subscribe_and_send_give_a_browser_acks_resume_and_reply_outcomes() {
     let Some(S::Spawn(spawn)) = next(&mut stream).await.body else {
         panic!("spawn")
     };
+    assert_minted_handle(&spawn.worker_handle);
     let wrong = send(C::Answer(pb::Answer {
         req_id: spawn.req_id.clone(),
         value: None,
