@@ -3,8 +3,9 @@
 //!
 //! With `--api-token` set, every call needs `authorization: Bearer <token>` or
 //! `x-mse-access-token: <token>`, except what carries its own credential or must stay
-//! reachable: health, the console's static files, worker calls (handle or capability token)
-//! and operator streams (session token). Anything not listed as open is gated, so a new RPC
+//! reachable: health, reflection (the public contract, which grpcurl needs for any call),
+//! the console's static files, worker calls (handle or capability token) and operator
+//! streams (session token). Anything not listed as open is gated, so a new RPC
 //! or route is closed until someone opens it here.
 
 use std::sync::Arc;
@@ -37,6 +38,10 @@ pub enum Access {
 pub const OPEN_RPCS: &[&str] = &[
     // Probes must reach health without secrets.
     "grpc.health.v1.Health/",
+    // Reflection serves the public contract only and runs nothing; grpcurl needs it for
+    // every call, including a sub-agent's WorkerService calls and a health check.
+    "grpc.reflection.v1.ServerReflection/",
+    "grpc.reflection.v1alpha.ServerReflection/",
     // Worker calls carry a worker handle or capability token.
     "mlua_swarm.v1.WorkerService/",
     "mlua_swarm.v1.DataService/Emit",
@@ -242,6 +247,7 @@ mod tests {
             "/mlua_swarm.v1.WorkerService/GetPrompt",
             "/mlua_swarm.v1.DataService/Emit",
             "/mlua_swarm.v1.OperatorService/Connect",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
         ] {
             assert_eq!(g.access(&post, open), Access::Open, "{open}");
         }
@@ -250,7 +256,6 @@ mod tests {
             "/mlua_swarm.v1.DataService/Get",
             "/mlua_swarm.v1.DataService/EmitNamedX",
             "/mlua_swarm.v1.OperatorService/CreateSession",
-            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
             "/mlua_swarm.v1.NewService/Anything",
         ] {
             assert_eq!(g.access(&post, gated), Access::ApiToken, "{gated}");

@@ -24,17 +24,18 @@ struct Empty {}
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Every RPC the server serves and whether it needs the API token. Open ones carry their
-/// own credential (worker handle, capability token, session token) or are health.
+/// own credential (worker handle, capability token, session token), are health, or are
+/// reflection (the public contract; grpcurl needs it for every call).
 const EXPECTED_RPCS: &[(&str, Access)] = &[
     ("grpc.health.v1.Health/Check", Access::Open),
     ("grpc.health.v1.Health/Watch", Access::Open),
     (
         "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-        Access::ApiToken,
+        Access::Open,
     ),
     (
         "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-        Access::ApiToken,
+        Access::Open,
     ),
     (
         "mlua_swarm.v1.BlueprintService/PutBlueprint",
