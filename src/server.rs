@@ -75,6 +75,7 @@ fn start_hub(config: &Config, host: &Arc<EngineHost>, addr: SocketAddr) -> Arc<O
             timeouts: config.operator.clone(),
             base_url: format!("http://{addr}"),
             max_unacked: config.operator.max_unacked,
+            size: crate::limits::SizePolicy::new(config.max_message_bytes, config.max_data_bytes),
         },
     )
 }
