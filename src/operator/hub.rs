@@ -22,9 +22,9 @@ pub struct CreatedSession {
     pub roles: Vec<String>,
 }
 
-/// Deleted sessions remembered, so a late reply is STALE rather than NOT_FOUND and their
-/// sids stay reserved.
-const DELETED_KEPT: usize = 1024;
+/// Deleted sessions remembered (their outboxes emptied), so a late reply is STALE rather
+/// than NOT_FOUND and their sids stay reserved.
+const DELETED_KEPT: usize = 256;
 
 #[derive(Default)]
 struct Inner {

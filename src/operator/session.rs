@@ -370,6 +370,10 @@ impl OperatorSession {
                 withdraw_locked(&mut s, &id, &why, self.limits.max_unacked);
             }
             s.closed = Some((reason.to_string(), retry_after_ms));
+            if s.attached.is_none() {
+                // Nobody can attach any more: the frames would never be read.
+                s.outbox.clear();
+            }
         }
         self.bump();
     }
@@ -969,6 +973,8 @@ impl Attachment {
                     self.cursor = frame.seq;
                     return Some(Some(frame));
                 }
+                // Delivered; nobody can attach a closed session again.
+                s.outbox.clear();
             }
             self.finished = true;
             return closing(format!("session {reason}"), retry);
