@@ -193,7 +193,9 @@ async fn accept_loop(
                         _ = stop.changed() => return, // shutting down: `alive` drops with the task
                     };
                     match handshake {
-                        Ok(stream) => serve_connection(&builder, stream, svc, &mut stop, peer).await,
+                        Ok(stream) => {
+                            serve_connection(&builder, stream, svc, &mut stop, peer).await
+                        }
                         Err(e) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
                     }
                 }

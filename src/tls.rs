@@ -158,7 +158,10 @@ fn client_verifier(
             .map_err(|e| file_error(path, format!("not a usable CA certificate ({e})")))?;
     }
     if roots.is_empty() {
-        return Err(file_error(path, "no CERTIFICATE block; give the client CA in PEM"));
+        return Err(file_error(
+            path,
+            "no CERTIFICATE block; give the client CA in PEM",
+        ));
     }
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         .build()
@@ -195,9 +198,13 @@ fn spawn_watcher(
                         resolver.current.store(Arc::new(key));
                         tracing::info!(cert = %files.cert.display(), "tls certificate reloaded");
                     }
-                    Err(e) => tracing::warn!(error = %e, "tls reload refused; keeping the last good certificate"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "tls reload refused; keeping the last good certificate")
+                    }
                 },
-                Err(e) => tracing::warn!(error = %e, "tls reload failed; keeping the last good certificate"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "tls reload failed; keeping the last good certificate")
+                }
             }
             last = now;
         }
@@ -287,7 +294,11 @@ mod tests {
         let err = certified_key(&f, cert.as_bytes(), other_key.as_bytes(), &provider)
             .expect_err("mismatch");
         assert_eq!(err.path, PathBuf::from("key.pem"));
-        assert!(err.to_string().contains("does not fit the certificate in cert.pem"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("does not fit the certificate in cert.pem"),
+            "{err}"
+        );
     }
 
     #[test]
