@@ -59,6 +59,9 @@ mod tests {
         assert!(!d.contains("<base_url>"));
         assert!(d.contains("grpcurl -plaintext -H"));
         let tls = spawn_directive("https://127.0.0.1:7777", "r1", &step, "wh-1234abcd");
-        assert!(tls.contains("grpcurl -H 'authorization: Bearer wh-1234abcd'"), "{tls}");
+        assert!(
+            tls.contains("grpcurl -H 'authorization: Bearer wh-1234abcd'"),
+            "{tls}"
+        );
     }
 }
