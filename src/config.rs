@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::brake::BrakeLimits;
+
 /// Default listen address.
 pub const DEFAULT_BIND: &str = "127.0.0.1:7777";
 /// Default data directory (Blueprints in git, data outputs in SQLite).
@@ -77,6 +79,27 @@ pub struct ServeArgs {
     /// PEM CA certificates: require client certificates signed by them (mTLS).
     #[arg(long, env = "MSE_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Failed credential checks one client address may make per window before it is
+    /// refused for a cool-down; 0 turns the brake off [default: 20].
+    #[arg(long, env = "MSE_AUTH_FAILURE_BUDGET")]
+    pub auth_failure_budget: Option<u32>,
+    /// The brake's window, and the length of its cool-down, in seconds [default: 10].
+    #[arg(long, env = "MSE_AUTH_FAILURE_WINDOW_SECS")]
+    pub auth_failure_window_secs: Option<u64>,
+    /// Log line format on stderr: `text` (coloured only on a terminal) or `json` (one object
+    /// per line). Read before the config file, so flag or environment only.
+    #[arg(long, env = "MSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines; ANSI colour only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, with the span fields (`sid`, `req_id`, `task_id`).
+    Json,
 }
 
 /// The TOML file: every key optional, unknown keys rejected.
@@ -102,6 +125,8 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
+    auth_failure_budget: Option<u32>,
+    auth_failure_window_secs: Option<u64>,
 }
 
 /// Where state lives.
@@ -180,6 +205,8 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// TLS on every door; `None` = plaintext.
     pub tls: Option<TlsFiles>,
+    /// The brake on failed credential checks per client address.
+    pub brake: BrakeLimits,
 }
 
 impl Default for Config {
@@ -195,6 +222,7 @@ impl Default for Config {
             operator: OperatorTimeouts::default(),
             cors_origins: Vec::new(),
             tls: None,
+            brake: BrakeLimits::default(),
         }
     }
 }
@@ -306,6 +334,23 @@ impl Config {
             args.tls_key.clone().or(file.tls_key),
             args.tls_client_ca.clone().or(file.tls_client_ca),
         )?;
+        let brake = BrakeLimits {
+            failures: args
+                .auth_failure_budget
+                .or(file.auth_failure_budget)
+                .unwrap_or(defaults.brake.failures),
+            window: secs(
+                args.auth_failure_window_secs,
+                file.auth_failure_window_secs,
+                defaults.brake.window,
+            ),
+        };
+        if brake.window.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "auth_failure_window_secs",
+                why: "must be at least 1".into(),
+            });
+        }
         let config = Config {
             bind,
             storage,
@@ -326,6 +371,7 @@ impl Config {
             operator,
             cors_origins,
             tls,
+            brake,
         };
         config.check_exposure()?;
         Ok(config)

@@ -34,8 +34,9 @@ pub enum Error {
     /// A transient condition (engine lock busy, server draining); retry.
     #[error("{0}")]
     Unavailable(String),
-    /// A bug or an unexpected backend failure; details are logged, not returned.
-    #[error("internal error: {0}")]
+    /// A bug or an unexpected backend failure. The detail never reaches a caller: it is
+    /// logged under a reference id, and the caller sees `internal error (ref <id>)`.
+    #[error("internal error")]
     Internal(String),
 }
 
@@ -74,6 +75,19 @@ impl Error {
         }
     }
 
+    /// The text a caller is shown. For [`Error::Internal`] this logs the detail under a
+    /// fresh reference id and returns only the id.
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Internal(detail) => {
+                let reference = crate::secret::reference_id();
+                tracing::error!(%reference, %detail, "internal error");
+                format!("internal error (ref {reference})")
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// Builds an [`Error::InvalidArgument`] naming the offending field.
     pub fn invalid(field: &str, why: impl std::fmt::Display) -> Self {
         Error::InvalidArgument(format!("{field}: {why}"))
@@ -82,10 +96,7 @@ impl Error {
 
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
-        if let Error::Internal(detail) = &err {
-            tracing::error!(%detail, "internal error");
-        }
-        Status::new(err.grpc_code(), err.to_string())
+        Status::new(err.grpc_code(), err.public_message())
     }
 }
 
@@ -102,5 +113,15 @@ mod tests {
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(status.message(), "ttl_secs: must be positive");
         assert_eq!(Error::Unavailable("busy".into()).http_status(), 503);
+    }
+
+    #[test]
+    fn internal_detail_never_reaches_the_caller() {
+        let status: Status = Error::Internal("engine: sqlite at /var/x locked".into()).into();
+        assert_eq!(status.code(), Code::Internal);
+        let msg = status.message();
+        assert!(msg.starts_with("internal error (ref "), "{msg}");
+        assert!(!msg.contains("sqlite"), "{msg}");
+        assert_eq!(Error::Internal("x".into()).to_string(), "internal error");
     }
 }

@@ -10,13 +10,16 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod brake;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod gate;
 pub mod grpc;
 pub mod http;
 pub mod operator;
 pub mod pb;
+pub mod secret;
 pub mod server;
 pub mod tls;
 pub mod ws;

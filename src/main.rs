@@ -1,9 +1,10 @@
 //! `mse-grpc`: the command line.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use mlua_swarm_grpc::config::{Config, ServeArgs};
+use mlua_swarm_grpc::config::{Config, LogFormat, ServeArgs};
 use mlua_swarm_grpc::engine::EngineHost;
 use mlua_swarm_grpc::server;
 use tracing_subscriber::EnvFilter;
@@ -26,16 +27,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_filter = match cli.command {
-        Command::Serve(_) => "info,mlua_swarm=warn,mlua_swarm_grpc=info",
-        Command::Bench(_) => "warn",
+    let (default_filter, format) = match &cli.command {
+        Command::Serve(args) => ("info,mlua_swarm=warn,mlua_swarm_grpc=info", args.log_format),
+        Command::Bench(_) => ("warn", LogFormat::Text),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(default_filter, format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -56,6 +52,24 @@ fn main() -> ExitCode {
             eprintln!("mse-grpc: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to stderr as text (colour only on a terminal) or JSON lines; `RUST_LOG` overrides
+/// the default filter.
+fn init_logging(default_filter: &str, format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
     }
 }
 

@@ -15,11 +15,14 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::brake::{self, Brake};
 use crate::config::Config;
 use crate::engine::EngineHost;
+use crate::gate::{self, Gate};
 use crate::grpc;
 use crate::operator::{OperatorHub, SessionLimits};
 
@@ -102,20 +105,28 @@ async fn serve(
         .prepare()
         .into_axum_router()
         .layer(TraceLayer::new_for_grpc());
-    let grpc_router = match cors(&config.cors_origins)? {
-        Some(layer) => grpc_router.layer(layer),
-        None => grpc_router,
-    };
     let legacy = crate::http::router(crate::http::LegacyState {
         host: host.clone(),
         hub: hub.clone(),
         bind: addr,
         max_body_bytes: config.max_message_bytes,
     });
-    let app = axum::Router::new()
+    let mut app = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .merge(legacy.layer(TraceLayer::new_for_http()))
         .merge(grpc_router);
+    // The API token is checked here, once, for every door; CORS wraps it so that a
+    // refused browser call still reads its grpc-status.
+    if let Some(gate) = Gate::new(config.api_token.as_deref()) {
+        app = app.layer(axum::middleware::from_fn_with_state(gate, gate::check));
+    }
+    // Outside the gate, so its refusals count as failed checks too.
+    if let Some(brake) = Brake::start(config.brake) {
+        app = app.layer(axum::middleware::from_fn_with_state(brake, brake::check));
+    }
+    if let Some(layer) = cors(&config.cors_origins)? {
+        app = app.layer(layer);
+    }
     tracing::info!(%addr, tls = tls.is_some(), "mse-grpc listening (gRPC, gRPC-Web, HTTP)");
     if tls.is_none() && !addr.ip().is_loopback() {
         tracing::warn!(%addr, "serving plaintext to the network; set --tls-cert and --tls-key to serve TLS");
@@ -179,14 +190,14 @@ async fn accept_loop(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let svc = TowerToHyperService::new(app.clone());
+        let app = app.clone();
         let builder = builder.clone();
         let tls = tls.clone();
         let mut stop = stop_rx.clone();
         let alive = alive_tx.clone();
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(&builder, stream, svc, &mut stop, peer).await,
+                None => serve_connection(&builder, stream, app, &mut stop, peer).await,
                 Some(acceptor) => {
                     let handshake = tokio::select! {
                         done = crate::tls::handshake(&acceptor, stream) => done,
@@ -194,7 +205,7 @@ async fn accept_loop(
                     };
                     match handshake {
                         Ok(stream) => {
-                            serve_connection(&builder, stream, svc, &mut stop, peer).await
+                            serve_connection(&builder, stream, app, &mut stop, peer).await
                         }
                         Err(e) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
                     }
@@ -214,12 +225,21 @@ async fn accept_loop(
 async fn serve_connection<I>(
     builder: &Builder<TokioExecutor>,
     io: I,
-    svc: TowerToHyperService<axum::Router>,
+    app: axum::Router,
     stop: &mut watch::Receiver<bool>,
     peer: SocketAddr,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // The peer address, for the brake (`ConnectInfo`, as axum's own serve gives it).
+    let svc = TowerToHyperService::new(app.map_request(
+        move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            request
+        },
+    ));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     loop {
@@ -280,6 +300,7 @@ fn cors(origins: &[String]) -> Result<Option<CorsLayer>, StartError> {
             .allow_headers([
                 header::CONTENT_TYPE,
                 header::AUTHORIZATION,
+                h(gate::ACCESS_TOKEN_HEADER),
                 h("x-grpc-web"),
                 h("x-user-agent"),
                 h("grpc-timeout"),

@@ -303,6 +303,7 @@ async fn subscribe_and_send_give_a_browser_acks_resume_and_reply_outcomes() {
     let Some(S::Spawn(spawn)) = next(&mut stream).await.body else {
         panic!("spawn")
     };
+    assert_minted_handle(&spawn.worker_handle);
     let wrong = send(C::Answer(pb::Answer {
         req_id: spawn.req_id.clone(),
         value: None,
@@ -329,5 +330,71 @@ async fn subscribe_and_send_give_a_browser_acks_resume_and_reply_outcomes() {
         .expect("join");
     assert_eq!(t.state(), pb::TaskState::Completed, "{}", t.error);
     assert_eq!(from_value(t.final_ctx)["output"], "from the browser door");
+    ts.stop().await;
+}
+
+/// Decodes a grpc-web-text body: base64 chunks, each padded on its own.
+fn decode_text_body(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    let compact: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    compact
+        .chunks(4)
+        .flat_map(|group| {
+            base64::engine::general_purpose::STANDARD
+                .decode(group)
+                .expect("base64 group")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn health_check_answers_over_grpc_web_binary_and_text() {
+    use base64::Engine;
+    let ts = TestServer::start().await;
+    let base = format!("http://{}", ts.server.addr);
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: "mlua_swarm.v1.TaskService".into(),
+    };
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+
+    let resp = grpc_web(&base, "/grpc.health.v1.Health/Check", &request, None).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/grpc-web+proto",
+        "binary gRPC-Web answers in its own content type"
+    );
+    let (data, trailers) = unframe(&resp.bytes().await.expect("body"));
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+    let answer =
+        tonic_health::pb::HealthCheckResponse::decode(data[0].as_slice()).expect("response");
+    assert_eq!(answer.status, serving);
+
+    let body = base64::engine::general_purpose::STANDARD.encode(frame(&request));
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/grpc.health.v1.Health/Check"))
+        .header("content-type", "application/grpc-web-text")
+        .header("accept", "application/grpc-web-text")
+        .header("x-grpc-web", "1")
+        .body(body)
+        .send()
+        .await
+        .expect("grpc-web-text request");
+    assert_eq!(resp.status(), 200);
+    let content_type = resp.headers()["content-type"].clone();
+    assert!(
+        content_type
+            .to_str()
+            .expect("ascii")
+            .starts_with("application/grpc-web-text"),
+        "{content_type:?} {:?}",
+        resp.headers()
+    );
+    let raw = decode_text_body(&resp.text().await.expect("text body"));
+    let (data, trailers) = unframe(&raw);
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+    let answer =
+        tonic_health::pb::HealthCheckResponse::decode(data[0].as_slice()).expect("response");
+    assert_eq!(answer.status, serving);
     ts.stop().await;
 }

@@ -95,6 +95,46 @@ async fn grpcurl_lists_calls_and_runs_with_reflection_only() {
 }
 
 #[tokio::test]
+async fn grpcurl_against_a_token_server_reaches_health_and_needs_the_token_for_tasks() {
+    let ts = TestServer::with_config(mlua_swarm_grpc::config::Config {
+        storage: mlua_swarm_grpc::config::Storage::Ephemeral,
+        api_token: Some("by-hand-token".into()),
+        ..Default::default()
+    })
+    .await;
+    let addr = ts.server.addr.to_string();
+    let outputs = tokio::task::spawn_blocking(move || {
+        vec![
+            grpcurl(&addr, &["grpc.health.v1.Health/Check"]),
+            grpcurl(&addr, &["mlua_swarm.v1.TaskService/ListTasks"]),
+            grpcurl(
+                &addr,
+                &[
+                    "-H",
+                    "x-mse-access-token: by-hand-token",
+                    "mlua_swarm.v1.TaskService/ListTasks",
+                ],
+            ),
+        ]
+    })
+    .await
+    .expect("join");
+    assert!(
+        outputs[0].0 && outputs[0].1.contains("SERVING"),
+        "{}",
+        outputs[0].1
+    );
+    assert!(!outputs[1].0);
+    assert!(
+        outputs[1].1.contains("Unauthenticated") && outputs[1].1.contains("x-mse-access-token"),
+        "{}",
+        outputs[1].1
+    );
+    assert!(outputs[2].0, "{}", outputs[2].1);
+    ts.stop().await;
+}
+
+#[tokio::test]
 async fn grpcurl_reaches_tls_with_the_ca_and_mtls_with_a_client_cert() {
     let pki = Pki::new("grpcurl-tls");
     let config = |mtls| Config {

@@ -151,6 +151,7 @@ async fn a_v010_client_runs_a_spawn_round_trip_over_http_and_websocket() {
         "task_id on the wire is the step id"
     );
     let handle = spawn["worker_handle"].as_str().expect("handle").to_string();
+    assert_minted_handle(&handle);
     assert!(spawn["capability_token"]
         .as_str()
         .is_some_and(|t| t.len() > 100));

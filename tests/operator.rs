@@ -88,7 +88,7 @@ async fn spawn_round_trip_by_handle_then_by_capability_token() {
         let seq = f.seq;
         let spawn = spawn_of(f);
         assert_eq!(spawn.step_id, hb.step_id);
-        assert!(spawn.worker_handle.starts_with("wh-"));
+        assert_minted_handle(&spawn.worker_handle);
         assert!(spawn.capability_token.len() > 100);
         assert!(
             spawn.directive.contains(&ts.server.addr.to_string()),

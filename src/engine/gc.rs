@@ -28,6 +28,8 @@ pub struct StateSizes {
     pub prompts: usize,
     /// Per-attempt output tails.
     pub output_tails: usize,
+    /// Worker handles the server minted and still maps (outstanding spawns).
+    pub minted_handles: usize,
 }
 
 impl StateSizes {
@@ -39,6 +41,7 @@ impl StateSizes {
             + self.worker_handles
             + self.prompts
             + self.output_tails
+            + self.minted_handles
     }
 }
 
@@ -63,14 +66,20 @@ impl EngineHost {
                 worker_handles: s.worker_handles.len(),
                 prompts: s.prompts.len(),
                 output_tails: s.output_store.len(),
+                minted_handles: 0,
             })
             .await
+            .map(|sizes| StateSizes {
+                minted_handles: self.worker_handles.len(),
+                ..sizes
+            })
             .unwrap_or_default()
     }
 
     /// Removes everything the engine holds for `task_id` and returns its steps in
     /// dispatch order.
     pub(super) async fn free_task_state(&self, task_id: &str) -> Vec<StepSnapshot> {
+        self.worker_handles.revoke_task(task_id);
         let id = task_id.to_string();
         let freed = self.engine.with_state("gc", move |s| prune(s, &id)).await;
         match freed {

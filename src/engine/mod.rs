@@ -8,6 +8,7 @@ mod compat;
 mod data;
 mod errors;
 mod gc;
+mod handles;
 mod operators;
 mod outputs;
 mod runner;
@@ -61,6 +62,7 @@ pub struct EngineHost {
     end_listeners: std::sync::RwLock<Vec<std::sync::Weak<dyn TaskEndListener>>>,
     max_data_bytes: usize,
     engine_sessions: Mutex<HashMap<String, mlua_swarm::types::CapToken>>,
+    worker_handles: handles::WorkerHandles,
     store_root: Option<std::path::PathBuf>,
 }
 

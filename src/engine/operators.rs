@@ -35,7 +35,8 @@ pub struct StepContext {
 pub struct SpawnGrant {
     /// Encoded signed capability token.
     pub capability_token: String,
-    /// Short `wh-` handle.
+    /// The server-minted `wh-` + 32 hex handle (128 bits), valid until the spawn is
+    /// answered.
     pub worker_handle: String,
 }
 
@@ -129,18 +130,29 @@ impl Operator for EngineOperator {
         _worker: Option<WorkerBinding>,
         worker_token: CapToken,
     ) -> Result<WorkerResult, WorkerError> {
-        let worker_handle = ctx
+        let engine_handle = ctx
             .meta
             .runtime
             .get("worker_handle")
             .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+            .unwrap_or_default();
+        let step = step_context(ctx);
+        // The engine's short handle stays in the process; the sub-agent gets a 128-bit one.
+        let worker_handle = match self.host.upgrade() {
+            Some(host) if !engine_handle.is_empty() => {
+                host.worker_handles.mint(engine_handle, &step.task_id)
+            }
+            _ => String::new(),
+        };
         let grant = SpawnGrant {
             capability_token: worker_token.encode(),
-            worker_handle,
+            worker_handle: worker_handle.clone(),
         };
-        match self.backend.spawn(step_context(ctx), grant).await {
+        let reply = self.backend.spawn(step, grant).await;
+        if let Some(host) = self.host.upgrade() {
+            host.worker_handles.revoke(&worker_handle);
+        }
+        match reply {
             Ok(reply) => Ok(WorkerResult {
                 value: reply.value,
                 ok: reply.ok,

@@ -78,6 +78,7 @@ pub(super) async fn build(config: &Config) -> Result<EngineHost> {
         end_listeners: std::sync::RwLock::new(Vec::new()),
         max_data_bytes: config.max_data_bytes,
         engine_sessions: Mutex::new(HashMap::new()),
+        worker_handles: Default::default(),
         store_root: match &config.storage {
             Storage::Dir(dir) => Some(dir.join("blueprints")),
             Storage::Ephemeral => None,

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 /// A worker credential from `authorization: Bearer ...`.
 #[derive(Clone)]
 pub enum Credential {
-    /// `wh-XXXXXXXX`: names its step, valid while the step runs.
+    /// `wh-` + 32 hex, minted by the server per spawn; valid until the spawn is answered.
     Handle(String),
     /// A decoded capability token (signature and TTL checked on use).
     Token(Box<CapToken>),
@@ -86,7 +86,12 @@ impl EngineHost {
         claimed: Option<&str>,
     ) -> Result<StepId> {
         let step = match cred {
-            Credential::Handle(h) => self.engine.task_id_from_handle(h).await,
+            Credential::Handle(h) => {
+                let engine_handle = self.worker_handles.resolve(h).ok_or_else(|| {
+                    Error::Unauthenticated("credential unknown, or its step has finished".into())
+                })?;
+                self.engine.task_id_from_handle(&engine_handle).await
+            }
             Credential::Token(t) => self.engine.task_id_from_token(t).await,
         }
         .map_err(from_engine)?;

@@ -1,8 +1,8 @@
-//! Credentials and deadlines read from request metadata.
+//! Credentials and deadlines read from request metadata (the API token is the gate's:
+//! [`crate::gate`]).
 
 use std::time::Duration;
 
-use subtle::ConstantTimeEq;
 use tonic::metadata::MetadataMap;
 
 use crate::error::{Error, Result};
@@ -34,37 +34,6 @@ pub fn require_bearer(meta: &MetadataMap, what: &str) -> Result<String> {
     })
 }
 
-/// True if two secrets are equal, compared in constant time.
-pub fn secrets_equal(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
-}
-
-/// The API token guarding Task and Blueprint RPCs (none = open).
-#[derive(Debug, Clone, Default)]
-pub struct ApiAuth {
-    token: Option<String>,
-}
-
-impl ApiAuth {
-    /// Guards with `token` if set.
-    pub fn new(token: Option<String>) -> Self {
-        Self { token }
-    }
-
-    /// Checks the request's bearer against the API token.
-    pub fn check(&self, meta: &MetadataMap) -> Result<()> {
-        let Some(expected) = &self.token else {
-            return Ok(());
-        };
-        let given = require_bearer(meta, "api token")?;
-        if secrets_equal(&given, expected) {
-            Ok(())
-        } else {
-            Err(Error::Unauthenticated("api token is wrong".into()))
-        }
-    }
-}
-
 /// The client's deadline from the `grpc-timeout` header.
 pub fn deadline(meta: &MetadataMap) -> Option<Duration> {
     let raw = meta.get("grpc-timeout")?.to_str().ok()?;
@@ -94,7 +63,7 @@ mod tests {
     }
 
     #[test]
-    fn bearer_forms_and_api_token() {
+    fn bearer_forms() {
         assert_eq!(bearer(&meta(&[])).expect("ok"), None);
         assert_eq!(
             bearer(&meta(&[("authorization", "Bearer abc")]))
@@ -104,13 +73,6 @@ mod tests {
         );
         assert!(bearer(&meta(&[("authorization", "Basic dXNlcjpwYXNz")])).is_err());
         assert!(bearer(&meta(&[("authorization", "Bearer ")])).is_err());
-        let auth = ApiAuth::new(Some("t0k".into()));
-        assert!(auth
-            .check(&meta(&[("authorization", "Bearer t0k")]))
-            .is_ok());
-        let wrong = auth.check(&meta(&[("authorization", "Bearer nope")]));
-        assert!(wrong.expect_err("wrong").to_string().contains("wrong"));
-        assert!(ApiAuth::default().check(&meta(&[])).is_ok());
     }
 
     #[test]

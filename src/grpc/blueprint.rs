@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::auth::ApiAuth;
 use super::convert::{json_to_struct, struct_to_json};
 use crate::engine::EngineHost;
 use crate::pb::v1 as pb;
@@ -14,13 +13,12 @@ use crate::pb::v1::blueprint_service_server::BlueprintService;
 #[derive(Debug, Clone)]
 pub struct BlueprintSvc {
     host: Arc<EngineHost>,
-    auth: ApiAuth,
 }
 
 impl BlueprintSvc {
-    /// A service over `host`, guarded by `auth`.
-    pub fn new(host: Arc<EngineHost>, auth: ApiAuth) -> Self {
-        Self { host, auth }
+    /// A service over `host`.
+    pub fn new(host: Arc<EngineHost>) -> Self {
+        Self { host }
     }
 }
 
@@ -30,7 +28,6 @@ impl BlueprintService for BlueprintSvc {
         &self,
         request: Request<pb::PutBlueprintRequest>,
     ) -> Result<Response<pb::PutBlueprintResponse>, Status> {
-        self.auth.check(request.metadata())?;
         let pb::PutBlueprintRequest { id, blueprint } = request.into_inner();
         let doc = blueprint.map(struct_to_json).ok_or_else(|| {
             crate::error::Error::invalid("blueprint", "required: the Blueprint JSON document")
@@ -47,7 +44,6 @@ impl BlueprintService for BlueprintSvc {
         &self,
         request: Request<pb::GetBlueprintRequest>,
     ) -> Result<Response<pb::GetBlueprintResponse>, Status> {
-        self.auth.check(request.metadata())?;
         let pb::GetBlueprintRequest { id, version } = request.into_inner();
         let version = Some(version.as_str()).filter(|v| !v.trim().is_empty());
         let bp = self.host.get_blueprint(&id, version).await?;
@@ -60,9 +56,8 @@ impl BlueprintService for BlueprintSvc {
 
     async fn list_blueprints(
         &self,
-        request: Request<pb::ListBlueprintsRequest>,
+        _request: Request<pb::ListBlueprintsRequest>,
     ) -> Result<Response<pb::ListBlueprintsResponse>, Status> {
-        self.auth.check(request.metadata())?;
         let blueprints = self
             .host
             .list_blueprints()
@@ -82,7 +77,6 @@ impl BlueprintService for BlueprintSvc {
         &self,
         request: Request<pb::ListVersionsRequest>,
     ) -> Result<Response<pb::ListVersionsResponse>, Status> {
-        self.auth.check(request.metadata())?;
         let pb::ListVersionsRequest { id, limit } = request.into_inner();
         let versions = self
             .host
@@ -102,7 +96,6 @@ impl BlueprintService for BlueprintSvc {
         &self,
         request: Request<pb::ArchiveBlueprintRequest>,
     ) -> Result<Response<pb::ArchiveBlueprintResponse>, Status> {
-        self.auth.check(request.metadata())?;
         self.host
             .archive_blueprint(&request.into_inner().id)
             .await?;
@@ -113,7 +106,6 @@ impl BlueprintService for BlueprintSvc {
         &self,
         request: Request<pb::UnarchiveBlueprintRequest>,
     ) -> Result<Response<pb::UnarchiveBlueprintResponse>, Status> {
-        self.auth.check(request.metadata())?;
         self.host
             .unarchive_blueprint(&request.into_inner().id)
             .await?;

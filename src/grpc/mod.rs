@@ -36,14 +36,14 @@ pub const SERVICE_NAMES: [&str; 5] = [
     "mlua_swarm.v1.DataService",
 ];
 
-/// The gRPC services with their size limits, health and reflection (v1 and v1alpha).
+/// The gRPC services with their size limits, health and reflection (v1 and v1alpha), each
+/// also over gRPC-Web. The API token is checked in front of them, by [`crate::gate`].
 pub async fn routes(
     config: &Config,
     host: Arc<EngineHost>,
     hub: Arc<OperatorHub>,
 ) -> Result<(Routes, HealthReporter), Box<dyn std::error::Error + Send + Sync>> {
     let limit = config.max_message_bytes;
-    let api = auth::ApiAuth::new(config.api_token.clone());
     let (health, health_svc) = tonic_health::server::health_reporter();
     set_serving(&health, true).await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -66,24 +66,25 @@ pub async fn routes(
     }
     let routes = Routes::new(limited!(
         BlueprintServiceServer,
-        blueprint::BlueprintSvc::new(host.clone(), api.clone())
+        blueprint::BlueprintSvc::new(host.clone())
     ))
     .add_service(limited!(
         TaskServiceServer,
-        task::TaskSvc::new(host.clone(), api.clone())
+        task::TaskSvc::new(host.clone())
     ))
     .add_service(limited!(
         OperatorServiceServer,
-        operator::OperatorSvc::new(hub, api, config.operator.ping_interval)
+        operator::OperatorSvc::new(hub, config.operator.ping_interval)
     ))
     .add_service(limited!(
         WorkerServiceServer,
         worker::WorkerSvc::new(host.clone())
     ))
     .add_service(limited!(DataServiceServer, data::DataSvc::new(host)))
-    .add_service(health_svc)
-    .add_service(reflection_v1)
-    .add_service(reflection_v1alpha);
+    // Health and reflection speak gRPC-Web too (browser probes, gRPC-Web tooling).
+    .add_service(GrpcWebLayer::new().layer(health_svc))
+    .add_service(GrpcWebLayer::new().layer(reflection_v1))
+    .add_service(GrpcWebLayer::new().layer(reflection_v1alpha));
     Ok((routes, health))
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use super::auth::{deadline, ApiAuth};
+use super::auth::deadline;
 use super::convert;
 use crate::engine::EngineHost;
 use crate::error::Error;
@@ -20,13 +20,12 @@ const DEFAULT_LIST_LIMIT: usize = 100;
 #[derive(Debug, Clone)]
 pub struct TaskSvc {
     host: Arc<EngineHost>,
-    auth: ApiAuth,
 }
 
 impl TaskSvc {
-    /// A service over `host`, guarded by `auth`.
-    pub fn new(host: Arc<EngineHost>, auth: ApiAuth) -> Self {
-        Self { host, auth }
+    /// A service over `host`.
+    pub fn new(host: Arc<EngineHost>) -> Self {
+        Self { host }
     }
 }
 
@@ -38,7 +37,6 @@ impl TaskService for TaskSvc {
         &self,
         request: Request<pb::StartTaskRequest>,
     ) -> Result<Response<pb::StartTaskResponse>, Status> {
-        self.auth.check(request.metadata())?;
         let pb::StartTaskRequest {
             blueprint,
             init_ctx,
@@ -57,7 +55,6 @@ impl TaskService for TaskSvc {
         &self,
         request: Request<pb::RunTaskRequest>,
     ) -> Result<Response<pb::RunTaskResponse>, Status> {
-        self.auth.check(request.metadata())?;
         let wait = deadline(request.metadata());
         let pb::RunTaskRequest {
             blueprint,
@@ -77,7 +74,6 @@ impl TaskService for TaskSvc {
         &self,
         request: Request<pb::GetTaskRequest>,
     ) -> Result<Response<pb::GetTaskResponse>, Status> {
-        self.auth.check(request.metadata())?;
         let id = request.into_inner().task_id;
         let record = self.host.tasks().get(&id).ok_or_else(|| unknown(&id))?;
         Ok(Response::new(pb::GetTaskResponse {
@@ -89,7 +85,6 @@ impl TaskService for TaskSvc {
         &self,
         request: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
-        self.auth.check(request.metadata())?;
         let pb::ListTasksRequest { state, limit } = request.into_inner();
         let state = convert::task_state_filter(state)?;
         let limit = if limit == 0 {
@@ -113,7 +108,6 @@ impl TaskService for TaskSvc {
         &self,
         request: Request<pb::WatchTaskRequest>,
     ) -> Result<Response<Self::WatchTaskStream>, Status> {
-        self.auth.check(request.metadata())?;
         let id = request.into_inner().task_id;
         if self.host.tasks().get(&id).is_none() {
             return Err(unknown(&id).into());
@@ -127,7 +121,6 @@ impl TaskService for TaskSvc {
         &self,
         request: Request<pb::CancelTaskRequest>,
     ) -> Result<Response<pb::CancelTaskResponse>, Status> {
-        self.auth.check(request.metadata())?;
         let pb::CancelTaskRequest { task_id, reason } = request.into_inner();
         let record = self.host.cancel_task(&task_id, &reason).await?;
         Ok(Response::new(pb::CancelTaskResponse {

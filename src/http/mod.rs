@@ -47,12 +47,9 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Error::Internal(detail) = &self.0 {
-            tracing::error!(%detail, "internal error");
-        }
         let status =
             StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(json!({ "error": self.0.to_string() }))).into_response()
+        (status, Json(json!({ "error": self.0.public_message() }))).into_response()
     }
 }
 

@@ -189,7 +189,7 @@ impl OperatorSession {
 
     /// True if `token` is this session's token (constant time).
     pub fn token_matches(&self, token: &str) -> bool {
-        crate::grpc::auth::secrets_equal(token, &self.token)
+        crate::secret::secrets_equal(token, &self.token)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -86,7 +86,7 @@ async fn authenticate_in_band(
         Ok(Some(Ok(Message::Text(text)))) => match decode(&text) {
             Ok(ClientMsg::Auth { token }) => match hub.authenticate(sid, Some(&token)) {
                 Ok(s) => return Some(s),
-                Err(e) => e.to_string(),
+                Err(e) => e.public_message(),
             },
             _ => "first message must be {\"type\":\"auth\",\"token\":...} (or send the \
                   Authorization header, or ?token=)"
@@ -121,7 +121,7 @@ async fn serve(
     let mut attachment = match session.attach_unsequenced() {
         Ok(a) => a,
         Err(e) => {
-            let _ = send_msg(&mut socket, &error_msg("gone", None, e.to_string())).await;
+            let _ = send_msg(&mut socket, &error_msg("gone", None, e.public_message())).await;
             return;
         }
     };

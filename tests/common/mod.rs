@@ -184,6 +184,16 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// A worker handle as the server mints it: `wh-` + 32 hex digits (128 bits), never the
+/// engine's short one.
+pub fn assert_minted_handle(handle: &str) {
+    let digits = handle.strip_prefix("wh-").unwrap_or_default();
+    assert!(
+        handle.len() == 35 && digits.chars().all(|c| c.is_ascii_hexdigit()),
+        "not a 128-bit handle: {handle}"
+    );
+}
+
 /// A scripted operator on a real `Connect` stream.
 pub struct Op {
     pub tx: tokio::sync::mpsc::Sender<pb::ClientFrame>,
@@ -305,6 +315,19 @@ impl Op {
                     self.spawn_ack(s.req_id).await;
                 }
                 Some(S::HookAfter(_)) => return,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// Approves hooks until a spawn arrives, acks that frame and returns the spawn.
+    pub async fn until_spawn(&mut self) -> pb::Spawn {
+        loop {
+            let f = self.next().await;
+            self.ack(f.seq).await;
+            match f.body {
+                Some(S::HookBefore(h)) => self.approve(h.req_id).await,
+                Some(S::Spawn(s)) => return s,
                 other => panic!("unexpected {other:?}"),
             }
         }

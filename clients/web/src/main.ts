@@ -11,6 +11,7 @@ import { FramesView, shortId } from "./ui/frames";
 import { ActivityLog, ErrorBanner } from "./ui/log";
 import { SessionView } from "./ui/session";
 import { TasksView } from "./ui/tasks";
+import { TokenView } from "./ui/token";
 
 let link: OperatorLink | undefined;
 
@@ -35,6 +36,7 @@ const frames = new FramesView(ctx);
 const tasksView = new TasksView(ctx);
 const bps = new BlueprintsView(ctx, (id) => tasksView.track(id), () => link?.session.sid);
 const sessionView = new SessionView(ctx, { open: openSession, leave: leaveSession });
+const tokenView = new TokenView(ctx);
 
 function renderState(s: ConnState): void {
   let text: string;
@@ -159,7 +161,7 @@ function mount(): void {
       "header",
       { class: "top" },
       h("div", { class: "brand" }, h("span", { class: "logo" }, "◆"), h("h1", null, "mlua-swarm"), h("span", { class: "sub" }, "operator console")),
-      h("div", { class: "status" }, sessionBadge, connPill, h("span", { class: "origin", title: "server" }, location.host)),
+      h("div", { class: "status" }, sessionBadge, connPill, tokenView.button, h("span", { class: "origin", title: "server" }, location.host)),
     ),
     banner.el,
     h(

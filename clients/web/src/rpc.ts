@@ -5,11 +5,13 @@ import { fromJson, toJson, type JsonObject, type JsonValue } from "@bufbuild/pro
 import { ValueSchema, timestampDate, type Timestamp, type Value } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
+import { apiTokenInterceptor } from "./auth";
 import { BlueprintService } from "./gen/mlua_swarm/v1/blueprint_pb";
 import { OperatorService } from "./gen/mlua_swarm/v1/operator_pb";
 import { TaskService } from "./gen/mlua_swarm/v1/task_pb";
 
-const transport = createGrpcWebTransport({ baseUrl: location.origin });
+// Every call carries the API token if this tab has one (see auth.ts).
+const transport = createGrpcWebTransport({ baseUrl: location.origin, interceptors: [apiTokenInterceptor] });
 
 export const operators = createClient(OperatorService, transport);
 export const tasks = createClient(TaskService, transport);

@@ -8,6 +8,7 @@
 // Prints "N passed, M failed" last; exits non-zero on any failure.
 
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -21,16 +22,18 @@ const BIN = process.env.MSE_GRPC_BIN || join(REPO, "target/debug/mse-grpc");
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const ARTIFACTS = join(REPO, "test-artifacts");
 const FIXTURE = join(REPO, "tests/fixtures/operator.json");
-const TOTAL_TIMEOUT_MS = 180_000;
+const TOTAL_TIMEOUT_MS = 240_000;
 const STEP_TIMEOUT_MS = 20_000;
 
 let passed = 0;
 let failed = 0;
-let server;
+const servers = [];
 let context;
 let profileDir;
 let proxy;
+let currentPage;
 const pageErrors = [];
+const consoleTexts = [];
 
 function log(msg) {
   console.log(`[console.spec] ${msg}`);
@@ -156,14 +159,15 @@ async function competingSubscribe(base, sid, token, lastSeq, signal) {
   return { epoch, reader };
 }
 
-async function startServer() {
+/** Starts `mse-grpc serve --ephemeral` on a free port (plus `extra` arguments). */
+async function startServer(extra = [], name = "server") {
   assert(existsSync(BIN), `server binary ${BIN} exists (cargo build, or set MSE_GRPC_BIN)`);
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
-  const logFile = join(ARTIFACTS, "server.log");
+  const logFile = join(ARTIFACTS, `${name}.log`);
   const out = createWriteStream(logFile);
   const cwd = mkdtempSync(join(tmpdir(), "mse-console-srv-"));
-  const child = spawn(BIN, ["serve", "--ephemeral", "--bind", `127.0.0.1:${port}`], {
+  const child = spawn(BIN, ["serve", "--ephemeral", "--bind", `127.0.0.1:${port}`, ...extra], {
     cwd,
     env: { ...process.env, MSE_CONSOLE_DIR: join(WEB, "dist"), RUST_LOG: process.env.RUST_LOG || "info" },
     stdio: ["ignore", "pipe", "pipe"],
@@ -172,7 +176,8 @@ async function startServer() {
   child.stderr.pipe(out);
   let exited = null;
   child.once("exit", (code, sig) => (exited = `exited with ${code ?? sig}`));
-  server = { child, cwd, base, logFile };
+  const srv = { child, cwd, base, logFile };
+  servers.push(srv);
   const deadline = Date.now() + 30_000;
   for (;;) {
     if (exited) throw new Error(`server ${exited} before it was ready; see ${logFile}`);
@@ -185,22 +190,21 @@ async function startServer() {
     if (Date.now() > deadline) throw new Error(`server not healthy within 30 s; see ${logFile}`);
     await new Promise((r) => setTimeout(r, 100));
   }
-  log(`server ${BIN} ready at ${base} (pid ${child.pid})`);
+  log(`${name} ${BIN} ready at ${base} (pid ${child.pid})`);
   return base;
 }
 
-async function stopServer() {
-  if (!server) return;
-  const { child, cwd } = server;
-  if (child.exitCode === null && child.signalCode === null) {
-    const gone = new Promise((r) => child.once("exit", r));
-    child.kill("SIGTERM");
-    const t = setTimeout(() => child.kill("SIGKILL"), 8000);
-    await gone;
-    clearTimeout(t);
+async function stopServers() {
+  for (const { child, cwd } of servers.splice(0)) {
+    if (child.exitCode === null && child.signalCode === null) {
+      const gone = new Promise((r) => child.once("exit", r));
+      child.kill("SIGTERM");
+      const t = setTimeout(() => child.kill("SIGKILL"), 8000);
+      await gone;
+      clearTimeout(t);
+    }
+    rmSync(cwd, { recursive: true, force: true });
   }
-  rmSync(cwd, { recursive: true, force: true });
-  server = undefined;
 }
 
 /** The sub-agent: fetches the step's prompt and submits a result over the v0.1.0 routes. */
@@ -261,6 +265,23 @@ async function expectCompleted(page, taskId, input, result) {
   assert((await row.getByTestId("task-result").textContent()) === result, "the Result column shows the output");
 }
 
+/** Collects the page's errors and everything it logs. */
+function watchPage(page) {
+  currentPage = page;
+  page.on("pageerror", (e) => pageErrors.push(`pageerror: ${e.message}`));
+  page.on("console", (m) => {
+    consoleTexts.push(m.text());
+    // Chromium logs the connections the test cuts on purpose ("Failed to load resource:
+    // net::ERR_…"); everything else logged as an error counts.
+    if (m.type() === "error" && !/^Failed to load resource: net::ERR_/.test(m.text())) pageErrors.push(`console.error: ${m.text()}`);
+  });
+}
+
+/** sessionStorage and localStorage of the page, as objects. */
+async function storages(page) {
+  return page.evaluate(() => ({ session: { ...sessionStorage }, local: { ...localStorage } }));
+}
+
 async function savedSession(page) {
   return page.evaluate(() => JSON.parse(localStorage.getItem("mse-console/session/v1") || "null"));
 }
@@ -283,13 +304,7 @@ async function main() {
   });
   context.setDefaultTimeout(STEP_TIMEOUT_MS);
   const page = context.pages()[0] ?? (await context.newPage());
-  page.on("pageerror", (e) => pageErrors.push(`pageerror: ${e.message}`));
-  page.on("console", (m) => {
-    // Chromium logs the connections the test cuts on purpose ("Failed to load resource:
-    // net::ERR_…"); everything else logged as an error counts.
-    if (m.type() === "error" && !/^Failed to load resource: net::ERR_/.test(m.text())) pageErrors.push(`console.error: ${m.text()}`);
-  });
-
+  watchPage(page);
   let sid;
   await check("console loads from the server, no session yet", async () => {
     const r = await page.goto(`${proxy.base}/`);
@@ -443,6 +458,99 @@ async function main() {
     }
     log(`screenshots in ${ARTIFACTS}`);
   });
+
+  // A server started with --api-token: the console asks for the token on the first refused
+  // call, checks it, keeps it for the tab (sessionStorage) and sends it on every call.
+  const token = `api-${randomBytes(16).toString("hex")}`;
+  const base2 = await startServer(["--api-token", token], "server-api-token");
+  const page2 = await context.newPage();
+  watchPage(page2);
+  const dialog = (state) => page2.locator(`[data-testid="api-token-dialog"][open]${state ? `[data-state="${state}"]` : ""}`);
+
+  await check("--api-token server: the first call is refused and the console asks for the token", async () => {
+    const r = await page2.goto(`${base2}/`);
+    assert(r.status() === 200, `GET / → 200, got ${r.status()}`);
+    await dialog("missing").waitFor();
+    const msg = await page2.getByTestId("api-token-message").textContent();
+    assert(/needs an API token/.test(msg), `the prompt says a token is needed: ${msg}`);
+    assert((await page2.getByTestId("api-token-button").getAttribute("data-state")) === "needed", "header button: needed");
+  });
+
+  await check("a wrong token is refused, said so, and not kept", async () => {
+    await page2.getByTestId("api-token-input").fill("not-the-token");
+    await page2.getByTestId("api-token-save").click();
+    await dialog("refused").waitFor();
+    const msg = await page2.getByTestId("api-token-message").textContent();
+    assert(/refused that token/.test(msg), `the prompt says the token was refused: ${msg}`);
+    const st = await storages(page2);
+    assert(!("mse.apiToken" in st.session), `a refused token is not stored: ${JSON.stringify(Object.keys(st.session))}`);
+    await page2.screenshot({ path: join(ARTIFACTS, "console-api-token.png") });
+  });
+
+  await check("the right token is accepted: the waiting calls go through; kept in sessionStorage only", async () => {
+    await page2.getByTestId("api-token-input").fill(token);
+    await page2.getByTestId("api-token-save").click();
+    await dialog().waitFor({ state: "detached" });
+    // ListBlueprints and ListTasks waited for the token, then were sent again with it.
+    await page2.locator('[data-testid="bp-select"] option').first().waitFor({ state: "attached" });
+    await page2.getByTestId("activity").getByText("API token accepted").waitFor();
+    assert((await page2.getByTestId("api-token-button").getAttribute("data-state")) === "set", "header button: set");
+    const st = await storages(page2);
+    assert(st.session["mse.apiToken"] === token, "the token is in sessionStorage");
+    assert(!JSON.stringify(st.local).includes(token), "the token is not in localStorage");
+  });
+
+  await check("with the token: create a session, store the Blueprint, run a task → COMPLETED", async () => {
+    await page2.getByTestId("roles-input").fill("remote");
+    await page2.getByTestId("create-session").click();
+    await page2.locator('[data-testid="conn-state"][data-state="connected"]', { hasText: "epoch 1" }).waitFor();
+    await page2.getByTestId("bp-id").fill("op-one");
+    await page2.getByTestId("bp-json").fill(fixture);
+    await page2.getByTestId("bp-store").click();
+    await page2.getByTestId("bp-result").filter({ hasText: /stored op-one @ [0-9a-f]{12}/ }).waitFor();
+    await page2.getByTestId("bp-select").selectOption("op-one");
+    const input = "behind an API token";
+    const result = "token accepted, task done";
+    const task = await startTask(page2, input);
+    const hook = card(page2, "hook-before", task);
+    await hook.waitFor();
+    await hook.getByTestId("hook-approve").click();
+    await hook.waitFor({ state: "detached" });
+    await runSpawn(page2, base2, task, input, result);
+    await expectCompleted(page2, task, input, result);
+  });
+
+  await check("a reload keeps the token for the tab: no prompt, the session resumes", async () => {
+    await page2.reload();
+    await page2.locator('[data-testid="conn-state"][data-state="connected"]', { hasText: "epoch 2" }).waitFor();
+    await page2.locator('[data-testid="task-state"][data-state="COMPLETED"]').first().waitFor();
+    assert((await dialog().count()) === 0, "no token prompt after the reload");
+    assert((await page2.getByTestId("api-token-button").getAttribute("data-state")) === "set", "header button: set");
+  });
+
+  await check("API token button: forget the token; the next call asks again; enter it again", async () => {
+    await page2.getByTestId("api-token-button").click();
+    await dialog("change").waitFor();
+    await page2.getByTestId("api-token-forget").click();
+    await dialog().waitFor({ state: "detached" });
+    assert(!("mse.apiToken" in (await storages(page2)).session), "forgotten: not in sessionStorage");
+    // The ListTasks poll (every 1.5 s) is refused without it.
+    await dialog("missing").waitFor();
+    await page2.getByTestId("api-token-input").fill(token);
+    await page2.getByTestId("api-token-save").click();
+    await dialog().waitFor({ state: "detached" });
+    assert((await storages(page2)).session["mse.apiToken"] === token, "stored again");
+  });
+
+  await check("the token is never shown, logged or kept in localStorage; no errors", async () => {
+    const visible = await page2.evaluate(() => document.body.innerText);
+    assert(!visible.includes(token), "the token is not shown in the page");
+    assert(!consoleTexts.some((t) => t.includes(token)), "the token is not in the browser console");
+    assert(!JSON.stringify((await storages(page2)).local).includes(token), "the token is not in localStorage");
+    const shown = await page2.getByTestId("error").allTextContents();
+    assert(shown.length === 0, `error banner is empty: ${JSON.stringify(shown)}`);
+    assert(pageErrors.length === 0, `no page errors: ${JSON.stringify(pageErrors)}`);
+  });
 }
 
 const watchdog = setTimeout(() => {
@@ -460,7 +568,7 @@ async function finish(code) {
   }
   if (profileDir) rmSync(profileDir, { recursive: true, force: true });
   proxy?.close();
-  await stopServer();
+  await stopServers();
   if (failed && pageErrors.length) log(`page errors:\n  ${pageErrors.join("\n  ")}`);
   console.log(`${passed} passed, ${failed} failed`);
   process.exit(code || (failed ? 1 : 0));
@@ -473,9 +581,9 @@ main().then(
       failed++;
       console.log(`FAIL - setup: ${e?.stack || e}`);
     }
-    if (server) log(`server log: ${server.logFile}`);
+    for (const srv of servers) log(`server log: ${srv.logFile}`);
     try {
-      const page = context?.pages()[0];
+      const page = currentPage;
       if (page) await page.screenshot({ path: join(ARTIFACTS, "console-failure.png") });
     } catch {
       /* best effort */
