@@ -46,8 +46,8 @@ fn file_error(path: &Path, why: impl Into<String>) -> TlsError {
     }
 }
 
-/// Loads the files, builds the server config and starts the reload watcher, which ends once
-/// the returned acceptor and every connection it accepted are gone.
+/// Loads the files, builds the server config and starts the reload watcher (on the current
+/// Tokio runtime), which ends once the acceptor and every connection it accepted are gone.
 pub fn start(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
     let provider = Arc::new(ring::default_provider());
     let (cert_pem, key_pem) = read_pair(files)?;
