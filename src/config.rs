@@ -67,6 +67,10 @@ pub struct ServeArgs {
     /// [default: 10000].
     #[arg(long, env = "MSE_MAX_UNACKED_FRAMES")]
     pub max_unacked_frames: Option<usize>,
+    /// Seconds SIGTERM waits for running tasks and open streams before aborting them
+    /// [default: 5].
+    #[arg(long, env = "MSE_DRAIN_SECS")]
+    pub drain_secs: Option<u64>,
     /// Origins allowed to call gRPC-Web from a browser (repeatable) [default: none].
     #[arg(long = "cors-origin", env = "MSE_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
@@ -121,6 +125,7 @@ struct FileConfig {
     ping_interval_secs: Option<u64>,
     session_idle_secs: Option<u64>,
     max_unacked_frames: Option<usize>,
+    drain_secs: Option<u64>,
     cors_origins: Option<Vec<String>>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -207,6 +212,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// The brake on failed credential checks per client address.
     pub brake: BrakeLimits,
+    /// How long shutdown waits for running tasks and open streams before aborting them.
+    pub drain: Duration,
 }
 
 impl Default for Config {
@@ -223,6 +230,7 @@ impl Default for Config {
             cors_origins: Vec::new(),
             tls: None,
             brake: BrakeLimits::default(),
+            drain: Duration::from_secs(5),
         }
     }
 }
@@ -372,6 +380,7 @@ impl Config {
             cors_origins,
             tls,
             brake,
+            drain: secs(args.drain_secs, file.drain_secs, defaults.drain),
         };
         config.check_exposure()?;
         Ok(config)

@@ -17,6 +17,7 @@ pub mod error;
 pub mod gate;
 pub mod grpc;
 pub mod http;
+pub mod limits;
 pub mod operator;
 pub mod pb;
 pub mod secret;

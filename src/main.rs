@@ -46,6 +46,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => runtime.block_on(serve(*args)),
         Command::Bench(args) => runtime.block_on(mlua_swarm_grpc::bench::run(args)),
     };
+    // A flow that never yields keeps its runtime thread; exit without waiting for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -26,8 +26,6 @@ use crate::gate::{self, Gate};
 use crate::grpc;
 use crate::operator::{OperatorHub, SessionLimits};
 
-/// How long open streams get to end after shutdown starts before they are cut.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// HTTP/2 streams one connection may hold open (operator streams, watches, unary calls).
 const MAX_STREAMS_PER_CONNECTION: u32 = 4096;
 /// What `closing` frames tell operators to wait before reconnecting after a shutdown.
@@ -87,6 +85,7 @@ fn start_hub(config: &Config, host: &Arc<EngineHost>, addr: SocketAddr) -> Arc<O
                 None => format!("http://{addr}"),
             },
             max_unacked: config.operator.max_unacked,
+            size: crate::limits::SizePolicy::new(config.max_message_bytes, config.max_data_bytes),
         },
     )
 }
@@ -135,7 +134,20 @@ async fn serve(
     tracing::info!("shutting down: health NOT_SERVING, closing operator streams");
     grpc::set_serving(&health, false).await;
     hub.close_all("closed: server shutting down", SHUTDOWN_RETRY_AFTER_MS);
-    connections.drain().await;
+    // Bounded drain: running tasks and open connections get `drain` to end, then the
+    // tasks still running are aborted.
+    let (_, runs_done) = tokio::join!(
+        connections.drain(config.drain),
+        host.wait_runs(config.drain)
+    );
+    if !runs_done {
+        tracing::warn!(
+            drain_secs = config.drain.as_secs(),
+            "drain window over: aborting running tasks"
+        );
+        host.abort_runs("server shut down before the task finished (drain window over)")
+            .await;
+    }
     host.shutdown().await;
     Ok(())
 }
@@ -147,10 +159,10 @@ struct OpenConnections {
 }
 
 impl OpenConnections {
-    /// Asks every connection to finish gracefully and waits up to [`DRAIN_TIMEOUT`].
-    async fn drain(mut self) {
+    /// Asks every connection to finish gracefully and waits up to `within`.
+    async fn drain(mut self, within: Duration) {
         let _ = self.stop.send(true);
-        if tokio::time::timeout(DRAIN_TIMEOUT, self.alive.recv())
+        if tokio::time::timeout(within, self.alive.recv())
             .await
             .is_err()
         {

@@ -59,7 +59,7 @@ async fn identity_task_runs_to_completion_and_is_listed() {
         .tasks()
         .list_tasks(pb::ListTasksRequest {
             state: pb::TaskState::Completed as i32,
-            limit: 0,
+            ..Default::default()
         })
         .await
         .expect("list")
@@ -445,7 +445,7 @@ async fn cancel_stops_a_running_flow_and_deadlines_are_honoured() {
     let running = tasks
         .list_tasks(pb::ListTasksRequest {
             state: pb::TaskState::Running as i32,
-            limit: 0,
+            ..Default::default()
         })
         .await
         .expect("list")

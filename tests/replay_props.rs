@@ -64,6 +64,7 @@ proptest! {
                 timeouts: OperatorTimeouts { park_grace: Duration::from_secs(3600), ..OperatorTimeouts::default() },
                 base_url: "http://127.0.0.1:1".into(),
                 max_unacked: 10_000,
+                size: mlua_swarm_grpc::limits::SizePolicy::new(4 << 20, 1 << 20),
             });
             let session = OperatorSession::new("op-p".into(), "t".into(), vec![], limits);
             let mut attachment = session.attach(0).expect("attach");

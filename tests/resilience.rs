@@ -295,7 +295,16 @@ async fn shutdown_with_tasks_in_flight_sends_closing_and_hangs_no_rpc() {
     }
     let started = Instant::now();
     let stop = tokio::spawn(async move { ts.stop().await });
-    let closing = op.next().await;
+    // Each pending hook is withdrawn with a `cancel` before `closing`.
+    let mut cancels = 0;
+    let closing = loop {
+        let f = op.next().await;
+        match f.body {
+            Some(S::Cancel(ref c)) if c.reason.contains("shutting down") => cancels += 1,
+            _ => break f,
+        }
+    };
+    assert_eq!(cancels, 20);
     let Some(S::Closing(c)) = closing.body else {
         panic!("expected closing: {closing:?}")
     };

@@ -43,6 +43,7 @@ fuzz_target!(|data: &[u8]| {
             },
             base_url: "http://127.0.0.1:1".into(),
             max_unacked: 64,
+            size: mlua_swarm_grpc::limits::SizePolicy::new(4 << 20, 1 << 20),
         });
         let session = OperatorSession::new("op-f".into(), "t".into(), vec![], limits);
         let mut attachment = session.attach(0).expect("first attach");

@@ -3,7 +3,7 @@
 
 use mlua_swarm::blueprint::store::BlueprintStoreError;
 use mlua_swarm::service::task_launch::TaskLaunchError;
-use mlua_swarm::{EngineError, TaskApplicationError};
+use mlua_swarm::{CompileError, EngineError, TaskApplicationError};
 
 use crate::error::Error;
 
@@ -61,9 +61,7 @@ pub(super) fn from_engine(e: EngineError) -> Error {
 pub(super) fn from_application(e: TaskApplicationError) -> Error {
     match e {
         TaskApplicationError::Store(e) => from_store(e),
-        TaskApplicationError::Launch(TaskLaunchError::Compile(c)) => {
-            Error::InvalidArgument(format!("blueprint does not compile: {c}"))
-        }
+        TaskApplicationError::Launch(TaskLaunchError::Compile(c)) => from_compile(c),
         TaskApplicationError::Launch(TaskLaunchError::Engine(e)) => from_engine(e),
         TaskApplicationError::NoMatchingVersion { req } => Error::NotFound(format!(
             "no stored version has a version_label matching '{req}'"
@@ -72,5 +70,49 @@ pub(super) fn from_application(e: TaskApplicationError) -> Error {
             format!("stored version_label '{label}' is not semver: {source}"),
         ),
         other => Error::Internal(other.to_string()),
+    }
+}
+
+/// Maps a compile failure. The engine's message for an unknown `operator_ref` lists every
+/// registered sid and role and names another program's tool; ours names only the seat.
+fn from_compile(c: CompileError) -> Error {
+    match &c {
+        CompileError::InvalidSpec { name, msg } if msg.contains("not registered in factory") => {
+            let seat = msg
+                .split('\'')
+                .nth(1)
+                .filter(|s| !s.is_empty())
+                .unwrap_or("?");
+            Error::InvalidArgument(format!(
+                "blueprint does not compile: agent '{name}': operator_ref '{seat}' is held by \
+                 no live operator session; create one with OperatorService.CreateSession \
+                 (roles: [\"{seat}\"]) or fix the operator_ref"
+            ))
+        }
+        _ => Error::InvalidArgument(format!(
+            "blueprint does not compile: {}",
+            crate::limits::clip_text(&c.to_string())
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_operator_ref_names_only_the_seat() {
+        let err = from_compile(CompileError::InvalidSpec {
+            name: "worker".into(),
+            msg: "operator_ref 'ghost' not registered in factory. Registered sids: [op-1, \
+                  secret]. Hint: call mse_operator_join(roles=[...]) to mint the sid first."
+                .into(),
+        });
+        let m = err.to_string();
+        assert!(m.contains("'ghost'") && m.contains("CreateSession"), "{m}");
+        assert!(
+            !m.contains("op-1") && !m.contains("secret") && !m.contains("mse_"),
+            "{m}"
+        );
     }
 }

@@ -30,16 +30,18 @@ pub use data::{ContentRef, EmitRequest, OutputEvent, OutputRecord};
 pub use gc::StateSizes;
 pub use operators::{OperatorBackend, OperatorRequestError, SpawnGrant, SpawnReply, StepContext};
 pub use runner::{
-    BlueprintSource, LaunchOperator, OperatorKind, TaskLaunch, VersionPick, SERVER_DEFAULT_TTL_SECS,
+    BlueprintSource, LaunchOperator, OperatorKind, TaskLaunch, TaskPage, VersionPick,
+    DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, SERVER_DEFAULT_TTL_SECS,
 };
 pub use tasks::{
-    TaskEvent, TaskEventKind, TaskRecord, TaskRegistry, TaskState, TaskStore, TtlSource,
-    EVENTS_KEPT, STEP_IDS_KEPT,
+    TaskEvent, TaskEventKind, TaskPosition, TaskRecord, TaskRegistry, TaskState, TaskStore,
+    TtlSource, EVENTS_KEPT, STEP_IDS_KEPT,
 };
 pub use worker::{Credential, SubmitOutcome, WorkerPrompt};
 
 use crate::config::Config;
 use crate::error::Result;
+use crate::limits::SizePolicy;
 
 /// Told when a task ends, before its flow is torn down, so pending operator requests of
 /// the task are withdrawn with the real reason (implemented by the operator core).
@@ -59,8 +61,9 @@ pub struct EngineHost {
     tasks: Arc<dyn TaskStore>,
     steps: Mutex<HashMap<String, String>>,
     running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    runs_changed: tokio::sync::Notify,
     end_listeners: std::sync::RwLock<Vec<std::sync::Weak<dyn TaskEndListener>>>,
-    max_data_bytes: usize,
+    size: SizePolicy,
     engine_sessions: Mutex<HashMap<String, mlua_swarm::types::CapToken>>,
     worker_handles: handles::WorkerHandles,
     store_root: Option<std::path::PathBuf>,
@@ -87,6 +90,11 @@ impl EngineHost {
     /// The store of task runs.
     pub fn tasks(&self) -> &dyn TaskStore {
         self.tasks.as_ref()
+    }
+
+    /// The size policy every stored value and built message follows.
+    pub fn size(&self) -> SizePolicy {
+        self.size
     }
 
     /// Adds a listener told of every task end (held weakly).

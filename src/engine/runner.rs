@@ -18,11 +18,54 @@ use tracing::Instrument;
 
 use super::blueprints::{check_id, parse_blueprint, parse_version};
 use super::errors::from_application;
-use super::{compat, EngineHost, TaskEventKind, TaskRecord, TaskState, TtlSource};
+use super::{compat, EngineHost, TaskEventKind, TaskPosition, TaskRecord, TaskState, TtlSource};
 use crate::error::{Error, Result};
+use crate::limits::clip_text;
 
 /// TTL of a task's engine session when neither the request nor the Blueprint sets one.
 pub const SERVER_DEFAULT_TTL_SECS: u64 = 1800;
+
+/// Tasks a ListTasks page holds when the caller gives no size.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// Most tasks a ListTasks page holds.
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// One page of a task listing.
+#[derive(Debug, Clone)]
+pub struct TaskPage {
+    /// Newest first.
+    pub tasks: Vec<TaskRecord>,
+    /// Where the next page starts; None on the last page.
+    pub next_page_token: Option<String>,
+}
+
+fn encode_page_token(pos: &TaskPosition) -> String {
+    let nanos = pos
+        .created_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    hex::encode(format!("{nanos}:{}", pos.task_id))
+}
+
+fn decode_page_token(token: &str) -> Result<TaskPosition> {
+    let bad = || {
+        Error::invalid(
+            "page_token",
+            "not a next_page_token from ListTasks; list again without one",
+        )
+    };
+    let text = hex::decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(bad)?;
+    let (nanos, task_id) = text.split_once(':').ok_or_else(bad)?;
+    let nanos: u64 = nanos.parse().map_err(|_| bad())?;
+    Ok(TaskPosition {
+        created_at: std::time::UNIX_EPOCH + Duration::from_nanos(nanos),
+        task_id: task_id.to_string(),
+    })
+}
 
 /// Operator kind (the tier that makes spawn hooks fire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,10 +149,28 @@ impl EngineHost {
         let host = Arc::clone(self);
         let mut running = lock(&self.running);
         let id = task_id.clone();
+        let ttl = Duration::from_secs(record.effective_ttl_secs);
         let handle = tokio::spawn(
             async move {
-                let outcome = host.app.handle_with_run(input, None).await;
-                host.finish(&id, outcome_event(outcome)).await;
+                let mut flow = Box::pin(host.app.handle_with_run(input, None));
+                tokio::select! {
+                    outcome = &mut flow => {
+                        host.finish(&id, host.outcome_event(outcome)).await;
+                    }
+                    // The TTL is a run deadline.
+                    _ = tokio::time::sleep(ttl) => {
+                        let error = format!(
+                            "ttl expired: the task ran longer than its {}s ttl; raise ttl_secs \
+                             (or the Blueprint's metadata.default_run_ttl_secs)",
+                            ttl.as_secs()
+                        );
+                        if host.claim(&id).is_some() {
+                            host.announce_end(&id, &format!("task failed: {error}"));
+                            drop(flow);
+                            host.record_end(&id, TaskEventKind::Failed { error }).await;
+                        }
+                    }
+                }
             }
             .instrument(span),
         );
@@ -171,29 +232,117 @@ impl EngineHost {
         let reason = if reason.trim().is_empty() {
             "cancelled by CancelTask".to_string()
         } else {
-            reason.trim().to_string()
+            clip_text(reason.trim())
         };
-        // Withdraw the operator requests first, so they carry this reason.
+        // The cancel owns the end from here: a flow failing because its requests were
+        // withdrawn cannot record that failure first.
+        let Some(run) = self.claim(task_id) else {
+            let rec = self
+                .wait_task(task_id, Some(Duration::from_secs(5)))
+                .await?;
+            return Err(already_ended(&rec));
+        };
+        // Withdraw the operator requests before the flow stops, so they carry this reason.
         self.announce_end(task_id, &format!("task cancelled: {reason}"));
-        if let Some(handle) = lock(&self.running).remove(task_id) {
-            handle.abort();
-        }
-        match self
-            .finish(task_id, TaskEventKind::Cancelled { reason })
+        run.abort();
+        self.record_end(task_id, TaskEventKind::Cancelled { reason })
             .await
-        {
-            Some(rec) => Ok(rec),
-            None => match self.tasks.get(task_id) {
-                Some(rec) => Err(already_ended(&rec)),
-                None => Err(unknown_task(task_id)),
-            },
+            .ok_or_else(|| unknown_task(task_id))
+    }
+
+    /// One page of tasks, newest first: at most `page_size` (0: 100, capped at 1000), and
+    /// fewer where one more would take the page over the response budget.
+    pub fn list_tasks(
+        &self,
+        state: Option<TaskState>,
+        page_size: usize,
+        page_token: &str,
+    ) -> Result<TaskPage> {
+        let page_size = match page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let after = match page_token.trim() {
+            "" => None,
+            token => Some(decode_page_token(token)?),
+        };
+        let mut candidates = self.tasks.list(state, after.as_ref(), page_size + 1);
+        let more = candidates.len() > page_size;
+        candidates.truncate(page_size);
+        let total = candidates.len();
+        let budget = self.size.response_budget();
+        let mut used = 0;
+        let mut tasks = Vec::with_capacity(candidates.len());
+        for rec in candidates {
+            let len = rec.wire_len();
+            if !tasks.is_empty() && used + len > budget {
+                break;
+            }
+            used += len;
+            tasks.push(rec);
+        }
+        let next_page_token = match tasks.last() {
+            Some(last) if more || tasks.len() < total => {
+                Some(encode_page_token(&TaskPosition::of(last)))
+            }
+            _ => None,
+        };
+        Ok(TaskPage {
+            tasks,
+            next_page_token,
+        })
+    }
+
+    /// Waits up to `within` for every running task to end; true if none is left.
+    pub async fn wait_runs(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let ended = self.runs_changed.notified();
+            if lock(&self.running).is_empty() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                return lock(&self.running).is_empty();
+            }
         }
     }
 
-    /// Ends a task: frees its engine state (recording any step events not yet seen), then
-    /// records the terminal event and tells the operator core. The first end wins.
+    /// Aborts every running task (shutdown): each ends FAILED with `why`.
+    pub async fn abort_runs(&self, why: &str) {
+        let ids: Vec<String> = lock(&self.running).keys().cloned().collect();
+        for id in ids {
+            let Some(run) = self.claim(&id) else { continue };
+            self.announce_end(&id, &format!("task failed: {why}"));
+            run.abort();
+            self.record_end(
+                &id,
+                TaskEventKind::Failed {
+                    error: why.to_string(),
+                },
+            )
+            .await;
+        }
+    }
+
+    /// Takes the right to end a running task; exactly one caller gets its abort handle.
+    fn claim(&self, task_id: &str) -> Option<tokio::task::AbortHandle> {
+        let run = lock(&self.running).remove(task_id);
+        if run.is_some() {
+            self.runs_changed.notify_waiters();
+        }
+        run
+    }
+
+    /// The end of a flow that ran its course, unless something else (cancel, TTL,
+    /// shutdown) claimed the end first.
     async fn finish(&self, task_id: &str, end: TaskEventKind) -> Option<TaskRecord> {
-        lock(&self.running).remove(task_id);
+        self.claim(task_id)?;
+        self.record_end(task_id, end).await
+    }
+
+    /// Ends a claimed task: frees its engine state (recording any step events not yet
+    /// seen), then records the terminal event and tells the operator core.
+    async fn record_end(&self, task_id: &str, end: TaskEventKind) -> Option<TaskRecord> {
         let steps = self.free_task_state(task_id).await;
         {
             let mut index = lock(&self.steps);
@@ -202,6 +351,7 @@ impl EngineHost {
             }
         }
         for step in steps {
+            let result = self.size.fit(step.result, "step result");
             self.tasks.push(
                 task_id,
                 TaskEventKind::StepDispatched {
@@ -215,7 +365,7 @@ impl EngineHost {
                     TaskEventKind::StepFinished {
                         step_id: step.step_id,
                         ok,
-                        result: step.result,
+                        result,
                     },
                 );
             }
@@ -244,6 +394,7 @@ impl EngineHost {
             operator,
             operator_sid,
         } = launch;
+        self.size.check_value("init_ctx", &init_ctx)?;
         let (bp, bound_version) = self.resolve(blueprint).await?;
         let (ttl, ttl_source) = match (ttl_secs, bp.metadata.default_run_ttl_secs) {
             (Some(0), _) => return Err(Error::invalid("ttl_secs", "must be at least 1")),
@@ -357,16 +508,20 @@ impl EngineHost {
     }
 }
 
-fn outcome_event(
-    outcome: std::result::Result<mlua_swarm::TaskApplicationOutput, TaskApplicationError>,
-) -> TaskEventKind {
-    match outcome {
-        Ok(out) => TaskEventKind::Completed {
-            final_ctx: out.final_ctx,
-        },
-        Err(e) => TaskEventKind::Failed {
-            error: e.to_string(),
-        },
+impl EngineHost {
+    /// The terminal event of a flow's outcome, sized to fit every message that carries it.
+    fn outcome_event(
+        &self,
+        outcome: std::result::Result<mlua_swarm::TaskApplicationOutput, TaskApplicationError>,
+    ) -> TaskEventKind {
+        match outcome {
+            Ok(out) => TaskEventKind::Completed {
+                final_ctx: self.size.fit(out.final_ctx, "final_ctx"),
+            },
+            Err(e) => TaskEventKind::Failed {
+                error: clip_text(&e.to_string()),
+            },
+        }
     }
 }
 
@@ -482,7 +637,7 @@ impl EngineHost {
             TaskEventKind::StepFinished {
                 step_id,
                 ok,
-                result,
+                result: self.size.fit(result, "step result"),
             },
         );
     }

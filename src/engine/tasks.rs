@@ -76,6 +76,39 @@ pub struct TaskRecord {
     pub step_count: u64,
 }
 
+/// Where a task sits in the newest-first listing: by creation time, then id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TaskPosition {
+    /// When the task was created.
+    pub created_at: SystemTime,
+    /// Its id (breaks ties).
+    pub task_id: String,
+}
+
+impl TaskPosition {
+    /// The position of `record`.
+    pub fn of(record: &TaskRecord) -> Self {
+        Self {
+            created_at: record.created_at,
+            task_id: record.task_id.clone(),
+        }
+    }
+}
+
+impl TaskRecord {
+    /// About how many bytes this record takes in a response.
+    pub fn wire_len(&self) -> usize {
+        let ids: usize = self.step_ids.iter().map(|s| s.len() + 2).sum();
+        self.final_ctx.as_ref().map_or(0, crate::limits::wire_len)
+            + self.error.as_ref().map_or(0, String::len)
+            + ids
+            + self.task_id.len()
+            + self.blueprint_id.len()
+            + self.operator_sid.as_ref().map_or(0, String::len)
+            + 256
+    }
+}
+
 /// What happened.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskEventKind {
@@ -193,8 +226,14 @@ pub trait TaskStore: Send + Sync {
     fn finish(&self, task_id: &str, kind: TaskEventKind) -> Option<TaskRecord>;
     /// Reads one task.
     fn get(&self, task_id: &str) -> Option<TaskRecord>;
-    /// Lists tasks newest first, optionally only those in `state`.
-    fn list(&self, state: Option<TaskState>, limit: usize) -> Vec<TaskRecord>;
+    /// Lists tasks newest first, optionally only those in `state`, starting after
+    /// `after` (the position of the last task of the previous page).
+    fn list(
+        &self,
+        state: Option<TaskState>,
+        after: Option<&TaskPosition>,
+        limit: usize,
+    ) -> Vec<TaskRecord>;
     /// Events with seq > `after`, and a receiver that changes when more arrive.
     fn events_after(
         &self,
@@ -321,23 +360,27 @@ impl TaskStore for TaskRegistry {
         self.with(|inner| inner.tasks.get(task_id).map(|e| e.record.clone()))
     }
 
-    /// Lists tasks newest first, optionally only those in `state`.
-    fn list(&self, state: Option<TaskState>, limit: usize) -> Vec<TaskRecord> {
-        let mut out: Vec<TaskRecord> = self.with(|inner| {
-            inner
+    /// Lists tasks newest first, optionally only those in `state`, after `after`.
+    fn list(
+        &self,
+        state: Option<TaskState>,
+        after: Option<&TaskPosition>,
+        limit: usize,
+    ) -> Vec<TaskRecord> {
+        self.with(|inner| {
+            let mut keys: Vec<TaskPosition> = inner
                 .tasks
                 .values()
                 .filter(|e| state.is_none_or(|s| e.record.state == s))
-                .map(|e| e.record.clone())
+                .map(|e| TaskPosition::of(&e.record))
+                .filter(|p| after.is_none_or(|a| p < a))
+                .collect();
+            keys.sort_by(|a, b| b.cmp(a));
+            keys.truncate(limit);
+            keys.iter()
+                .filter_map(|k| inner.tasks.get(&k.task_id).map(|e| e.record.clone()))
                 .collect()
-        });
-        out.sort_by(|a, b| {
-            b.created_at
-                .cmp(&a.created_at)
-                .then(b.task_id.cmp(&a.task_id))
-        });
-        out.truncate(limit);
-        out
+        })
     }
 
     /// Events with seq > `after`, and a receiver that changes when more arrive.

@@ -75,8 +75,9 @@ pub(super) async fn build(config: &Config) -> Result<EngineHost> {
         tasks: Arc::new(TaskRegistry::new(config.task_retention)),
         steps: Mutex::new(HashMap::new()),
         running: Mutex::new(HashMap::new()),
+        runs_changed: tokio::sync::Notify::new(),
         end_listeners: std::sync::RwLock::new(Vec::new()),
-        max_data_bytes: config.max_data_bytes,
+        size: crate::limits::SizePolicy::new(config.max_message_bytes, config.max_data_bytes),
         engine_sessions: Mutex::new(HashMap::new()),
         worker_handles: Default::default(),
         store_root: match &config.storage {

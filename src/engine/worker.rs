@@ -188,7 +188,7 @@ impl EngineHost {
                     .into(),
             ));
         };
-        self.check_data_size(value.to_string().len())?;
+        self.size.check_value("value", &value)?;
         let step = self.worker_step(cred, Verb::PostResult, step_id).await?;
         let attempt = self.engine.task_attempt(&step).await.map_err(from_engine)?;
         let event = OutputEvent::Final {
@@ -209,11 +209,11 @@ impl EngineHost {
     }
 
     pub(super) fn check_data_size(&self, len: usize) -> Result<()> {
-        if len > self.max_data_bytes {
+        let max = self.size.max_data_bytes();
+        if len > max {
             return Err(Error::ResourceExhausted(format!(
-                "payload is {len} bytes, over the {} byte limit; store large content elsewhere \
-                 and pass a reference",
-                self.max_data_bytes
+                "payload is {len} bytes, over the {max} byte limit; store large content elsewhere \
+                 and pass a reference"
             )));
         }
         Ok(())

@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 use super::convert::{json_to_value, value_to_json};
+use crate::error::Error;
 use crate::operator::{ClientFrame, NoticeCode, ReplyOutcome, ServerBody, ServerFrame, Step};
 use crate::pb::v1 as pb;
 
@@ -49,22 +50,25 @@ fn notice_code(code: NoticeCode) -> pb::NoticeCode {
         NoticeCode::Stale => pb::NoticeCode::Stale,
         NoticeCode::WrongKind => pb::NoticeCode::WrongKind,
         NoticeCode::InvalidFrame => pb::NoticeCode::InvalidFrame,
+        NoticeCode::TooLarge => pb::NoticeCode::TooLarge,
     }
 }
 
-/// A refused reply → the Send outcome.
-pub fn send_outcome(outcome: &ReplyOutcome) -> (pb::SendOutcome, String) {
+/// A reply's fate → the Send outcome. A frame refused as a whole is an error instead:
+/// INVALID_ARGUMENT (unusable frame) or RESOURCE_EXHAUSTED (value over the data limit).
+pub fn send_outcome(outcome: &ReplyOutcome) -> Result<(pb::SendOutcome, String), Error> {
     match outcome {
-        ReplyOutcome::Accepted => (pb::SendOutcome::Accepted, String::new()),
+        ReplyOutcome::Accepted => Ok((pb::SendOutcome::Accepted, String::new())),
         ReplyOutcome::Refused { code, message, .. } => {
             let o = match code {
                 NoticeCode::Duplicate => pb::SendOutcome::Duplicate,
                 NoticeCode::UnknownReq => pb::SendOutcome::Unknown,
                 NoticeCode::Stale => pb::SendOutcome::Stale,
                 NoticeCode::WrongKind => pb::SendOutcome::WrongKind,
-                NoticeCode::InvalidFrame => pb::SendOutcome::Unspecified,
+                NoticeCode::InvalidFrame => return Err(Error::invalid("frame", message)),
+                NoticeCode::TooLarge => return Err(Error::ResourceExhausted(message.clone())),
             };
-            (o, message.clone())
+            Ok((o, message.clone()))
         }
     }
 }

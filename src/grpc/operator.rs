@@ -16,15 +16,13 @@ use super::frames::{client_frame, send_outcome, server_frame};
 use crate::error::Error;
 use crate::operator::{
     Attachment, ClientFrame, NoticeCode, OperatorHub, OperatorSession, ReplyOutcome, ServerBody,
-    SessionInfo,
+    SessionInfo, MISSED_PINGS,
 };
 use crate::pb::v1 as pb;
 use crate::pb::v1::operator_service_server::OperatorService;
 
 /// How long a new Connect stream may take to send its hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Missed pings after which a silent Connect stream is dropped.
-const MISSED_PINGS: u32 = 3;
 
 /// Serves `mlua_swarm.v1.OperatorService`.
 #[derive(Debug, Clone)]
@@ -82,9 +80,11 @@ impl Drop for DetachOnDrop {
 }
 
 /// The frames of an attachment as a stream of protobuf frames. It ends when the
-/// attachment does, or with the status `abort` delivers (a broken inbound stream).
+/// attachment does (UNAVAILABLE after the `closing` of a stream dropped for missing
+/// pings), or with the status `abort` delivers (a broken inbound stream).
 fn frames(
     attachment: Attachment,
+    ping_interval: Duration,
     abort: oneshot::Receiver<Status>,
     ended: Option<oneshot::Sender<()>>,
 ) -> impl Stream<Item = Result<pb::ServerFrame, Status>> + Send {
@@ -95,13 +95,19 @@ fn frames(
     };
     futures::stream::unfold(
         Some((attachment, guard, abort.fuse())),
-        |state| async move {
+        move |state| async move {
             let (mut a, g, mut abort) = state?;
             tokio::select! {
                 biased;
                 Ok(status) = &mut abort => Some((Err(status), None)),
                 frame = a.next_frame() => match frame {
                     Some(frame) => Some((Ok(server_frame(frame)), Some((a, g, abort)))),
+                    None if a.dropped_silent() => Some((Err(Status::unavailable(format!(
+                        "operator stream dropped: no frame from the client for {}s ({MISSED_PINGS} \
+                         ping intervals); reconnect with hello{{sid, last_seq}} and answer every \
+                         ping with pong",
+                        (ping_interval * MISSED_PINGS).as_secs()
+                    ))), None)),
                     // Ended because the inbound side broke: deliver its status.
                     None => (&mut abort).now_or_never().and_then(Result::ok).map(|status| (Err(status), None)),
                 },
@@ -213,33 +219,30 @@ impl OperatorService for OperatorSvc {
         let epoch = attachment.epoch();
         let (err_tx, err_rx) = oneshot::channel::<Status>();
         let (ended_tx, mut ended_rx) = oneshot::channel::<()>();
-        let idle_limit = self.ping_interval * MISSED_PINGS + Duration::from_secs(1);
         let reader_session = session.clone();
         let span = tracing::info_span!("operator_stream", sid = %sid, epoch);
         tokio::spawn(async move {
             let s = reader_session;
+            // Silence is watched by the attachment (it pings and drops a silent stream).
             loop {
                 let next = tokio::select! {
                     // The response side is over (closing sent, replaced, deleted).
                     _ = &mut ended_rx => break,
-                    next = tokio::time::timeout(idle_limit, inbound.next()) => next,
+                    next = inbound.next() => next,
                 };
                 let next = match next {
-                    Err(_) => {
-                        tracing::warn!(sid = %s.sid(), epoch, "operator stream silent past 3 pings; dropping it");
-                        break;
-                    }
-                    Ok(None) => break,
-                    Ok(Some(Err(status))) => {
+                    None => break,
+                    Some(Err(status)) => {
                         let status = oversized(status);
                         tracing::info!(sid = %s.sid(), epoch, code = ?status.code(), "operator stream error");
                         let _ = err_tx.send(status);
                         break;
                     }
-                    Ok(Some(Ok(frame))) => frame,
+                    Some(Ok(frame)) => frame,
                 };
                 let body = match client_frame(next) {
-                    Ok(frame) => notice(s.handle(frame)),
+                    // None: this stream was replaced; its frames are void.
+                    Ok(frame) => s.handle_on(epoch, frame).and_then(notice),
                     Err(message) => Some(ServerBody::Notice {
                         code: NoticeCode::InvalidFrame,
                         req_id: String::new(),
@@ -254,6 +257,7 @@ impl OperatorService for OperatorSvc {
         }.instrument(span));
         Ok(Response::new(Box::pin(frames(
             attachment,
+            self.ping_interval,
             err_rx,
             Some(ended_tx),
         ))))
@@ -270,7 +274,12 @@ impl OperatorService for OperatorSvc {
         let session = self.hub.authenticate(&sid, token.as_deref())?;
         let attachment = session.attach(last_seq)?;
         let (_never, abort) = oneshot::channel();
-        Ok(Response::new(Box::pin(frames(attachment, abort, None))))
+        Ok(Response::new(Box::pin(frames(
+            attachment,
+            self.ping_interval,
+            abort,
+            None,
+        ))))
     }
 
     async fn send(
@@ -279,7 +288,8 @@ impl OperatorService for OperatorSvc {
     ) -> Result<Response<pb::SendResponse>, Status> {
         let token = bearer(request.metadata())?;
         let pb::SendRequest { sid, frame } = request.into_inner();
-        let session = self.hub.authenticate(&sid, token.as_deref())?;
+        // A recently deleted session still answers replies (STALE), not NOT_FOUND.
+        let session = self.hub.authenticate_reply(&sid, token.as_deref())?;
         let frame = frame.ok_or_else(|| Error::invalid("frame", "required"))?;
         let frame = client_frame(frame).map_err(|m| Error::invalid("frame", m))?;
         if matches!(frame, ClientFrame::Hello { .. }) {
@@ -287,7 +297,7 @@ impl OperatorService for OperatorSvc {
                 Error::invalid("frame", "hello is not sent with Send; call Subscribe").into(),
             );
         }
-        let (outcome, message) = send_outcome(&session.handle(frame));
+        let (outcome, message) = send_outcome(&session.handle(frame))?;
         Ok(Response::new(pb::SendResponse {
             outcome: outcome as i32,
             message,

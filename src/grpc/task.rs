@@ -13,9 +13,6 @@ use crate::error::Error;
 use crate::pb::v1 as pb;
 use crate::pb::v1::task_service_server::TaskService;
 
-/// Tasks ListTasks returns when the caller gives no limit.
-const DEFAULT_LIST_LIMIT: usize = 100;
-
 /// Serves `mlua_swarm.v1.TaskService`.
 #[derive(Debug, Clone)]
 pub struct TaskSvc {
@@ -85,21 +82,19 @@ impl TaskService for TaskSvc {
         &self,
         request: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
-        let pb::ListTasksRequest { state, limit } = request.into_inner();
+        let pb::ListTasksRequest {
+            state,
+            limit,
+            page_size,
+            page_token,
+        } = request.into_inner();
         let state = convert::task_state_filter(state)?;
-        let limit = if limit == 0 {
-            DEFAULT_LIST_LIMIT
-        } else {
-            limit as usize
-        };
-        let tasks = self
-            .host
-            .tasks()
-            .list(state, limit)
-            .into_iter()
-            .map(convert::task)
-            .collect();
-        Ok(Response::new(pb::ListTasksResponse { tasks }))
+        let size = if page_size == 0 { limit } else { page_size };
+        let page = self.host.list_tasks(state, size as usize, &page_token)?;
+        Ok(Response::new(pb::ListTasksResponse {
+            tasks: page.tasks.into_iter().map(convert::task).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
     }
 
     type WatchTaskStream = EventStream;

@@ -137,6 +137,8 @@ pub enum NoticeCode {
     WrongKind,
     /// The frame itself is unusable here.
     InvalidFrame,
+    /// A reply value over the data limit; the request stays pending.
+    TooLarge,
 }
 
 /// A frame from an operator to the server.

@@ -1,7 +1,7 @@
 //! The registry of operator sessions: create, authenticate, delete, reap idle ones, and
 //! withdraw a finished task's requests from every session.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -22,10 +22,22 @@ pub struct CreatedSession {
     pub roles: Vec<String>,
 }
 
+/// Deleted sessions remembered (their outboxes emptied), so a late reply is STALE rather
+/// than NOT_FOUND and their sids stay reserved.
+const DELETED_KEPT: usize = 256;
+
 #[derive(Default)]
 struct Inner {
     sessions: HashMap<String, Arc<OperatorSession>>,
     roles: HashMap<String, String>,
+    deleted: VecDeque<Arc<OperatorSession>>,
+}
+
+impl Inner {
+    /// True if `name` is the sid of a live or recently deleted session.
+    fn is_sid(&self, name: &str) -> bool {
+        self.sessions.contains_key(name) || self.deleted.iter().any(|s| s.sid() == name)
+    }
 }
 
 /// All operator sessions of this server.
@@ -62,7 +74,8 @@ impl OperatorHub {
         }
     }
 
-    /// Creates a session holding `roles`. A role held by a live session → ALREADY_EXISTS.
+    /// Creates a session holding `roles`. A role held by a live session, or equal to a
+    /// session's sid (every sid is a reserved seat) → ALREADY_EXISTS.
     pub async fn create(&self, roles: Vec<String>) -> Result<CreatedSession> {
         let mut clean: Vec<String> = Vec::new();
         for role in roles {
@@ -87,6 +100,13 @@ impl OperatorHub {
         );
         {
             let mut inner = self.lock();
+            if clean.iter().any(|r| inner.is_sid(r)) {
+                return Err(Error::AlreadyExists(
+                    "a role may not be a session id (each sid is its own session's seat); \
+                     pick another role"
+                        .into(),
+                ));
+            }
             let held: Vec<&String> = clean
                 .iter()
                 .filter(|r| inner.roles.contains_key(*r))
@@ -131,6 +151,27 @@ impl OperatorHub {
         Ok(session)
     }
 
+    /// As [`Self::authenticate`], but also finds a recently deleted session, so a reply
+    /// to one of its requests is answered STALE.
+    pub fn authenticate_reply(
+        &self,
+        sid: &str,
+        token: Option<&str>,
+    ) -> Result<Arc<OperatorSession>> {
+        let deleted = {
+            let inner = self.lock();
+            if inner.sessions.contains_key(sid) {
+                None
+            } else {
+                inner.deleted.iter().find(|s| s.sid() == sid).cloned()
+            }
+        };
+        match (deleted, token) {
+            (Some(session), Some(token)) if session.token_matches(token) => Ok(session),
+            _ => self.authenticate(sid, token),
+        }
+    }
+
     /// The session `sid` without checking a token (NOT_FOUND if unknown).
     pub fn find(&self, sid: &str) -> Result<Arc<OperatorSession>> {
         self.get(sid)
@@ -172,6 +213,10 @@ impl OperatorHub {
                 .remove(sid)
                 .ok_or_else(|| Error::NotFound(format!("operator session '{sid}' not found")))?;
             inner.roles.retain(|_, holder| holder != sid);
+            inner.deleted.push_back(session.clone());
+            while inner.deleted.len() > DELETED_KEPT {
+                inner.deleted.pop_front();
+            }
             session
         };
         session.close(reason, 0);

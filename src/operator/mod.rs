@@ -9,4 +9,6 @@ pub mod session;
 
 pub use frame::{ClientFrame, NoticeCode, ReplyOutcome, ServerBody, ServerFrame, Step, Welcome};
 pub use hub::{CreatedSession, OperatorHub};
-pub use session::{Attachment, OperatorSession, SessionInfo, SessionLimits, DEFAULT_MAX_UNACKED};
+pub use session::{
+    Attachment, OperatorSession, SessionInfo, SessionLimits, DEFAULT_MAX_UNACKED, MISSED_PINGS,
+};

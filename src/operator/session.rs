@@ -18,11 +18,16 @@ use super::frame::{ClientFrame, NoticeCode, ReplyOutcome, ServerBody, ServerFram
 use crate::config::OperatorTimeouts;
 use crate::engine::{OperatorBackend, OperatorRequestError, SpawnGrant, SpawnReply, StepContext};
 use crate::error::{Error, Result};
+use crate::limits::{clip_text, SizePolicy};
 
 /// Default for [`SessionLimits::max_unacked`].
 pub const DEFAULT_MAX_UNACKED: usize = 10_000;
 /// Ended req_ids remembered to tell duplicates and stale replies from unknown ones.
 const ENDED_MEMORY: usize = 4096;
+/// Ping intervals without a frame from the client after which a stream is dropped.
+pub const MISSED_PINGS: u32 = 3;
+/// What `closing` tells a client dropped for silence to wait before reconnecting.
+const SILENT_RETRY_AFTER_MS: u64 = 1000;
 
 /// Settings every session shares.
 #[derive(Debug, Clone)]
@@ -33,6 +38,8 @@ pub struct SessionLimits {
     pub base_url: String,
     /// Most unacknowledged frames a session holds; past it new requests fail at once.
     pub max_unacked: usize,
+    /// What the session stores from replies and puts in frames.
+    pub size: SizePolicy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,6 +235,7 @@ impl OperatorSession {
     /// epoch (a previous stream gets `closing` and ends) and returns the attachment, whose
     /// first frame is `welcome`, then every acknowledged request still awaiting its reply,
     /// then every unacknowledged frame, each group in seq order.
+    /// Such a stream answers pings: one silent for [`MISSED_PINGS`] intervals is detached.
     pub fn attach(self: &Arc<Self>, last_seq: u64) -> Result<Attachment> {
         self.attach_with(Some(last_seq))
     }
@@ -246,6 +254,7 @@ impl OperatorSession {
                 self.sid
             )));
         }
+        let last_seq_given = last_seq.is_some();
         let last_seq = last_seq.unwrap_or(s.last_seq);
         if last_seq > s.last_seq {
             return Err(Error::invalid(
@@ -300,6 +309,8 @@ impl OperatorSession {
             changes: self.changes.subscribe(),
             ping,
             nonce: 0,
+            silence_limit: last_seq_given.then(|| period * MISSED_PINGS),
+            dropped_silent: false,
         })
     }
 
@@ -346,15 +357,24 @@ impl OperatorSession {
 
     /// Closes the session for good: streams get `closing` (reconnect after
     /// `retry_after_ms`, 0 = do not) and end, pending requests fail.
+    /// Each pending request gets its `cancel` frame before `closing`.
     pub fn close(&self, reason: &str, retry_after_ms: u64) {
         {
             let mut s = self.lock();
             if s.closed.is_some() {
                 return;
             }
+            let why = clip_text(&format!("operator session {} {reason}", self.sid));
+            let ids: Vec<String> = s.pending.keys().cloned().collect();
+            for id in ids {
+                withdraw_locked(&mut s, &id, &why, self.limits.max_unacked);
+            }
             s.closed = Some((reason.to_string(), retry_after_ms));
+            if s.attached.is_none() {
+                // Nobody can attach any more: the frames would never be read.
+                s.outbox.clear();
+            }
         }
-        self.withdraw_where(|_| true, &format!("operator session {} {reason}", self.sid));
         self.bump();
     }
 
@@ -479,16 +499,44 @@ impl OperatorSession {
         result
     }
 
-    /// Handles one client frame from the stream of `epoch` (or from `Send`).
+    /// Handles one client frame from a door without streams of its own (`Send`, the
+    /// WebSocket shim).
     pub fn handle(&self, frame: ClientFrame) -> ReplyOutcome {
+        self.handle_inner(None, frame)
+            .unwrap_or(ReplyOutcome::Accepted)
+    }
+
+    /// Handles one client frame read from the stream of `epoch`. None: the stream was
+    /// replaced, and frames of older epochs are void.
+    pub fn handle_on(&self, epoch: u64, frame: ClientFrame) -> Option<ReplyOutcome> {
+        self.handle_inner(Some(epoch), frame)
+    }
+
+    fn handle_inner(&self, epoch: Option<u64>, frame: ClientFrame) -> Option<ReplyOutcome> {
+        if let Err(outcome) = self.check_reply_size(&frame) {
+            return Some(outcome);
+        }
         let outcome = {
             let mut s = self.lock();
+            if epoch.is_some_and(|e| s.epoch != e || s.attached != Some(e)) {
+                tracing::debug!(sid = %self.sid, ?epoch, "frame of a replaced stream ignored");
+                return None;
+            }
             s.last_seen = SystemTime::now();
             match frame {
                 ClientFrame::Hello { .. } => refused(
                     NoticeCode::InvalidFrame,
                     "",
                     "hello is only valid as the first frame of a stream",
+                ),
+                ClientFrame::Ack { seq } if seq > s.last_seq => refused(
+                    NoticeCode::InvalidFrame,
+                    "",
+                    &format!(
+                        "ack {seq} is ahead of the last frame this session sent ({}); ack the \
+                         highest seq you received",
+                        s.last_seq
+                    ),
                 ),
                 ClientFrame::Ack { seq } => {
                     ack_locked(&mut s, seq);
@@ -509,6 +557,7 @@ impl OperatorSession {
                         Err(OperatorRequestError(
                             reason
                                 .filter(|r| !r.trim().is_empty())
+                                .map(|r| clip_text(&r))
                                 .unwrap_or_else(|| "operator rejected the spawn".into()),
                         ))
                     };
@@ -521,7 +570,10 @@ impl OperatorSession {
                     error,
                 } => {
                     let reply = match error.filter(|e| !e.trim().is_empty()) {
-                        Some(e) => Err(OperatorRequestError(format!("operator spawn failed: {e}"))),
+                        Some(e) => Err(OperatorRequestError(format!(
+                            "operator spawn failed: {}",
+                            clip_text(&e)
+                        ))),
                         None => Ok(Reply::Spawn(SpawnReply { value, ok })),
                     };
                     resolve_locked(&mut s, &self.sid, req_id, Kind::Spawn, reply)
@@ -536,7 +588,20 @@ impl OperatorSession {
         {
             tracing::debug!(sid = %self.sid, req_id = %req_id, ?code, %message, "client frame refused");
         }
-        outcome
+        Some(outcome)
+    }
+
+    /// Refuses a reply whose value is over the data limit; the request stays pending.
+    fn check_reply_size(&self, frame: &ClientFrame) -> std::result::Result<(), ReplyOutcome> {
+        let (req_id, what, value) = match frame {
+            ClientFrame::Answer { req_id, value } => (req_id, "answer.value", value),
+            ClientFrame::SpawnAck { req_id, value, .. } => (req_id, "spawn_ack.value", value),
+            _ => return Ok(()),
+        };
+        self.limits
+            .size
+            .check_value(what, value)
+            .map_err(|e| refused(NoticeCode::TooLarge, req_id, &e.to_string()))
     }
 
     /// Queues a control frame (notice) for the stream of `epoch` only.
@@ -605,7 +670,8 @@ fn withdraw_locked(s: &mut State, req_id: &str, reason: &str, max_unacked: usize
     let Some(p) = s.pending.remove(req_id) else {
         return false;
     };
-    let _ = p.reply.send(Err(OperatorRequestError(reason.to_string())));
+    let reason = clip_text(reason);
+    let _ = p.reply.send(Err(OperatorRequestError(reason.clone())));
     remember_ended(s, req_id, Ended::Withdrawn);
     if s.closed.is_none() && s.outbox.len() < max_unacked {
         s.last_seq += 1;
@@ -614,7 +680,7 @@ fn withdraw_locked(s: &mut State, req_id: &str, reason: &str, max_unacked: usize
             seq,
             body: ServerBody::Cancel {
                 req_id: req_id.to_string(),
-                reason: reason.to_string(),
+                reason: reason.clone(),
             },
         });
     }
@@ -707,7 +773,7 @@ impl OperatorBackend for OperatorSession {
         let body = ServerBody::HookAfter {
             req_id,
             step: step_of(&step),
-            result,
+            result: self.limits.size.fit(result, "hook_after.result"),
         };
         let queued = {
             let mut s = self.lock();
@@ -763,7 +829,7 @@ impl OperatorBackend for OperatorSession {
                     req_id: req_id.to_string(),
                     task_id,
                     step_id,
-                    question,
+                    question: self.limits.size.fit(question, "ask.question"),
                     deadline_unix_ms: deadline,
                 }
             })
@@ -787,6 +853,9 @@ pub struct Attachment {
     changes: watch::Receiver<u64>,
     ping: tokio::time::Interval,
     nonce: u64,
+    /// Silence after which the stream is dropped (doors that answer pings).
+    silence_limit: Option<Duration>,
+    dropped_silent: bool,
 }
 
 impl std::fmt::Debug for Attachment {
@@ -807,6 +876,12 @@ impl Attachment {
     /// The session.
     pub fn session(&self) -> &Arc<OperatorSession> {
         &self.session
+    }
+
+    /// True once the stream was dropped because the client stopped answering pings (its
+    /// last frame was `closing`); the door ends it as UNAVAILABLE.
+    pub fn dropped_silent(&self) -> bool {
+        self.dropped_silent
     }
 
     /// The next frame to deliver, waiting if there is none; None once the stream is over.
@@ -836,11 +911,45 @@ impl Attachment {
                     }
                 }
                 _ = self.ping.tick() => {
+                    if let Some(closing) = self.drop_if_silent() {
+                        return Some(closing);
+                    }
                     self.nonce += 1;
                     return Some(ServerFrame { seq: 0, body: ServerBody::Ping { nonce: self.nonce } });
                 }
             }
         }
+    }
+
+    /// Detaches a stream whose client sent nothing for the silence limit; its requests
+    /// park. Returns the `closing` frame to end it with.
+    fn drop_if_silent(&mut self) -> Option<ServerFrame> {
+        let limit = self.silence_limit?;
+        let silent_for = {
+            let s = self.session.lock();
+            if s.attached != Some(self.epoch) {
+                return None;
+            }
+            s.last_seen.elapsed().unwrap_or_default()
+        };
+        if silent_for < limit {
+            return None;
+        }
+        tracing::warn!(sid = %self.session.sid, epoch = self.epoch, "operator stream silent past 3 pings; dropping it");
+        self.session.detach(self.epoch);
+        self.finished = true;
+        self.dropped_silent = true;
+        Some(ServerFrame {
+            seq: 0,
+            body: ServerBody::Closing {
+                reason: format!(
+                    "no frame from the client for {}s ({MISSED_PINGS} pings unanswered); \
+                     reconnect and answer every ping with pong",
+                    silent_for.as_secs()
+                ),
+                retry_after_ms: SILENT_RETRY_AFTER_MS,
+            },
+        })
     }
 
     /// Some(frame or end) if the state has something for this stream now.
@@ -856,6 +965,17 @@ impl Attachment {
             }))
         };
         if let Some((reason, retry)) = s.closed.clone() {
+            // The `cancel` frames of the withdrawn requests go out before `closing`.
+            if s.epoch == self.epoch {
+                let cursor = self.cursor.max(s.acked);
+                let idx = s.outbox.partition_point(|f| f.seq <= cursor);
+                if let Some(frame) = s.outbox.get(idx).cloned() {
+                    self.cursor = frame.seq;
+                    return Some(Some(frame));
+                }
+                // Delivered; nobody can attach a closed session again.
+                s.outbox.clear();
+            }
             self.finished = true;
             return closing(format!("session {reason}"), retry);
         }

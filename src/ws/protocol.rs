@@ -185,6 +185,7 @@ pub fn notice_code(code: NoticeCode) -> &'static str {
         NoticeCode::Stale => "stale",
         NoticeCode::WrongKind => "wrong_kind",
         NoticeCode::InvalidFrame => "invalid_frame",
+        NoticeCode::TooLarge => "too_large",
     }
 }
 
