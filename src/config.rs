@@ -74,6 +74,15 @@ pub struct ServeArgs {
     /// Origins allowed to call gRPC-Web from a browser (repeatable) [default: none].
     #[arg(long = "cors-origin", env = "MSE_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// PEM certificate chain: serve TLS on the same port (needs --tls-key).
+    #[arg(long, env = "MSE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "MSE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: require client certificates signed by them (mTLS).
+    #[arg(long, env = "MSE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Failed credential checks one client address may make per window before it is
     /// refused for a cool-down; 0 turns the brake off [default: 20].
     #[arg(long, env = "MSE_AUTH_FAILURE_BUDGET")]
@@ -118,6 +127,9 @@ struct FileConfig {
     max_unacked_frames: Option<usize>,
     drain_secs: Option<u64>,
     cors_origins: Option<Vec<String>>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
     auth_failure_budget: Option<u32>,
     auth_failure_window_secs: Option<u64>,
 }
@@ -164,6 +176,17 @@ impl Default for OperatorTimeouts {
     }
 }
 
+/// PEM files of TLS; the server reloads `cert` and `key` when they change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key of the leaf.
+    pub key: PathBuf,
+    /// CA certificates client certificates must chain to (mTLS); `None` = no client auth.
+    pub client_ca: Option<PathBuf>,
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -185,6 +208,8 @@ pub struct Config {
     pub operator: OperatorTimeouts,
     /// Allowed browser origins for gRPC-Web.
     pub cors_origins: Vec<String>,
+    /// TLS on every door; `None` = plaintext.
+    pub tls: Option<TlsFiles>,
     /// The brake on failed credential checks per client address.
     pub brake: BrakeLimits,
     /// How long shutdown waits for running tasks and open streams before aborting them.
@@ -203,6 +228,7 @@ impl Default for Config {
             task_retention: 10_000,
             operator: OperatorTimeouts::default(),
             cors_origins: Vec::new(),
+            tls: None,
             brake: BrakeLimits::default(),
             drain: Duration::from_secs(5),
         }
@@ -311,6 +337,11 @@ impl Config {
         } else {
             args.cors_origins.clone()
         };
+        let tls = tls_files(
+            args.tls_cert.clone().or(file.tls_cert),
+            args.tls_key.clone().or(file.tls_key),
+            args.tls_client_ca.clone().or(file.tls_client_ca),
+        )?;
         let brake = BrakeLimits {
             failures: args
                 .auth_failure_budget
@@ -347,6 +378,7 @@ impl Config {
                 .unwrap_or(defaults.task_retention),
             operator,
             cors_origins,
+            tls,
             brake,
             drain: secs(args.drain_secs, file.drain_secs, defaults.drain),
         };
@@ -368,6 +400,32 @@ impl Config {
             });
         }
         Ok(())
+    }
+}
+
+/// Cert and key come together; a client CA needs both.
+fn tls_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    let missing = |key: &'static str, flag: &str, other: &str| ConfigError::Invalid {
+        key,
+        why: format!("{other} is set but {flag} is missing; give both PEM files or neither"),
+    };
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert,
+            key,
+            client_ca,
+        })),
+        (Some(_), None) => Err(missing("tls_key", "--tls-key", "--tls-cert")),
+        (None, Some(_)) => Err(missing("tls_cert", "--tls-cert", "--tls-key")),
+        (None, None) if client_ca.is_some() => Err(ConfigError::Invalid {
+            key: "tls_client_ca",
+            why: "mTLS needs TLS: set --tls-cert and --tls-key too".into(),
+        }),
+        (None, None) => Ok(None),
     }
 }
 
@@ -428,5 +486,26 @@ mod tests {
             .expect_err("bad")
             .to_string()
             .contains("nonsense"));
+    }
+
+    #[test]
+    fn tls_needs_both_cert_and_key_and_names_the_missing_one() {
+        let mut a = args();
+        assert_eq!(Config::load(&a).expect("plain").tls, None);
+        a.tls_cert = Some("c.pem".into());
+        let err = Config::load(&a).expect_err("no key").to_string();
+        assert!(err.contains("--tls-key is missing"), "{err}");
+        a.tls_cert = None;
+        a.tls_key = Some("k.pem".into());
+        let err = Config::load(&a).expect_err("no cert").to_string();
+        assert!(err.contains("--tls-cert is missing"), "{err}");
+        a.tls_key = None;
+        a.tls_client_ca = Some("ca.pem".into());
+        let err = Config::load(&a).expect_err("ca alone").to_string();
+        assert!(err.contains("--tls-cert and --tls-key"), "{err}");
+        a.tls_cert = Some("c.pem".into());
+        a.tls_key = Some("k.pem".into());
+        let tls = Config::load(&a).expect("tls").tls.expect("some");
+        assert_eq!(tls.client_ca, Some(PathBuf::from("ca.pem")));
     }
 }

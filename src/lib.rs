@@ -4,7 +4,8 @@
 //! Layers, outermost first: transports ([`grpc`], and the v0.1.0 [`http`] routes and
 //! [`ws`] shim) are thin adapters over the domain
 //! ([`engine`] hosts the engine, [`operator`] holds operator sessions); [`error`] is the one
-//! error vocabulary they share; [`server`] puts every door on one port.
+//! error vocabulary they share; [`server`] puts every door on one port, in
+//! plaintext or [`tls`].
 
 #![warn(missing_docs)]
 
@@ -21,4 +22,5 @@ pub mod operator;
 pub mod pb;
 pub mod secret;
 pub mod server;
+pub mod tls;
 pub mod ws;

@@ -1,5 +1,5 @@
-//! One port for every door: native gRPC (h2c), gRPC-Web (HTTP/1.1) and plain HTTP routes,
-//! with graceful shutdown.
+//! One port for every door: native gRPC (h2c, or h2 over TLS), gRPC-Web (HTTP/1.1) and plain
+//! HTTP routes, with graceful shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,9 +10,11 @@ use axum::http::{header, HeaderName, HeaderValue, Method};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
@@ -41,6 +43,8 @@ pub struct RunningServer {
     pub host: Arc<EngineHost>,
     /// The operator sessions (benchmarks drive them directly).
     pub hub: Arc<OperatorHub>,
+    /// Whether every door is served over TLS.
+    pub tls: bool,
     shutdown: Option<oneshot::Sender<()>>,
     join: JoinHandle<Result<(), StartError>>,
 }
@@ -62,8 +66,13 @@ pub async fn run(
     host: Arc<EngineHost>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    let tls = start_tls(&config)?;
     let hub = start_hub(&config, &host, listener.local_addr()?);
-    serve(listener, config, host, hub, shutdown).await
+    serve(listener, config, host, hub, tls, shutdown).await
+}
+
+fn start_tls(config: &Config) -> Result<Option<TlsAcceptor>, StartError> {
+    Ok(config.tls.as_ref().map(crate::tls::start).transpose()?)
 }
 
 fn start_hub(config: &Config, host: &Arc<EngineHost>, addr: SocketAddr) -> Arc<OperatorHub> {
@@ -71,7 +80,10 @@ fn start_hub(config: &Config, host: &Arc<EngineHost>, addr: SocketAddr) -> Arc<O
         host.clone(),
         SessionLimits {
             timeouts: config.operator.clone(),
-            base_url: format!("http://{addr}"),
+            base_url: match config.tls {
+                Some(_) => format!("https://{addr}"),
+                None => format!("http://{addr}"),
+            },
             max_unacked: config.operator.max_unacked,
             size: crate::limits::SizePolicy::new(config.max_message_bytes, config.max_data_bytes),
         },
@@ -83,6 +95,7 @@ async fn serve(
     config: Config,
     host: Arc<EngineHost>,
     hub: Arc<OperatorHub>,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let addr = listener.local_addr()?;
@@ -113,8 +126,11 @@ async fn serve(
     if let Some(layer) = cors(&config.cors_origins)? {
         app = app.layer(layer);
     }
-    tracing::info!(%addr, "mse-grpc listening (gRPC, gRPC-Web, HTTP)");
-    let connections = accept_loop(listener, app, shutdown).await;
+    tracing::info!(%addr, tls = tls.is_some(), "mse-grpc listening (gRPC, gRPC-Web, HTTP)");
+    if tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "serving plaintext to the network; set --tls-cert and --tls-key to serve TLS");
+    }
+    let connections = accept_loop(listener, app, tls, shutdown).await;
     tracing::info!("shutting down: health NOT_SERVING, closing operator streams");
     grpc::set_serving(&health, false).await;
     hub.close_all("closed: server shutting down", SHUTDOWN_RETRY_AFTER_MS);
@@ -156,10 +172,11 @@ impl OpenConnections {
 }
 
 /// Accepts connections until `shutdown`, serving HTTP/1.1 (with upgrades, for WebSocket and
-/// gRPC-Web) and h2c on each.
+/// gRPC-Web) and HTTP/2 on each, inside TLS when `tls` is set.
 async fn accept_loop(
     listener: TcpListener,
     app: axum::Router,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> OpenConnections {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -185,31 +202,25 @@ async fn accept_loop(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        // The peer address, for the brake (`ConnectInfo`, as axum's own serve gives it).
-        let svc = TowerToHyperService::new(app.clone().map_request(
-            move |mut request: axum::extract::Request<hyper::body::Incoming>| {
-                request
-                    .extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-                request
-            },
-        ));
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-            .into_owned();
+        let app = app.clone();
+        let builder = builder.clone();
+        let tls = tls.clone();
         let mut stop = stop_rx.clone();
         let alive = alive_tx.clone();
         tokio::spawn(async move {
-            tokio::pin!(conn);
-            loop {
-                tokio::select! {
-                    result = conn.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+            match tls {
+                None => serve_connection(&builder, stream, app, &mut stop, peer).await,
+                Some(acceptor) => {
+                    let handshake = tokio::select! {
+                        done = crate::tls::handshake(&acceptor, stream) => done,
+                        _ = stop.changed() => return, // shutting down: `alive` drops with the task
+                    };
+                    match handshake {
+                        Ok(stream) => {
+                            serve_connection(&builder, stream, app, &mut stop, peer).await
                         }
-                        break;
+                        Err(e) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
                     }
-                    _ = stop.changed() => conn.as_mut().graceful_shutdown(),
                 }
             }
             drop(alive);
@@ -222,10 +233,45 @@ async fn accept_loop(
     }
 }
 
+/// Serves one connection until it ends, finishing gracefully once `stop` changes.
+async fn serve_connection<I>(
+    builder: &Builder<TokioExecutor>,
+    io: I,
+    app: axum::Router,
+    stop: &mut watch::Receiver<bool>,
+    peer: SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // The peer address, for the brake (`ConnectInfo`, as axum's own serve gives it).
+    let svc = TowerToHyperService::new(app.map_request(
+        move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            request
+        },
+    ));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.changed() => conn.as_mut().graceful_shutdown(),
+        }
+    }
+}
+
 /// Binds `config.bind`'s listener (or the given one), starts the engine host and serves in
 /// the background.
 pub async fn spawn(listener: TcpListener, config: Config) -> Result<RunningServer, StartError> {
     let addr = listener.local_addr()?;
+    let tls = start_tls(&config)?;
     let host = EngineHost::start(&config).await?;
     let hub = start_hub(&config, &host, addr);
     let (tx, rx) = oneshot::channel::<()>();
@@ -234,6 +280,7 @@ pub async fn spawn(listener: TcpListener, config: Config) -> Result<RunningServe
         config,
         host.clone(),
         hub.clone(),
+        tls.clone(),
         async move {
             let _ = rx.await;
         },
@@ -242,6 +289,7 @@ pub async fn spawn(listener: TcpListener, config: Config) -> Result<RunningServe
         addr,
         host,
         hub,
+        tls: tls.is_some(),
         shutdown: Some(tx),
         join,
     })

@@ -1,16 +1,23 @@
 //! grpcurl, with no .proto at hand, against a real server: reflection lists every service,
-//! health answers, and a Blueprint can be stored and run by hand.
+//! health answers, and a Blueprint can be stored and run by hand, in plaintext and over TLS.
 
 mod common;
 
 use std::process::Command;
 
+use common::pki::Pki;
 use common::*;
+use mlua_swarm_grpc::config::{Config, Storage};
 use serde_json::{json, Value};
 
 fn grpcurl(addr: &str, args: &[&str]) -> (bool, String) {
+    grpcurl_with(&["-plaintext"], addr, args)
+}
+
+/// grpcurl with `flags` (transport options) before the usual arguments.
+fn grpcurl_with(flags: &[&str], addr: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new("grpcurl")
-        .arg("-plaintext")
+        .args(flags)
         .args(args.iter().take(args.len().saturating_sub(1)))
         .arg(addr)
         .args(args.last())
@@ -125,4 +132,67 @@ async fn grpcurl_against_a_token_server_reaches_health_and_needs_the_token_for_t
     );
     assert!(outputs[2].0, "{}", outputs[2].1);
     ts.stop().await;
+}
+
+#[tokio::test]
+async fn grpcurl_reaches_tls_with_the_ca_and_mtls_with_a_client_cert() {
+    let pki = Pki::new("grpcurl-tls");
+    let config = |mtls| Config {
+        storage: Storage::Ephemeral,
+        tls: Some(pki.files(mtls)),
+        ..Config::default()
+    };
+    let tls = TestServer::with_tls(config(false), pki.tonic(None)).await;
+    let mtls = TestServer::with_tls(config(true), pki.tonic(Some(&pki.client))).await;
+    let (tls_addr, mtls_addr) = (tls.server.addr.to_string(), mtls.server.addr.to_string());
+    let path = |name: &str| pki.path(name).display().to_string();
+    let (ca, cert, key) = (path("ca.pem"), path("client.pem"), path("client.key"));
+    let run =
+        json!({"blueprint": {"stored": {"id": "main"}}, "init_ctx": {"input": "x"}}).to_string();
+    let outputs = tokio::task::spawn_blocking(move || {
+        let with_ca = ["-cacert", ca.as_str()];
+        let with_cert = ["-cacert", &ca, "-cert", &cert, "-key", &key];
+        vec![
+            grpcurl_with(&with_ca, &tls_addr, &["grpc.health.v1.Health/Check"]),
+            grpcurl_with(&with_cert, &mtls_addr, &["grpc.health.v1.Health/Check"]),
+            grpcurl_with(
+                &with_cert,
+                &mtls_addr,
+                &["-d", &run, "mlua_swarm.v1.TaskService/RunTask"],
+            ),
+            // Refused: grpcurl retries until its connect timeout, kept short here.
+            grpcurl_with(
+                &["-connect-timeout", "2", "-cacert", &ca],
+                &mtls_addr,
+                &["grpc.health.v1.Health/Check"],
+            ),
+            grpcurl_with(
+                &["-connect-timeout", "2", "-plaintext"],
+                &tls_addr,
+                &["grpc.health.v1.Health/Check"],
+            ),
+        ]
+    })
+    .await
+    .expect("join");
+    assert!(
+        outputs[0].0 && outputs[0].1.contains("SERVING"),
+        "{}",
+        outputs[0].1
+    );
+    assert!(
+        outputs[1].0 && outputs[1].1.contains("SERVING"),
+        "{}",
+        outputs[1].1
+    );
+    let ran: Value = serde_json::from_str(&outputs[2].1).expect("json");
+    assert_eq!(ran["task"]["state"], "TASK_STATE_COMPLETED");
+    assert!(
+        !outputs[3].0,
+        "mTLS without a client cert: {}",
+        outputs[3].1
+    );
+    assert!(!outputs[4].0, "plaintext to the TLS port: {}", outputs[4].1);
+    tls.stop().await;
+    mtls.stop().await;
 }

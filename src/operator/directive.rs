@@ -8,6 +8,12 @@ pub fn spawn_directive(base_url: &str, req_id: &str, step: &Step, worker_handle:
     let authority = base_url
         .trim_start_matches("http://")
         .trim_start_matches("https://");
+    // Over TLS grpcurl verifies the server instead (with -cacert for a private CA).
+    let plaintext = if base_url.starts_with("https://") {
+        ""
+    } else {
+        "-plaintext "
+    };
     let Step {
         task_id,
         step_id,
@@ -20,7 +26,7 @@ pub fn spawn_directive(base_url: &str, req_id: &str, step: &Step, worker_handle:
          worker endpoint (gRPC, {base_url}):\n\
          \x20 mlua_swarm.v1.WorkerService/GetPrompt  {{\"step_id\": \"{step_id}\"}}\n\
          \x20 mlua_swarm.v1.WorkerService/Submit     {{\"body\": \"<result>\", \"outcome\": \"SUBMIT_OUTCOME_PASS\"}}\n\
-         \x20 e.g. grpcurl -plaintext -H 'authorization: Bearer {worker_handle}' -d '{{\"step_id\":\"{step_id}\"}}' {authority} mlua_swarm.v1.WorkerService/GetPrompt\n\
+         \x20 e.g. grpcurl {plaintext}-H 'authorization: Bearer {worker_handle}' -d '{{\"step_id\":\"{step_id}\"}}' {authority} mlua_swarm.v1.WorkerService/GetPrompt\n\
          worker endpoint (HTTP, v0.1.0 routes):\n\
          \x20 GET  {base_url}/v1/worker/prompt?task_id={step_id}\n\
          \x20 POST {base_url}/v1/worker/submit\n\
@@ -51,5 +57,11 @@ mod tests {
         assert!(d.contains("Bearer wh-1234abcd"));
         assert!(d.contains(" 127.0.0.1:7777 mlua_swarm.v1.WorkerService/GetPrompt"));
         assert!(!d.contains("<base_url>"));
+        assert!(d.contains("grpcurl -plaintext -H"));
+        let tls = spawn_directive("https://127.0.0.1:7777", "r1", &step, "wh-1234abcd");
+        assert!(
+            tls.contains("grpcurl -H 'authorization: Bearer wh-1234abcd'"),
+            "{tls}"
+        );
     }
 }

@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod pki;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -15,7 +17,7 @@ use mlua_swarm_grpc::pb::v1::task_service_client::TaskServiceClient;
 use mlua_swarm_grpc::pb::v1::worker_service_client::WorkerServiceClient;
 use mlua_swarm_grpc::server::{self, RunningServer};
 use serde_json::Value;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// A running server and a channel to it.
 pub struct TestServer {
@@ -35,18 +37,29 @@ impl TestServer {
 
     /// A server with `config` (its bind address is replaced by an ephemeral port).
     pub async fn with_config(config: Config) -> Self {
+        Self::connect(config, None).await
+    }
+
+    /// A TLS server with `config` (whose `tls` must be set), reached with `tls`.
+    pub async fn with_tls(config: Config, tls: ClientTlsConfig) -> Self {
+        Self::connect(config, Some(tls)).await
+    }
+
+    async fn connect(config: Config, tls: Option<ClientTlsConfig>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind an ephemeral port");
         let server = server::spawn(listener, config)
             .await
             .expect("server starts");
-        let channel = Endpoint::from_shared(format!("http://{}", server.addr))
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", server.addr))
             .expect("endpoint")
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .expect("connect");
+            .connect_timeout(Duration::from_secs(5));
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls).expect("client tls config");
+        }
+        let channel = endpoint.connect().await.expect("connect");
         let ts = TestServer { server, channel };
         ts.wait_serving().await;
         ts
@@ -73,7 +86,8 @@ impl TestServer {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.server.addr)
+        let scheme = if self.server.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.server.addr)
     }
 
     pub fn blueprints(&self) -> BlueprintServiceClient<Channel> {

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -53,17 +54,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def healthy(port: int) -> bool:
+def healthy(port: int, tls: ssl.SSLContext | None = None) -> bool:
+    scheme = "https" if tls else "http"
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+        with urllib.request.urlopen(f"{scheme}://127.0.0.1:{port}/healthz", timeout=1,
+                                    context=tls) as r:
             return r.status == 200 and r.read().decode().strip() == "ok"
     except OSError:
         return False
 
 
 class Server:
-    def __init__(self, binary: str, log_path: str):
+    """The server binary on a free port; `extra_args` go to `serve`, and `tls` (a client
+    context trusting its CA) makes the readiness check use https."""
+
+    def __init__(self, binary: str, log_path: str, extra_args=(), tls: ssl.SSLContext | None = None):
         self.binary, self.log_path = binary, log_path
+        self.extra_args, self.tls = list(extra_args), tls
         self.proc = None
         self.addr = None
 
@@ -73,13 +80,13 @@ class Server:
             log = open(self.log_path, "ab")
             self.proc = subprocess.Popen(
                 [self.binary, "serve", "--ephemeral", "--bind", f"127.0.0.1:{port}",
-                 "--ping-interval-secs", str(PING_INTERVAL_SECS)],
+                 "--ping-interval-secs", str(PING_INTERVAL_SECS), *self.extra_args],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
             log.close()
             deadline = time.monotonic() + ready_within
             while time.monotonic() < deadline and self.proc.poll() is None:
-                if healthy(port):
+                if healthy(port, self.tls):
                     self.addr = f"127.0.0.1:{port}"
                     return
                 time.sleep(0.05)  # poll interval, not a readiness wait
@@ -103,17 +110,37 @@ class Server:
             return ""
 
 
-@pytest.fixture(scope="session")
-def server(request, tmp_path_factory):
+def server_binary() -> str:
     binary = os.environ.get("MSE_GRPC_BIN") or os.path.join(REPO, "target", "debug", "mse-grpc")
     if not os.access(binary, os.X_OK):
         pytest.fail(f"server binary not found or not executable: {binary} (set MSE_GRPC_BIN)")
-    srv = Server(binary, str(tmp_path_factory.mktemp("server") / "server.log"))
+    return binary
+
+
+@pytest.fixture(scope="session")
+def server(request, tmp_path_factory):
+    srv = Server(server_binary(), str(tmp_path_factory.mktemp("server") / "server.log"))
     srv.start()
     yield srv
     srv.stop()
     if request.session.testsfailed:
         sys.stderr.write(f"\n--- server log tail ({srv.log_path}) ---\n{srv.log_tail()}\n")
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """start_server(extra_args, tls=None) -> a Server of the test's own, stopped after it."""
+    started = []
+
+    def start(extra_args, tls: ssl.SSLContext | None = None) -> Server:
+        srv = Server(server_binary(), str(tmp_path / f"server-{len(started)}.log"), extra_args, tls)
+        started.append(srv)
+        srv.start()
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()
 
 
 @pytest.fixture(scope="session")
