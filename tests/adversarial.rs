@@ -206,14 +206,7 @@ async fn a_reply_too_large_to_echo_is_refused_and_the_session_stays_usable() {
 #[tokio::test]
 async fn a_session_resumes_after_a_large_accepted_reply() {
     let ts = TestServer::start().await;
-    let created = ts
-        .operators()
-        .create_session(pb::CreateSessionRequest {
-            roles: vec!["remote".into()],
-        })
-        .await
-        .expect("create")
-        .into_inner();
+    let created = create_session(&ts, &["remote"]).await;
     let mut op = Op::connect(&ts, &created.sid, &created.token, 0)
         .await
         .expect("connect");
@@ -426,14 +419,7 @@ async fn ttl_is_a_run_deadline() {
 #[tokio::test]
 async fn acks_past_the_last_seq_are_refused_and_replaced_streams_are_void() {
     let ts = TestServer::start().await;
-    let created = ts
-        .operators()
-        .create_session(pb::CreateSessionRequest {
-            roles: vec!["remote".into()],
-        })
-        .await
-        .expect("create")
-        .into_inner();
+    let created = create_session(&ts, &["remote"]).await;
     let (sid, token) = (created.sid.clone(), created.token.clone());
     let mut op = Op::connect(&ts, &sid, &token, 0).await.expect("connect");
     let _id = start(&ts, start_req(json!("acks"))).await;
@@ -523,14 +509,7 @@ async fn a_subscribe_that_misses_pongs_is_detached_and_requests_park() {
     let mut config = ephemeral();
     config.operator.ping_interval = Duration::from_secs(1);
     let ts = TestServer::with_config(config).await;
-    let created = ts
-        .operators()
-        .create_session(pb::CreateSessionRequest {
-            roles: vec!["remote".into()],
-        })
-        .await
-        .expect("create")
-        .into_inner();
+    let created = create_session(&ts, &["remote"]).await;
     let (sid, token) = (created.sid.clone(), created.token.clone());
     let mut rx = ts
         .operators()

@@ -200,14 +200,7 @@ async fn cors_allows_configured_origins_only() {
 #[tokio::test]
 async fn subscribe_and_send_give_a_browser_acks_resume_and_reply_outcomes() {
     let ts = TestServer::start().await;
-    let created = ts
-        .operators()
-        .create_session(pb::CreateSessionRequest {
-            roles: vec!["remote".into()],
-        })
-        .await
-        .expect("create")
-        .into_inner();
+    let created = create_session(&ts, &["remote"]).await;
     let (sid, token) = (created.sid, created.token);
     let subscribe = |last_seq: u64| {
         let mut ops = ts.operators();

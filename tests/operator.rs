@@ -392,14 +392,7 @@ async fn two_hundred_concurrent_tasks_over_one_stream_complete() {
 #[tokio::test]
 async fn bad_input_gets_statuses_before_welcome_and_notices_after() {
     let ts = TestServer::start().await;
-    let created = ts
-        .operators()
-        .create_session(pb::CreateSessionRequest {
-            roles: vec!["remote".into()],
-        })
-        .await
-        .expect("create")
-        .into_inner();
+    let created = create_session(&ts, &["remote"]).await;
     assert_eq!(created.token.len(), 32);
     let err = Op::connect(&ts, "op-unknown", &created.token, 0)
         .await

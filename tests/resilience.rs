@@ -26,14 +26,7 @@ fn seat_blueprint(seat: &str) -> serde_json::Value {
 async fn a_chaos_operator_that_drops_its_stream_loses_nothing() {
     const TASKS: usize = 1000;
     let ts = TestServer::start().await;
-    let created = ts
-        .operators()
-        .create_session(pb::CreateSessionRequest {
-            roles: vec!["remote".into()],
-        })
-        .await
-        .expect("create")
-        .into_inner();
+    let created = create_session(&ts, &["remote"]).await;
     let done = Arc::new(AtomicUsize::new(0));
     let runners: Vec<_> = (0..32)
         .map(|r| {

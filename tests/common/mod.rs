@@ -216,17 +216,21 @@ pub fn authed<T>(msg: T, token: &str) -> tonic::Request<T> {
 pub use pb::client_frame::Body as C;
 pub use pb::server_frame::Body as S;
 
+/// Creates an operator session holding `roles`.
+pub async fn create_session(ts: &TestServer, roles: &[&str]) -> pb::CreateSessionResponse {
+    ts.operators()
+        .create_session(pb::CreateSessionRequest {
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        })
+        .await
+        .expect("create session")
+        .into_inner()
+}
+
 impl Op {
     /// Creates a session with `roles` and connects it.
     pub async fn join(ts: &TestServer, roles: &[&str]) -> Op {
-        let created = ts
-            .operators()
-            .create_session(pb::CreateSessionRequest {
-                roles: roles.iter().map(|r| r.to_string()).collect(),
-            })
-            .await
-            .expect("create session")
-            .into_inner();
+        let created = create_session(ts, roles).await;
         Op::connect(ts, &created.sid, &created.token, 0)
             .await
             .expect("connect")
