@@ -3,6 +3,9 @@
 //
 //   node test/console.spec.mjs        (after `npm run build`; clients/web/test.sh does both)
 //
+// The last step serves the console over HTTPS (--tls-cert/--tls-key, a test CA made in
+// Node by test/tls-certs.mjs) and Chromium trusts exactly that server certificate.
+//
 // Env: MSE_GRPC_BIN (default <repo>/target/debug/mse-grpc), CHROMIUM (default
 // /usr/bin/chromium), UPDATE_SCREENSHOT=1 to refresh docs/console.png.
 // Prints "N passed, M failed" last; exits non-zero on any failure.
@@ -11,10 +14,12 @@ import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { connect, createServer } from "node:net";
+import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { makeTestCerts } from "./tls-certs.mjs";
 
 const WEB = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const REPO = resolve(WEB, "../..");
@@ -22,7 +27,7 @@ const BIN = process.env.MSE_GRPC_BIN || join(REPO, "target/debug/mse-grpc");
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const ARTIFACTS = join(REPO, "test-artifacts");
 const FIXTURE = join(REPO, "tests/fixtures/operator.json");
-const TOTAL_TIMEOUT_MS = 240_000;
+const TOTAL_TIMEOUT_MS = 300_000;
 const STEP_TIMEOUT_MS = 20_000;
 
 let passed = 0;
@@ -30,6 +35,7 @@ let failed = 0;
 const servers = [];
 let context;
 let profileDir;
+let certDir;
 let proxy;
 let currentPage;
 const pageErrors = [];
@@ -159,11 +165,47 @@ async function competingSubscribe(base, sid, token, lastSeq, signal) {
   return { epoch, reader };
 }
 
-/** Starts `mse-grpc serve --ephemeral` on a free port (plus `extra` arguments). */
-async function startServer(extra = [], name = "server") {
+/** The CA (PEM) that signs each HTTPS server's certificate, by origin. */
+const caByOrigin = new Map();
+
+/**
+ * An HTTP call from the test (the health check, the sub-agent): `fetch` for http://, and
+ * node:https for https://, verifying the server against the test CA of that origin (and
+ * its name, 127.0.0.1). Returns `{status, text}`.
+ */
+async function call(url, { method = "GET", headers = {}, body, timeoutMs = 10_000 } = {}) {
+  const u = new URL(url);
+  if (u.protocol === "http:") {
+    const r = await fetch(url, { method, headers, body, signal: AbortSignal.timeout(timeoutMs) });
+    return { status: r.status, text: await r.text() };
+  }
+  const ca = caByOrigin.get(u.origin);
+  assert(ca, `a test CA is known for ${u.origin}`);
+  return new Promise((res, rej) => {
+    const req = httpsRequest(url, { method, headers, ca, agent: false, timeout: timeoutMs }, (r) => {
+      const chunks = [];
+      r.on("data", (c) => chunks.push(c));
+      r.on("end", () => res({ status: r.statusCode, text: Buffer.concat(chunks).toString("utf8") }));
+      r.on("error", rej);
+    });
+    req.on("timeout", () => req.destroy(new Error(`${method} ${url} timed out`)));
+    req.on("error", rej);
+    req.end(body);
+  });
+}
+
+/**
+ * Starts `mse-grpc serve --ephemeral` on a free port (plus `extra` arguments). With `tls`
+ * ({cert, key, caPem}) it serves HTTPS with that certificate and the base is https://.
+ */
+async function startServer(extra = [], name = "server", tls = null) {
   assert(existsSync(BIN), `server binary ${BIN} exists (cargo build, or set MSE_GRPC_BIN)`);
   const port = await freePort();
-  const base = `http://127.0.0.1:${port}`;
+  const base = `${tls ? "https" : "http"}://127.0.0.1:${port}`;
+  if (tls) {
+    extra = [...extra, "--tls-cert", tls.cert, "--tls-key", tls.key];
+    caByOrigin.set(base, tls.caPem);
+  }
   const logFile = join(ARTIFACTS, `${name}.log`);
   const out = createWriteStream(logFile);
   const cwd = mkdtempSync(join(tmpdir(), "mse-console-srv-"));
@@ -182,8 +224,8 @@ async function startServer(extra = [], name = "server") {
   for (;;) {
     if (exited) throw new Error(`server ${exited} before it was ready; see ${logFile}`);
     try {
-      const r = await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(1000) });
-      if (r.ok && (await r.text()).trim() === "ok") break;
+      const r = await call(`${base}/healthz`, { timeoutMs: 1000 });
+      if (r.status === 200 && r.text.trim() === "ok") break;
     } catch {
       /* not listening yet */
     }
@@ -194,36 +236,36 @@ async function startServer(extra = [], name = "server") {
   return base;
 }
 
-async function stopServers() {
-  for (const { child, cwd } of servers.splice(0)) {
-    if (child.exitCode === null && child.signalCode === null) {
-      const gone = new Promise((r) => child.once("exit", r));
-      child.kill("SIGTERM");
-      const t = setTimeout(() => child.kill("SIGKILL"), 8000);
-      await gone;
-      clearTimeout(t);
-    }
-    rmSync(cwd, { recursive: true, force: true });
+/** SIGTERM (SIGKILL after 8 s), then removes its directory; returns how it exited. */
+async function stopServer({ child, cwd }) {
+  let how = { code: child.exitCode, signal: child.signalCode };
+  if (child.exitCode === null && child.signalCode === null) {
+    const gone = new Promise((r) => child.once("exit", (code, signal) => r({ code, signal })));
+    child.kill("SIGTERM");
+    const t = setTimeout(() => child.kill("SIGKILL"), 8000);
+    how = await gone;
+    clearTimeout(t);
   }
+  rmSync(cwd, { recursive: true, force: true });
+  return how;
+}
+
+async function stopServers() {
+  for (const srv of servers.splice(0)) await stopServer(srv);
 }
 
 /** The sub-agent: fetches the step's prompt and submits a result over the v0.1.0 routes. */
 async function actAsWorker(base, stepId, handle, body) {
   const auth = { authorization: `Bearer ${handle}` };
-  const p = await fetch(`${base}/v1/worker/prompt?task_id=${encodeURIComponent(stepId)}`, {
-    headers: auth,
-    signal: AbortSignal.timeout(10_000),
-  });
-  const promptText = await p.text();
-  assert(p.status === 200, `GET /v1/worker/prompt → 200, got ${p.status}: ${promptText}`);
-  const prompt = JSON.parse(promptText);
-  const s = await fetch(`${base}/v1/worker/submit`, {
+  const p = await call(`${base}/v1/worker/prompt?task_id=${encodeURIComponent(stepId)}`, { headers: auth });
+  assert(p.status === 200, `GET /v1/worker/prompt → 200, got ${p.status}: ${p.text}`);
+  const prompt = JSON.parse(p.text);
+  const s = await call(`${base}/v1/worker/submit`, {
     method: "POST",
     headers: { ...auth, "content-type": "text/plain" },
     body,
-    signal: AbortSignal.timeout(10_000),
   });
-  assert(s.status === 204, `POST /v1/worker/submit → 204, got ${s.status}: ${await s.text()}`);
+  assert(s.status === 204, `POST /v1/worker/submit → 204, got ${s.status}: ${s.text}`);
   return prompt;
 }
 
@@ -247,7 +289,7 @@ async function runSpawn(page, base, taskId, input, result, beforeAck) {
   const stepId = (await spawnCard.getByTestId("spawn-step-id").textContent()).trim();
   const handle = (await spawnCard.getByTestId("spawn-worker-handle").textContent()).trim();
   assert(/^ST-/.test(stepId), `spawn shows the step id (ST-…): ${stepId}`);
-  assert(/^wh-[0-9a-f]{8}$/.test(handle), `spawn shows the worker handle (wh-…): ${handle}`);
+  assert(/^wh-[0-9a-f]{32}$/.test(handle), `spawn shows the worker handle (wh- + 32 hex): ${handle}`);
   const prompt = await actAsWorker(base, stepId, handle, result);
   assert(String(prompt.prompt).includes(input), `worker prompt carries the input: ${JSON.stringify(prompt)}`);
   if (beforeAck) await beforeAck();
@@ -292,13 +334,17 @@ async function main() {
   const base = await startServer();
   proxy = await startProxy(Number(new URL(base).port));
   const fixture = readFileSync(FIXTURE, "utf8");
+  // For the HTTPS step: a test CA and the server certificate it signs. Chromium is told to
+  // trust that one certificate (by its public key), nothing else.
+  certDir = mkdtempSync(join(tmpdir(), "mse-console-tls-"));
+  const certs = makeTestCerts(certDir);
 
   assert(existsSync(CHROMIUM), `${CHROMIUM} exists (apt-get install chromium)`);
   profileDir = mkdtempSync(join(tmpdir(), "mse-console-chromium-"));
   context = await chromium.launchPersistentContext(profileDir, {
     executablePath: CHROMIUM,
     headless: true,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic", `--ignore-certificate-errors-spki-list=${certs.spki}`],
     viewport: { width: 1440, height: 960 },
     timeout: 30_000,
   });
@@ -551,6 +597,113 @@ async function main() {
     assert(shown.length === 0, `error banner is empty: ${JSON.stringify(shown)}`);
     assert(pageErrors.length === 0, `no page errors: ${JSON.stringify(pageErrors)}`);
   });
+  // The same console served over HTTPS (--tls-cert/--tls-key): Chromium trusts exactly the
+  // test server certificate (--ignore-certificate-errors-spki-list with its key's hash);
+  // the sub-agent (this test) verifies it against the test CA.
+  const base3 = await startServer([], "server-tls", { cert: certs.cert, key: certs.key, caPem: certs.caPem });
+  const tlsSrv = servers.find((s) => s.base === base3);
+  await page2.close();
+  const page3 = await context.newPage();
+  watchPage(page3);
+  const tlsConsole = []; // every console message of type error or warning, none excused
+  const offOrigin = []; // requests the page made anywhere but the HTTPS origin
+  page3.on("console", (m) => {
+    if (m.type() === "error" || m.type() === "warning") tlsConsole.push(`${m.type()}: ${m.text()}`);
+  });
+  page3.on("request", (r) => {
+    if (new URL(r.url()).origin !== base3) offOrigin.push(r.url());
+  });
+  page3.on("requestfailed", (r) => tlsConsole.push(`request failed: ${r.url()} ${r.failure()?.errorText}`));
+
+  await check("TLS server: its certificate verifies against the test CA for 127.0.0.1; not publicly trusted", async () => {
+    const r = await call(`${base3}/healthz`);
+    assert(r.status === 200 && r.text.trim() === "ok", `GET /healthz over HTTPS with the CA → ok, got ${r.status} ${r.text}`);
+    let err;
+    try {
+      await fetch(`${base3}/healthz`, { signal: AbortSignal.timeout(5000) });
+    } catch (e) {
+      err = e;
+    }
+    assert(err, "without the test CA, Node's fetch refuses the certificate");
+    const code = err.cause?.code ?? "";
+    assert(/CERT|SIGN|ISSUER|VERIFY/.test(code), `refused for the certificate: ${code || err}`);
+  });
+
+  await check("HTTPS: the console loads over https with the server certificate, no session yet", async () => {
+    const r = await page3.goto(`${base3}/`);
+    assert(r.status() === 200, `GET / → 200, got ${r.status()}`);
+    const sec = await r.securityDetails();
+    assert(sec && /^TLS 1\.[23]$/.test(sec.protocol), `TLS 1.2 or 1.3: ${JSON.stringify(sec)}`);
+    assert(sec.subjectName === "127.0.0.1" && sec.issuer === "mse-grpc console test CA", `the test certificate: ${JSON.stringify(sec)}`);
+    const loc = await page3.evaluate(() => ({
+      origin: location.origin,
+      protocol: location.protocol,
+      secure: window.isSecureContext,
+      alpn: performance.getEntriesByType("navigation")[0]?.nextHopProtocol,
+    }));
+    assert(loc.protocol === "https:" && loc.origin === base3, `page origin is ${base3}: ${JSON.stringify(loc)}`);
+    assert(loc.secure, "a secure context");
+    log(`HTTPS page: ${sec.protocol}, ALPN ${loc.alpn}`);
+    await page3.getByTestId("create-session").waitFor();
+    assert((await page3.getByTestId("conn-state").getAttribute("data-state")) === "idle", "connection state idle");
+  });
+
+  await check("HTTPS: ListBlueprints over gRPC-Web shows the seed Blueprint main", async () => {
+    await page3.locator('[data-testid="bp-select"] option[value="main"]').waitFor({ state: "attached" });
+  });
+
+  await check("HTTPS: create a session, store the operator Blueprint, run a task → COMPLETED", async () => {
+    await page3.getByTestId("roles-input").fill("remote");
+    await page3.getByTestId("create-session").click();
+    await page3.locator('[data-testid="conn-state"][data-state="connected"]', { hasText: "epoch 1" }).waitFor();
+    await page3.getByTestId("bp-id").fill("op-one");
+    await page3.getByTestId("bp-json").fill(fixture);
+    await page3.getByTestId("bp-store").click();
+    await page3.getByTestId("bp-result").filter({ hasText: /stored op-one @ [0-9a-f]{12}/ }).waitFor();
+    await page3.getByTestId("bp-select").selectOption("op-one");
+    const input = "over HTTPS";
+    const result = "served over TLS, end to end";
+    const task = await startTask(page3, input);
+    const hook = card(page3, "hook-before", task);
+    await hook.waitFor();
+    await hook.getByTestId("hook-approve").click();
+    await hook.waitFor({ state: "detached" });
+    await runSpawn(page3, base3, task, input, result);
+    await expectCompleted(page3, task, input, result);
+    await page3.locator('[data-testid="session-acked"]', { hasText: /^3$/ }).waitFor();
+  });
+
+  await check("HTTPS: every request went to the https origin; no errors in the banner, page or console", async () => {
+    await page3.screenshot({ path: join(ARTIFACTS, "console-https.png") });
+    assert(offOrigin.length === 0, `requests off the https origin: ${JSON.stringify(offOrigin)}`);
+    const shown = await page3.getByTestId("error").allTextContents();
+    assert(shown.length === 0, `error banner is empty: ${JSON.stringify(shown)}`);
+    assert(pageErrors.length === 0, `no page errors: ${JSON.stringify(pageErrors)}`);
+    assert(tlsConsole.length === 0, `no console errors or warnings: ${JSON.stringify(tlsConsole)}`);
+  });
+
+  await check("Chromium trusts that one certificate only: another test CA's server is refused", async () => {
+    const otherDir = mkdtempSync(join(certDir, "other-"));
+    const other = makeTestCerts(otherDir);
+    const base4 = await startServer([], "server-tls-other", { cert: other.cert, key: other.key, caPem: other.caPem });
+    const probe = await context.newPage(); // not watched: this navigation fails on purpose
+    let err;
+    try {
+      await probe.goto(`${base4}/`);
+    } catch (e) {
+      err = e;
+    }
+    await probe.close();
+    await stopServer(servers.splice(servers.findIndex((s) => s.base === base4), 1)[0]);
+    assert(err && /ERR_CERT_AUTHORITY_INVALID/.test(err.message), `navigation refused for the certificate: ${err?.message}`);
+  });
+
+  await check("HTTPS: the server stops on SIGTERM", async () => {
+    await page3.close();
+    servers.splice(servers.indexOf(tlsSrv), 1);
+    const how = await stopServer(tlsSrv);
+    assert(how.code === 0, `exit code 0 after SIGTERM: ${JSON.stringify(how)}`);
+  });
 }
 
 const watchdog = setTimeout(() => {
@@ -567,6 +720,7 @@ async function finish(code) {
     log(`closing the browser: ${e}`);
   }
   if (profileDir) rmSync(profileDir, { recursive: true, force: true });
+  if (certDir) rmSync(certDir, { recursive: true, force: true });
   proxy?.close();
   await stopServers();
   if (failed && pageErrors.length) log(`page errors:\n  ${pageErrors.join("\n  ")}`);
