@@ -555,7 +555,36 @@ impl OperatorSession {
     pub fn attached_epoch(&self) -> Option<u64> {
         self.lock().attached
     }
+
+    /// What the session holds per request id.
+    pub(crate) fn structure_counts(&self) -> SessionCounts {
+        let s = self.lock();
+        SessionCounts {
+            pending: s.pending.len(),
+            ended: s.ended.len(),
+            // Two copies of each id, the map's slots and the order queue's.
+            ended_bytes: 2 * s.ended_order.iter().map(String::capacity).sum::<usize>()
+                + s.ended.capacity() * (std::mem::size_of::<(String, Ended)>() + 1)
+                + s.ended_order.capacity() * std::mem::size_of::<String>(),
+            outbox: s.outbox.len(),
+            control: s.control.len(),
+        }
+    }
 }
+
+/// Entries one session holds per request id.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SessionCounts {
+    pub(crate) pending: usize,
+    pub(crate) ended: usize,
+    pub(crate) ended_bytes: usize,
+    pub(crate) outbox: usize,
+    pub(crate) control: usize,
+}
+
+/// Ended request ids a session remembers at most, and the bytes that takes.
+pub(crate) const ENDED_REMEMBERED: usize = ENDED_MEMORY;
+pub(crate) const ENDED_BYTES_MAX: usize = ENDED_MEMORY * 512;
 
 struct AbandonGuard<'a> {
     session: &'a OperatorSession,
