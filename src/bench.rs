@@ -43,15 +43,18 @@ pub struct BenchArgs {
     /// Seconds per throughput scenario [default: 8, quick 2].
     #[arg(long)]
     pub seconds: Option<u64>,
-    /// Run only these scenarios (repeatable: B1 … B5) [default: all].
+    /// Run only these scenarios (repeatable: B1 … B5, B8) [default: all].
     #[arg(long)]
     pub only: Vec<String>,
+    /// Tasks of the B8 soak [default: 200000, quick 30000].
+    #[arg(long)]
+    pub soak_tasks: Option<usize>,
 }
 
 /// One line of the results table.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    /// B1..B5.
+    /// B1..B5, B8.
     pub id: &'static str,
     /// What was measured.
     pub scenario: String,
@@ -111,6 +114,43 @@ where
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let t0 = Instant::now();
                 op(n).await?;
+                lat.push(t0.elapsed());
+            }
+            Ok::<_, BoxError>(lat)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for j in joins {
+        latencies.extend(j.await??);
+    }
+    Ok(Sample {
+        count: latencies.len() as u64,
+        elapsed: start.elapsed(),
+        latencies,
+    })
+}
+
+/// Runs `n` calls of `op`, `in_flight` at a time, recording each call's latency.
+async fn measure_n<F, Fut>(in_flight: usize, n: u64, op: F) -> Result<Sample, BoxError>
+where
+    F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), BoxError>> + Send,
+{
+    let counter = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut joins = Vec::new();
+    for _ in 0..in_flight {
+        let op = op.clone();
+        let counter = counter.clone();
+        joins.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = counter.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let t0 = Instant::now();
+                op(i).await?;
                 lat.push(t0.elapsed());
             }
             Ok::<_, BoxError>(lat)
@@ -370,76 +410,102 @@ async fn ws_operator(
     Ok(())
 }
 
+/// An operator seat serving every spawn: its session, a stored 1-step Blueprint routed to
+/// it, and the operator loop (native gRPC or the WebSocket shim).
+struct Seat {
+    bp_id: String,
+    stop: Arc<AtomicBool>,
+    op: tokio::task::JoinHandle<Result<(), BoxError>>,
+}
+
+impl Seat {
+    async fn open(t: &Target, ch: &Channel, ws: bool) -> Result<Self, BoxError> {
+        let role = format!("bench-{}", uuid::Uuid::new_v4().simple());
+        let (sid, token) = create_session(ch, &role).await?;
+        let bp_id = format!("b1-{}", uuid::Uuid::new_v4().simple());
+        BlueprintServiceClient::new(ch.clone())
+            .put_blueprint(pb::PutBlueprintRequest {
+                id: bp_id.clone(),
+                blueprint: Some(json_to_struct(operator_blueprint(&bp_id, &role))),
+            })
+            .await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let op = if ws {
+            tokio::spawn(ws_operator(
+                t.addr.clone(),
+                ch.clone(),
+                sid.clone(),
+                token.clone(),
+                stop.clone(),
+            ))
+        } else {
+            tokio::spawn(grpc_operator(
+                ch.clone(),
+                sid.clone(),
+                token.clone(),
+                stop.clone(),
+            ))
+        };
+        // Wait until the operator is attached.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = OperatorServiceClient::new(ch.clone())
+                .get_session(authed(pb::GetSessionRequest { sid: sid.clone() }, &token)?)
+                .await?
+                .into_inner()
+                .session;
+            if s.is_some_and(|s| s.connected) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err("operator did not attach".into());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(Seat { bp_id, stop, op })
+    }
+
+    fn run_request(&self) -> pb::RunTaskRequest {
+        pb::RunTaskRequest {
+            blueprint: Some(pb::BlueprintRef {
+                source: Some(pb::blueprint_ref::Source::Stored(pb::StoredBlueprintRef {
+                    id: self.bp_id.clone(),
+                    version: None,
+                })),
+            }),
+            init_ctx: Some(json_to_struct(json!({"input": "x"}))),
+            ..Default::default()
+        }
+    }
+
+    async fn close(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.op.await;
+    }
+}
+
+async fn run_completed(
+    mut tasks: TaskServiceClient<Channel>,
+    req: pb::RunTaskRequest,
+) -> Result<(), BoxError> {
+    let task = tasks.run_task(req).await?.into_inner().task;
+    match task.map(|t| t.state()) {
+        Some(pb::TaskState::Completed) => Ok(()),
+        other => Err(format!("task ended {other:?}").into()),
+    }
+}
+
 /// B1: 1-step operator tasks end to end, operator over gRPC or the WebSocket shim.
 async fn b1(t: &Target, ws: bool, in_flight: usize, dur: Duration) -> Result<Row, BoxError> {
     let ch = t.channel().await?;
-    let role = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let (sid, token) = create_session(&ch, &role).await?;
-    let bp_id = format!("b1-{}", uuid::Uuid::new_v4().simple());
-    BlueprintServiceClient::new(ch.clone())
-        .put_blueprint(pb::PutBlueprintRequest {
-            id: bp_id.clone(),
-            blueprint: Some(json_to_struct(operator_blueprint(&bp_id, &role))),
-        })
-        .await?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let op = if ws {
-        tokio::spawn(ws_operator(
-            t.addr.clone(),
-            ch.clone(),
-            sid.clone(),
-            token.clone(),
-            stop.clone(),
-        ))
-    } else {
-        tokio::spawn(grpc_operator(
-            ch.clone(),
-            sid.clone(),
-            token.clone(),
-            stop.clone(),
-        ))
-    };
-    // Wait until the operator is attached.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = OperatorServiceClient::new(ch.clone())
-            .get_session(authed(pb::GetSessionRequest { sid: sid.clone() }, &token)?)
-            .await?
-            .into_inner()
-            .session;
-        if s.is_some_and(|s| s.connected) {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err("operator did not attach".into());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let seat = Seat::open(t, &ch, ws).await?;
     let tasks = TaskServiceClient::new(ch.clone());
-    let req = pb::RunTaskRequest {
-        blueprint: Some(pb::BlueprintRef {
-            source: Some(pb::blueprint_ref::Source::Stored(pb::StoredBlueprintRef {
-                id: bp_id,
-                version: None,
-            })),
-        }),
-        init_ctx: Some(json_to_struct(json!({"input": "x"}))),
-        ..Default::default()
-    };
+    let req = seat.run_request();
     let mut sample = measure(in_flight, dur, move |_| {
-        let mut tasks = tasks.clone();
-        let req = req.clone();
-        async move {
-            let task = tasks.run_task(req).await?.into_inner().task;
-            match task.map(|t| t.state()) {
-                Some(pb::TaskState::Completed) => Ok(()),
-                other => Err(format!("task ended {other:?}").into()),
-            }
-        }
+        run_completed(tasks.clone(), req.clone())
     })
     .await?;
-    stop.store(true, Ordering::Relaxed);
-    let _ = op.await;
+    seat.close().await;
     let door = if ws { "WebSocket shim" } else { "native gRPC" };
     Ok(Row {
         id: "B1",
@@ -451,6 +517,114 @@ async fn b1(t: &Target, ws: bool, in_flight: usize, dur: Duration) -> Result<Row
         note: format!("{} tasks", sample.count),
         target: String::new(),
         met: None,
+    })
+}
+
+/// After how many one-step tasks every bounded store of an ephemeral server is full: the
+/// output store (one record per task) is the last.
+const STORES_FULL_AFTER: usize = crate::engine::EPHEMERAL_OUTPUT_CAPACITY;
+
+/// B8 target: RSS growth once the bounded stores are full.
+const SOAK_MB_PER_100K: f64 = 1.0;
+
+/// Least-squares slope of (tasks, MiB) in MiB per 100,000 tasks.
+fn slope_per_100k(points: &[(usize, f64)]) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let mx = points.iter().map(|p| p.0 as f64).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 as f64 - mx).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 as f64 - mx) * (p.1 - my)).sum();
+    (sxx > 0.0).then(|| sxy / sxx * 100_000.0)
+}
+
+/// B8: a soak of `n` one-step operator tasks on one server, alternating between an
+/// operator on native gRPC and one on the WebSocket shim; the server's RSS is read every
+/// 10 % of the run, and its slope once the bounded stores are full is the figure.
+async fn b8(t: &Target, n: usize, in_flight: usize) -> Result<Row, BoxError> {
+    let ch = t.channel().await?;
+    let seats = [
+        Seat::open(t, &ch, false).await?,
+        Seat::open(t, &ch, true).await?,
+    ];
+    let reqs = Arc::new([seats[0].run_request(), seats[1].run_request()]);
+    let tasks = TaskServiceClient::new(ch.clone());
+    let step = (n / 10).max(1);
+    let mib = |kib: Option<u64>| kib.map(|k| k as f64 / 1024.0);
+    let mut samples: Vec<(usize, Option<f64>)> = vec![(0, mib(t.rss_kib()))];
+    let mut all = Sample {
+        count: 0,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+    };
+    let mut done = 0;
+    while done < n {
+        let chunk = step.min(n - done);
+        let (tasks, reqs) = (tasks.clone(), reqs.clone());
+        let sample = measure_n(in_flight, chunk as u64, move |i| {
+            run_completed(tasks.clone(), reqs[(i % 2) as usize].clone())
+        })
+        .await?;
+        all.count += sample.count;
+        all.elapsed += sample.elapsed;
+        all.latencies.extend(sample.latencies);
+        done += chunk;
+        samples.push((done, mib(t.rss_kib())));
+        if let Some(rss) = samples.last().and_then(|s| s.1) {
+            eprintln!("bench: B8 {done} tasks, server RSS {rss:.1} MiB");
+        }
+    }
+    for seat in seats {
+        seat.close().await;
+    }
+    // The slope once the stores are full, and over the second half of the run: a full
+    // store's hash tables still double once under the churn of inserts and removals (a
+    // bounded, one-time step), so the judged figure is the second half. A run too short
+    // for the stores to fill says so.
+    let full = n >= 2 * STORES_FULL_AFTER;
+    let rss: Vec<(usize, f64)> = samples
+        .iter()
+        .filter_map(|(k, r)| r.map(|r| (*k, r)))
+        .collect();
+    let slope_from = |from: usize| {
+        slope_per_100k(
+            &rss.iter()
+                .copied()
+                .filter(|(k, _)| *k >= from)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let after_fill = slope_from(STORES_FULL_AFTER);
+    let second_half = slope_from(n / 2);
+    let trace = rss
+        .iter()
+        .map(|(_, r)| format!("{r:.1}"))
+        .collect::<Vec<_>>()
+        .join(" → ");
+    let note = match (second_half, after_fill) {
+        (Some(half), Some(fill)) if full => format!(
+            "RSS MiB every 10 %: {trace}; slope after {STORES_FULL_AFTER} tasks (stores \
+             full): {fill:+.2}, over the second half: {half:+.2} MiB per 100k tasks"
+        ),
+        (Some(half), _) => format!(
+            "RSS MiB every 10 %: {trace}; slope over the second half: {half:+.2} MiB per \
+             100k tasks (the output store fills at {STORES_FULL_AFTER} tasks, so it still \
+             grows here)"
+        ),
+        _ => "server RSS not readable (--target): no slope".to_string(),
+    };
+    Ok(Row {
+        id: "B8",
+        scenario: format!("soak: {n} one-step operator tasks on one server (gRPC + WebSocket)"),
+        in_flight,
+        ops_per_sec: all.rate(),
+        p50_us: all.pct(0.5),
+        p99_us: all.pct(0.99),
+        note,
+        target: format!("≤ {SOAK_MB_PER_100K} MiB per 100k tasks once the stores are full"),
+        met: second_half.filter(|_| full).map(|s| s <= SOAK_MB_PER_100K),
     })
 }
 
@@ -806,7 +980,7 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-/// Runs B1..B5, prints the table, writes the JSON.
+/// Runs B1..B5 and B8, prints the table, writes the JSON.
 pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
     let dur = Duration::from_secs(args.seconds.unwrap_or(if args.quick { 2 } else { 8 }));
     let streams = args
@@ -848,6 +1022,14 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
             rows.push(b5(&t, false, n, dur).await?);
             rows.push(b5(&t, true, n, dur).await?);
         }
+    }
+    if wants("B8") {
+        let n = args
+            .soak_tasks
+            .unwrap_or(if args.quick { 30_000 } else { 200_000 });
+        eprintln!("bench: B8 soak of {n} tasks…");
+        let t = Target::start(&args).await?;
+        rows.push(b8(&t, n, 64).await?);
     }
     judge(&mut rows);
     print_table(&rows);

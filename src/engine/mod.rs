@@ -4,6 +4,7 @@
 //! sessions, gRPC, HTTP) speaks the domain types re-exported here.
 
 mod blueprints;
+mod census;
 mod compat;
 mod data;
 mod errors;
@@ -26,9 +27,11 @@ use mlua_swarm::{Engine, OperatorSpawnerFactory, TaskApplication};
 pub use blueprints::{
     BlueprintSummary, BlueprintVersionInfo, PutOutcome, StoredBlueprint, SEED_BLUEPRINT_ID,
 };
+pub use census::{Bound, Count, StructureCounts};
 pub use data::{ContentRef, EmitRequest, OutputEvent, OutputRecord};
 pub use gc::StateSizes;
 pub use operators::{OperatorBackend, OperatorRequestError, SpawnGrant, SpawnReply, StepContext};
+pub use outputs::EPHEMERAL_OUTPUT_CAPACITY;
 pub use runner::{
     BlueprintSource, LaunchOperator, OperatorKind, TaskLaunch, TaskPage, VersionPick,
     DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, SERVER_DEFAULT_TTL_SECS,
@@ -57,6 +60,8 @@ pub struct EngineHost {
     app: Arc<TaskApplication>,
     blueprints: Arc<dyn mlua_swarm::blueprint::store::BlueprintStore>,
     outputs: Arc<dyn OutputStore>,
+    /// The same store when it is the in-memory one, for [`EngineHost::structure_counts`].
+    bounded_outputs: Option<Arc<outputs::BoundedOutputStore>>,
     output_driver: Mutex<Option<rusqlite_isle::AsyncIsleDriver>>,
     tasks: Arc<dyn TaskStore>,
     steps: Mutex<HashMap<String, String>>,

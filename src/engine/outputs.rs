@@ -11,8 +11,10 @@ use mlua_swarm::store::output::{
     OutputEvent, OutputRecord, OutputRef, OutputStore, OutputStoreError,
 };
 
+use super::census::{Bound, StructureCounts};
+
 /// Records an ephemeral server keeps.
-pub(super) const EPHEMERAL_OUTPUT_CAPACITY: usize = 50_000;
+pub const EPHEMERAL_OUTPUT_CAPACITY: usize = 50_000;
 
 #[derive(Default)]
 struct Inner {
@@ -48,6 +50,19 @@ impl BoundedOutputStore {
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.lock().by_id.len()
+    }
+
+    /// The records and each index, all capped by the capacity.
+    pub(super) fn structure_counts(&self) -> StructureCounts {
+        let g = self.lock();
+        let cap = Bound::Retained(self.capacity);
+        let mut c = StructureCounts::default();
+        c.insert("outputs.records", g.by_id.len(), cap);
+        c.insert("outputs.order", g.order.len(), cap);
+        c.insert("outputs.by_attempt", g.by_attempt.len(), cap);
+        c.insert("outputs.by_name", g.by_name.len(), cap);
+        c.insert("outputs.by_name_run", g.by_name_run.len(), cap);
+        c
     }
 }
 

@@ -14,6 +14,8 @@ use std::time::SystemTime;
 use serde_json::Value;
 use tokio::sync::watch;
 
+use super::census::{Bound, StructureCounts};
+
 /// Lifecycle of a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskState {
@@ -246,6 +248,12 @@ pub trait TaskStore: Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// What the store holds, for [`EngineHost::structure_counts`](super::EngineHost).
+    fn structure_counts(&self) -> StructureCounts {
+        let mut c = StructureCounts::default();
+        c.insert("registry.tasks", self.len(), Bound::PerClient);
+        c
+    }
 }
 
 impl TaskStore for TaskRegistry {
@@ -405,6 +413,48 @@ impl TaskStore for TaskRegistry {
     /// Number of tasks held (running and retained finished ones).
     fn len(&self) -> usize {
         self.with(|inner| inner.tasks.len())
+    }
+
+    fn structure_counts(&self) -> StructureCounts {
+        let retention = self.retention;
+        self.with(|inner| {
+            let running = inner
+                .tasks
+                .values()
+                .filter(|e| !e.record.state.is_terminal())
+                .count();
+            let sum = |f: fn(&Entry) -> usize| inner.tasks.values().map(f).sum::<usize>();
+            let mut c = StructureCounts::default();
+            c.insert("registry.running", running, Bound::PerTask);
+            c.insert(
+                "registry.finished",
+                inner.tasks.len() - running,
+                Bound::Retained(retention),
+            );
+            c.insert(
+                "registry.finished_order",
+                inner.finished_order.len(),
+                Bound::Retained(retention),
+            );
+            let per_task =
+                |n: usize| Bound::Retained(retention.saturating_add(running).saturating_mul(n));
+            c.insert(
+                "registry.events",
+                sum(|e| e.events.len()),
+                per_task(EVENTS_KEPT),
+            );
+            c.insert(
+                "registry.step_ids",
+                sum(|e| e.dispatched.len() + e.finished_steps.len() + e.record.step_ids.len()),
+                per_task(usize::MAX),
+            );
+            c.insert(
+                "registry.watchers",
+                sum(|e| e.notify.receiver_count()),
+                Bound::PerTask,
+            );
+            c
+        })
     }
 }
 

@@ -51,12 +51,15 @@ pub(super) async fn build(config: &Config) -> Result<EngineHost> {
         Compiler::new(registry),
     ));
 
+    let mut bounded_outputs = None;
     let (blueprints, outputs, driver) = match &config.storage {
         Storage::Ephemeral => {
             let bp: Arc<dyn BlueprintStore> = Arc::new(InMemoryBlueprintStore::new());
-            let out: Arc<dyn OutputStore> = Arc::new(super::outputs::BoundedOutputStore::new(
+            let bounded = Arc::new(super::outputs::BoundedOutputStore::new(
                 super::outputs::EPHEMERAL_OUTPUT_CAPACITY,
             ));
+            bounded_outputs = Some(bounded.clone());
+            let out: Arc<dyn OutputStore> = bounded;
             (bp, out, None)
         }
         Storage::Dir(dir) => open_dir_stores(dir).await?,
@@ -71,6 +74,7 @@ pub(super) async fn build(config: &Config) -> Result<EngineHost> {
         app,
         blueprints,
         outputs,
+        bounded_outputs,
         output_driver: Mutex::new(driver),
         tasks: Arc::new(TaskRegistry::new(config.task_retention)),
         steps: Mutex::new(HashMap::new()),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rand::RngCore;
 
 use super::session::{OperatorSession, SessionInfo, SessionLimits};
-use crate::engine::{EngineHost, TaskEndListener};
+use crate::engine::{Bound, EngineHost, StructureCounts, TaskEndListener};
 use crate::error::{Error, Result};
 
 /// A new session's credentials.
@@ -231,6 +231,47 @@ impl OperatorHub {
         for s in sessions {
             s.close(reason, retry_after_ms);
         }
+    }
+
+    /// Counts what the engine host and every session hold (issue 18): the host's
+    /// [`EngineHost::structure_counts`] plus `hub.*` and the `session.*` sums.
+    pub async fn structure_counts(&self) -> StructureCounts {
+        let (sessions, roles) = {
+            let inner = self.lock();
+            let sessions: Vec<_> = inner.sessions.values().cloned().collect();
+            (sessions, inner.roles.len())
+        };
+        let mut sum = super::session::SessionCounts::default();
+        for s in &sessions {
+            let n = s.structure_counts();
+            sum.pending += n.pending;
+            sum.ended += n.ended;
+            sum.ended_bytes += n.ended_bytes;
+            sum.outbox += n.outbox;
+            sum.control += n.control;
+        }
+        let remembered = Bound::Retained(sessions.len() * super::session::ENDED_REMEMBERED);
+        let mut c = self.host.structure_counts().await;
+        c.insert("hub.sessions", sessions.len(), Bound::PerClient);
+        c.insert("hub.roles", roles, Bound::PerClient);
+        c.insert("session.pending", sum.pending, Bound::PerTask);
+        c.insert("session.ended", sum.ended, remembered);
+        c.insert(
+            "session.ended_bytes",
+            sum.ended_bytes,
+            Bound::Retained(sessions.len() * super::session::ENDED_BYTES_MAX),
+        );
+        c.insert(
+            "session.outbox",
+            sum.outbox,
+            Bound::Retained(sessions.len() * self.limits.max_unacked),
+        );
+        c.insert(
+            "session.control",
+            sum.control,
+            Bound::Retained(sessions.len() * self.limits.max_unacked),
+        );
+        c
     }
 
     async fn reap_idle(&self) {

@@ -3,6 +3,7 @@
 //! into the same session; only this module knows about pending requests.
 
 pub mod directive;
+mod ended;
 pub mod frame;
 pub mod hub;
 pub mod session;

@@ -14,6 +14,7 @@ use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
 use super::directive::spawn_directive;
+use super::ended::EndedMemory;
 use super::frame::{ClientFrame, NoticeCode, ReplyOutcome, ServerBody, ServerFrame, Step, Welcome};
 use crate::config::OperatorTimeouts;
 use crate::engine::{OperatorBackend, OperatorRequestError, SpawnGrant, SpawnReply, StepContext};
@@ -100,8 +101,7 @@ struct State {
     outbox: VecDeque<ServerFrame>,
     control: VecDeque<(u64, ServerBody)>,
     pending: HashMap<String, Pending>,
-    ended: HashMap<String, Ended>,
-    ended_order: VecDeque<String>,
+    ended: EndedMemory<Ended>,
     closed: Option<(String, u64)>,
 }
 
@@ -174,8 +174,7 @@ impl OperatorSession {
                 outbox: VecDeque::new(),
                 control: VecDeque::new(),
                 pending: HashMap::new(),
-                ended: HashMap::new(),
-                ended_order: VecDeque::new(),
+                ended: EndedMemory::new(ENDED_MEMORY),
                 closed: None,
             }),
             changes,
@@ -620,7 +619,33 @@ impl OperatorSession {
     pub fn attached_epoch(&self) -> Option<u64> {
         self.lock().attached
     }
+
+    /// What the session holds per request id.
+    pub(crate) fn structure_counts(&self) -> SessionCounts {
+        let s = self.lock();
+        SessionCounts {
+            pending: s.pending.len(),
+            ended: s.ended.len(),
+            ended_bytes: s.ended.heap_bytes(),
+            outbox: s.outbox.len(),
+            control: s.control.len(),
+        }
+    }
 }
+
+/// Entries one session holds per request id.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SessionCounts {
+    pub(crate) pending: usize,
+    pub(crate) ended: usize,
+    pub(crate) ended_bytes: usize,
+    pub(crate) outbox: usize,
+    pub(crate) control: usize,
+}
+
+/// Ended request ids a session remembers at most, and the bytes that takes.
+pub(crate) const ENDED_REMEMBERED: usize = ENDED_MEMORY;
+pub(crate) const ENDED_BYTES_MAX: usize = ENDED_MEMORY * std::mem::size_of::<(u64, Ended)>();
 
 struct AbandonGuard<'a> {
     session: &'a OperatorSession,
@@ -655,14 +680,7 @@ fn ack_locked(s: &mut State, seq: u64) {
 }
 
 fn remember_ended(s: &mut State, req_id: &str, how: Ended) {
-    if s.ended.insert(req_id.to_string(), how).is_none() {
-        s.ended_order.push_back(req_id.to_string());
-    }
-    while s.ended_order.len() > ENDED_MEMORY {
-        if let Some(old) = s.ended_order.pop_front() {
-            s.ended.remove(&old);
-        }
-    }
+    s.ended.remember(req_id, how);
 }
 
 /// Fails one pending request and queues a `cancel` frame for it. True if it was pending.
