@@ -95,43 +95,34 @@ impl Sample {
     }
 }
 
+/// When a measurement's loops stop.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// At this instant.
+    At(Instant),
+    /// After this many calls in all.
+    After(u64),
+}
+
 /// Runs `in_flight` loops of `op` for `dur`, recording each call's latency.
 async fn measure<F, Fut>(in_flight: usize, dur: Duration, op: F) -> Result<Sample, BoxError>
 where
     F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), BoxError>> + Send,
 {
-    let counter = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let deadline = start + dur;
-    let mut joins = Vec::new();
-    for _ in 0..in_flight {
-        let op = op.clone();
-        let counter = counter.clone();
-        joins.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            while Instant::now() < deadline {
-                let n = counter.fetch_add(1, Ordering::Relaxed);
-                let t0 = Instant::now();
-                op(n).await?;
-                lat.push(t0.elapsed());
-            }
-            Ok::<_, BoxError>(lat)
-        }));
-    }
-    let mut latencies = Vec::new();
-    for j in joins {
-        latencies.extend(j.await??);
-    }
-    Ok(Sample {
-        count: latencies.len() as u64,
-        elapsed: start.elapsed(),
-        latencies,
-    })
+    measure_until(in_flight, Stop::At(Instant::now() + dur), op).await
 }
 
 /// Runs `n` calls of `op`, `in_flight` at a time, recording each call's latency.
 async fn measure_n<F, Fut>(in_flight: usize, n: u64, op: F) -> Result<Sample, BoxError>
+where
+    F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), BoxError>> + Send,
+{
+    measure_until(in_flight, Stop::After(n), op).await
+}
+
+async fn measure_until<F, Fut>(in_flight: usize, stop: Stop, op: F) -> Result<Sample, BoxError>
 where
     F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), BoxError>> + Send,
@@ -145,8 +136,13 @@ where
         joins.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
+                if let Stop::At(deadline) = stop {
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                }
                 let i = counter.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
+                if matches!(stop, Stop::After(n) if i >= n) {
                     break;
                 }
                 let t0 = Instant::now();
