@@ -20,6 +20,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use mlua_swarm_grpc::pb::v1 as pb;
+use mlua_swarm_grpc::pb::v1::operator_service_client::OperatorServiceClient;
 use tracing_subscriber::EnvFilter;
 
 use crate::args::{BenchArgs, Plan};
@@ -74,12 +76,21 @@ async fn measure_and_report(plan: &Plan) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Every scenario at a tiny size against one child server.
+/// Every scenario at a tiny size against one child server, which must be left with no
+/// operator session.
 async fn smoke() -> Result<(), BoxError> {
     println!("running 1 test ({SMOKE}: every scenario at a tiny size)");
     let server = Target::spawn().await?;
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("swarm-smoke.json");
-    measure_and_report(&Plan::smoke(server.addr, out)).await?;
+    measure_and_report(&Plan::smoke(server.addr.clone(), out)).await?;
+    let left = OperatorServiceClient::new(server.channel().await?)
+        .list_sessions(pb::ListSessionsRequest {})
+        .await?
+        .into_inner()
+        .sessions;
+    if !left.is_empty() {
+        return Err(format!("the bench left {} operator sessions behind", left.len()).into());
+    }
     println!("test {SMOKE} ... ok");
     Ok(())
 }

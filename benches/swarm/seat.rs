@@ -1,5 +1,6 @@
 //! An operator seat serving every spawn: its session, a stored one-step Blueprint routed
-//! to it, and the operator loop (native gRPC or the WebSocket shim).
+//! to it, and the operator loop (native gRPC or the WebSocket shim). Closing it deletes the
+//! session, so repeated runs against one server leave no idle sessions behind.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -93,10 +94,10 @@ impl Seat {
         }
     }
 
-    /// Stops the operator.
+    /// Stops the operator and deletes the session.
     pub(crate) async fn close(self) -> Result<(), BoxError> {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.op.await;
-        Ok(())
+        clients::delete_session(&self.ch, &self.sid, &self.token).await
     }
 }

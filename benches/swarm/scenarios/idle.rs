@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use tonic::transport::Channel;
+
 use crate::clients::{self, BoxError};
 use crate::report::Row;
 use crate::target::Target;
@@ -9,10 +11,10 @@ use crate::target::Target;
 /// Streams per HTTP/2 connection.
 const PER_CONNECTION: usize = 2000;
 
-/// Sessions created concurrently.
+/// Sessions created or deleted concurrently.
 const BATCH: usize = 256;
 
-/// Opens `streams` sessions with a stream each and reads the server's RSS.
+/// Opens `streams` sessions with a stream each, reads the server's RSS, then deletes them.
 pub(super) async fn b3(t: &Target, streams: usize) -> Result<Row, BoxError> {
     let before = t.rss_kib();
     let mut channels = Vec::new();
@@ -27,7 +29,7 @@ pub(super) async fn b3(t: &Target, streams: usize) -> Result<Row, BoxError> {
         batch.push(tokio::spawn(async move {
             let (sid, token) = clients::create_session(&ch, &format!("idle-{i}")).await?;
             let (tx, frames, _) = clients::connect(&ch, &sid, &token, 0).await?;
-            Ok::<_, BoxError>((tx, frames))
+            Ok::<_, BoxError>((ch, sid, token, tx, frames))
         }));
         if batch.len() == BATCH || i + 1 == streams {
             for j in batch.drain(..) {
@@ -65,6 +67,28 @@ pub(super) async fn b3(t: &Target, streams: usize) -> Result<Row, BoxError> {
         target: "≥ 10,000 streams at ≤ 32 KiB each".into(),
         met: per_stream.map(|p| streams >= 10_000 && p <= 32.0 * 1024.0),
     };
-    drop(held);
+    let sessions = held
+        .into_iter()
+        .map(|(ch, sid, token, _, _)| (ch, sid, token))
+        .collect();
+    delete_all(sessions).await?;
     Ok(row)
+}
+
+/// Deletes every session, `BATCH` at a time.
+async fn delete_all(sessions: Vec<(Channel, String, String)>) -> Result<(), BoxError> {
+    let mut sessions = sessions.into_iter().peekable();
+    while sessions.peek().is_some() {
+        let batch: Vec<_> = sessions
+            .by_ref()
+            .take(BATCH)
+            .map(|(ch, sid, token)| {
+                tokio::spawn(async move { clients::delete_session(&ch, &sid, &token).await })
+            })
+            .collect();
+        for j in batch {
+            j.await??;
+        }
+    }
+    Ok(())
 }

@@ -58,6 +58,7 @@ pub(super) async fn b2(in_flight: usize, dur: Duration) -> Result<Row, BoxError>
     })
     .await?;
     replier.abort();
+    clients::delete_session(&ch, &sid, &token).await?;
     let _ = server.shutdown().await;
     let scenario = "one operator stream: hook_before → hook_ack round trip".to_string();
     Ok(Row::measured("B2", scenario, in_flight, &mut sample))
