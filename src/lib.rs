@@ -9,7 +9,6 @@
 
 #![warn(missing_docs)]
 
-pub mod bench;
 pub mod brake;
 pub mod config;
 pub mod engine;

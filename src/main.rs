@@ -21,17 +21,11 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(Box<ServeArgs>),
-    /// Measure the server (B1-B5); prints a table and writes JSON.
-    Bench(mlua_swarm_grpc::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let (default_filter, format) = match &cli.command {
-        Command::Serve(args) => ("info,mlua_swarm=warn,mlua_swarm_grpc=info", args.log_format),
-        Command::Bench(_) => ("warn", LogFormat::Text),
-    };
-    init_logging(default_filter, format);
+    let Command::Serve(args) = Cli::parse().command;
+    init_logging("info,mlua_swarm=warn,mlua_swarm_grpc=info", args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -42,10 +36,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(*args)),
-        Command::Bench(args) => runtime.block_on(mlua_swarm_grpc::bench::run(args)),
-    };
+    let result = runtime.block_on(serve(*args));
     // A flow that never yields keeps its runtime thread; exit without waiting for it.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {

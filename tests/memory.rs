@@ -1,133 +1,28 @@
 //! Issue 18: memory stays flat under sustained load. After a warm-up that fills every
 //! retained store, a fixed number of one-step operator tasks (operator over gRPC and over
-//! the v0.1.0 WebSocket shim, as `mse-grpc bench` B1 drives them) must leave every
-//! per-task structure of the server and of the hosted engine at its baseline count.
+//! the v0.1.0 WebSocket shim: the bench's B1 seats, `benches/swarm/seat.rs`) must leave
+//! every per-task structure of the server and of the hosted engine at its baseline count.
 
+#[path = "../benches/swarm/clients.rs"]
+mod clients;
 mod common;
+#[path = "../benches/swarm/seat.rs"]
+mod seat;
 
 use std::time::{Duration, Instant};
 
 use common::*;
-use futures::{SinkExt, StreamExt};
 use mlua_swarm_grpc::config::{Config, Storage};
 use mlua_swarm_grpc::engine::{Bound, StructureCounts};
 use mlua_swarm_grpc::pb::v1 as pb;
-use serde_json::json;
-use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
+use seat::Seat;
 
 const RETENTION: usize = 20;
 const IN_FLIGHT: usize = 8;
 
-fn seat_blueprint(id: &str, seat: &str) -> serde_json::Value {
-    json!({
-        "schema_version": "0.1.0", "id": id,
-        "flow": {"kind": "step", "ref": "worker",
-                 "in": {"op": "path", "at": "$.input"}, "out": {"op": "path", "at": "$.output"}},
-        "agents": [{"name": "worker", "kind": "operator", "spec": {"operator_ref": seat}}],
-        "operators": [{"name": seat}]
-    })
-}
-
-/// Serves every spawn of a `Connect` stream: acks each frame, does the worker's part with
-/// the handle, acks the spawn.
-fn serve_grpc(ts: &TestServer, op: Op) -> tokio::task::JoinHandle<()> {
-    let channel = ts.channel.clone();
-    let Op { tx, mut rx, .. } = op;
-    tokio::spawn(async move {
-        while let Ok(Some(frame)) = rx.message().await {
-            if frame.seq > 0 {
-                let ack = C::Ack(pb::Ack { seq: frame.seq });
-                if tx.send(pb::ClientFrame { body: Some(ack) }).await.is_err() {
-                    break;
-                }
-            }
-            match frame.body {
-                Some(S::Spawn(s)) => {
-                    let tx = tx.clone();
-                    let channel = channel.clone();
-                    tokio::spawn(async move {
-                        worker(channel, &s.worker_handle).await;
-                        let ack = C::SpawnAck(pb::SpawnAck {
-                            req_id: s.req_id,
-                            ..Default::default()
-                        });
-                        let _ = tx.send(pb::ClientFrame { body: Some(ack) }).await;
-                    });
-                }
-                Some(S::Ping(p)) => {
-                    let pong = C::Pong(pb::Pong { nonce: p.nonce });
-                    let _ = tx.send(pb::ClientFrame { body: Some(pong) }).await;
-                }
-                _ => {}
-            }
-        }
-    })
-}
-
-/// The same over the v0.1.0 JSON WebSocket.
-async fn serve_ws(ts: &TestServer, sid: &str, token: &str) -> tokio::task::JoinHandle<()> {
-    let mut req = format!("ws://{}/v1/operators/{sid}/ws", ts.server.addr)
-        .into_client_request()
-        .expect("ws request");
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii"),
-    );
-    let (ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("ws connects");
-    let (mut sink, mut stream) = ws.split();
-    let (tx, mut rx) = mpsc::channel::<String>(1024);
-    let channel = ts.channel.clone();
-    tokio::spawn(async move {
-        let writer = tokio::spawn(async move {
-            while let Some(text) = rx.recv().await {
-                if sink.send(Message::Text(text.into())).await.is_err() {
-                    break;
-                }
-            }
-        });
-        while let Some(Ok(msg)) = stream.next().await {
-            let Message::Text(text) = msg else { continue };
-            let v: serde_json::Value = serde_json::from_str(&text).expect("json frame");
-            if v["type"] == "spawn" {
-                let tx = tx.clone();
-                let channel = channel.clone();
-                tokio::spawn(async move {
-                    worker(channel, v["worker_handle"].as_str().unwrap_or_default()).await;
-                    let ack = json!({"type": "spawn_ack", "req_id": v["req_id"]});
-                    let _ = tx.send(ack.to_string()).await;
-                });
-            }
-        }
-        writer.abort();
-    })
-}
-
-async fn worker(channel: tonic::transport::Channel, handle: &str) {
-    let mut workers =
-        mlua_swarm_grpc::pb::v1::worker_service_client::WorkerServiceClient::new(channel);
-    workers
-        .get_prompt(authed(pb::GetPromptRequest::default(), handle))
-        .await
-        .expect("get prompt");
-    workers
-        .submit(authed(
-            pb::SubmitRequest {
-                body: "ok".into(),
-                ..Default::default()
-            },
-            handle,
-        ))
-        .await
-        .expect("submit");
-}
-
-/// Runs `n` tasks of `bp_id`, `IN_FLIGHT` at a time; each must complete.
-async fn run_tasks(ts: &TestServer, bp_id: &str, n: usize) {
-    let req = stored(bp_id, None, json!({"input": "x"}));
+/// Runs `n` tasks on `seat`, `IN_FLIGHT` at a time; each must complete.
+async fn run_tasks(ts: &TestServer, seat: &Seat, n: usize) {
+    let req = seat.run_request();
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut lanes = Vec::new();
     for _ in 0..IN_FLIGHT {
@@ -201,36 +96,25 @@ async fn every_per_task_structure_returns_to_its_baseline() {
     })
     .await;
 
-    let grpc_op = Op::join(&ts, &["mem-grpc"]).await;
-    let grpc_serving = serve_grpc(&ts, grpc_op);
-    let ws_session = ts
-        .operators()
-        .create_session(pb::CreateSessionRequest {
-            roles: vec!["mem-ws".into()],
-        })
-        .await
-        .expect("create session")
-        .into_inner();
-    let ws_serving = serve_ws(&ts, &ws_session.sid, &ws_session.token).await;
-    for seat in ["mem-grpc", "mem-ws"] {
-        ts.blueprints()
-            .put_blueprint(pb::PutBlueprintRequest {
-                id: seat.into(),
-                blueprint: Some(to_struct(seat_blueprint(seat, seat))),
-            })
+    let addr = ts.server.addr.to_string();
+    let seats = [
+        Seat::open(&addr, &ts.channel, false)
             .await
-            .expect("put blueprint");
-    }
+            .expect("gRPC seat"),
+        Seat::open(&addr, &ts.channel, true)
+            .await
+            .expect("WebSocket seat"),
+    ];
 
     // Warm-up: the task registry holds RETENTION finished tasks, the engine's event tail
     // is full, every session has served requests.
-    for seat in ["mem-grpc", "mem-ws"] {
+    for seat in &seats {
         run_tasks(&ts, seat, WARM_UP / 2).await;
     }
     let baseline = quiet_counts(&ts).await;
     assert_eq!(baseline.get("registry.finished"), RETENTION, "{baseline}");
 
-    for seat in ["mem-grpc", "mem-ws"] {
+    for seat in &seats {
         run_tasks(&ts, seat, MEASURED / 2).await;
     }
     let (now, grown) = grown_after(&ts, &baseline).await;
@@ -269,7 +153,8 @@ async fn every_per_task_structure_returns_to_its_baseline() {
         now.get("session.ended")
     );
 
-    grpc_serving.abort();
-    ws_serving.abort();
+    for seat in seats {
+        seat.close().await.expect("seat closes");
+    }
     ts.stop().await;
 }

@@ -1,0 +1,91 @@
+//! The bench's flags, and the sizes one run resolves them to.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Reproducible figures for mse-grpc (B1 … B5, the B8 soak): prints a table, writes JSON.
+#[derive(Debug, clap::Parser)]
+#[command(name = "swarm", bin_name = "cargo bench --bench swarm --")]
+pub(crate) struct BenchArgs {
+    /// Short runs (about a minute in all).
+    #[arg(long)]
+    quick: bool,
+    /// Measure a running server instead of starting one (RSS is then not reported).
+    #[arg(long)]
+    target: Option<String>,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench-results.json")]
+    out: PathBuf,
+    /// Idle operator streams for B3 [default: 10000, quick 1000].
+    #[arg(long)]
+    streams: Option<usize>,
+    /// Seconds per throughput scenario [default: 8, quick 2].
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Run only these scenarios (repeatable: B1 … B5, B8) [default: all].
+    #[arg(long)]
+    only: Vec<String>,
+    /// Tasks of the B8 soak [default: 200000, quick 30000].
+    #[arg(long)]
+    soak_tasks: Option<usize>,
+    /// Appended by `cargo bench` (a run without it is `cargo test`'s smoke).
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// What one run measures, and how much of it.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    /// A running server to measure; None starts one per scenario.
+    pub(crate) target: Option<String>,
+    /// Where the JSON goes.
+    pub(crate) out: PathBuf,
+    /// Scenario ids to run; empty runs all.
+    pub(crate) only: Vec<String>,
+    /// Length of each throughput run (B1, B2, B5).
+    pub(crate) dur: Duration,
+    /// Idle streams of B3.
+    pub(crate) streams: usize,
+    /// Unacked spawns of B4.
+    pub(crate) pending: usize,
+    /// Tasks of the B8 soak.
+    pub(crate) soak_tasks: usize,
+}
+
+impl Plan {
+    /// The defaults (full or `--quick`) overridden by the flags given.
+    pub(crate) fn from_args(args: BenchArgs) -> Self {
+        let quick = args.quick;
+        let pick = |given: Option<usize>, quick_n: usize, full_n: usize| {
+            given.unwrap_or(if quick { quick_n } else { full_n })
+        };
+        Plan {
+            dur: Duration::from_secs(args.seconds.unwrap_or(if quick { 2 } else { 8 })),
+            streams: pick(args.streams, 1000, 10_000),
+            pending: pick(None, 200, 1000),
+            soak_tasks: pick(args.soak_tasks, 30_000, 200_000),
+            target: args.target,
+            out: args.out,
+            only: args.only,
+        }
+    }
+
+    /// Every scenario at a tiny size against the server at `addr`: a check that the bench
+    /// still works, not a measurement.
+    pub(crate) fn smoke(addr: String, out: PathBuf) -> Self {
+        Plan {
+            target: Some(addr),
+            out,
+            only: Vec::new(),
+            dur: Duration::from_millis(100),
+            streams: 8,
+            pending: 8,
+            soak_tasks: 100,
+        }
+    }
+
+    /// Whether scenario `id` is part of this run.
+    pub(crate) fn wants(&self, id: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o.eq_ignore_ascii_case(id))
+    }
+}

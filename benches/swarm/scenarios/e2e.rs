@@ -1,0 +1,37 @@
+//! B1: one-step operator tasks end to end, the operator over gRPC or the WebSocket shim.
+
+use std::time::Duration;
+
+use mlua_swarm_grpc::pb::v1::task_service_client::TaskServiceClient;
+
+use crate::clients::BoxError;
+use crate::measure::measure;
+use crate::report::Row;
+use crate::seat::Seat;
+
+use super::run_completed;
+use crate::target::Target;
+
+/// `in_flight` RunTask calls kept going for `dur` on a seat of its own.
+pub(super) async fn b1(
+    t: &Target,
+    ws: bool,
+    in_flight: usize,
+    dur: Duration,
+) -> Result<Row, BoxError> {
+    let ch = t.channel().await?;
+    let seat = Seat::open(&t.addr, &ch, ws).await?;
+    let tasks = TaskServiceClient::new(ch.clone());
+    let req = seat.run_request();
+    let mut sample = measure(in_flight, dur, move |_| {
+        run_completed(tasks.clone(), req.clone())
+    })
+    .await?;
+    seat.close().await?;
+    let door = if ws { "WebSocket shim" } else { "native gRPC" };
+    let scenario = format!("1-step operator task end to end, operator over {door}");
+    Ok(Row {
+        note: format!("{} tasks", sample.count),
+        ..Row::measured("B1", scenario, in_flight, &mut sample)
+    })
+}
