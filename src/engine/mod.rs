@@ -130,3 +130,11 @@ impl EngineHost {
         }
     }
 }
+
+/// Locks `m`, recovering it if a panic poisoned it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
