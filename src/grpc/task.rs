@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::auth::deadline;
 use super::convert;
-use crate::engine::EngineHost;
+use crate::engine::{EngineHost, TaskLaunch};
 use crate::pb::v1 as pb;
 use crate::pb::v1::task_service_server::TaskService;
 
@@ -33,15 +33,7 @@ impl TaskService for TaskSvc {
         &self,
         request: Request<pb::StartTaskRequest>,
     ) -> Result<Response<pb::StartTaskResponse>, Status> {
-        let pb::StartTaskRequest {
-            blueprint,
-            init_ctx,
-            ttl_secs,
-            operator,
-            operator_sid,
-        } = request.into_inner();
-        let launch = convert::task_launch(blueprint, init_ctx, ttl_secs, operator, operator_sid)?;
-        let record = self.host.start_task(launch).await?;
+        let record = self.host.start_task(launch(request.into_inner())?).await?;
         Ok(Response::new(pb::StartTaskResponse {
             task_id: record.task_id,
         }))
@@ -52,14 +44,7 @@ impl TaskService for TaskSvc {
         request: Request<pb::RunTaskRequest>,
     ) -> Result<Response<pb::RunTaskResponse>, Status> {
         let wait = deadline(request.metadata());
-        let pb::RunTaskRequest {
-            blueprint,
-            init_ctx,
-            ttl_secs,
-            operator,
-            operator_sid,
-        } = request.into_inner();
-        let launch = convert::task_launch(blueprint, init_ctx, ttl_secs, operator, operator_sid)?;
+        let launch = launch(request.into_inner().into())?;
         let record = self.host.run_task(launch, wait).await?;
         Ok(Response::new(pb::RunTaskResponse {
             task: Some(convert::task(record)),
@@ -122,5 +107,30 @@ impl TaskService for TaskSvc {
         Ok(Response::new(pb::CancelTaskResponse {
             task: Some(convert::task(record)),
         }))
+    }
+}
+
+/// The launch of a StartTask request, and of a RunTask one converted to it.
+fn launch(r: pb::StartTaskRequest) -> Result<TaskLaunch, Status> {
+    let launch = convert::task_launch(
+        r.blueprint,
+        r.init_ctx,
+        r.ttl_secs,
+        r.operator,
+        r.operator_sid,
+    );
+    Ok(launch?)
+}
+
+/// RunTask carries StartTask's fields: it launches the same way, then waits.
+impl From<pb::RunTaskRequest> for pb::StartTaskRequest {
+    fn from(r: pb::RunTaskRequest) -> Self {
+        pb::StartTaskRequest {
+            blueprint: r.blueprint,
+            init_ctx: r.init_ctx,
+            ttl_secs: r.ttl_secs,
+            operator: r.operator,
+            operator_sid: r.operator_sid,
+        }
     }
 }
