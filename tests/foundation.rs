@@ -507,6 +507,6 @@ async fn engine_state_stays_flat_over_2000_tasks() {
     }
     let sizes = ts.server.host.state_sizes().await;
     assert_eq!(sizes.total(), 0, "engine state after 2000 tasks: {sizes:?}");
-    assert_eq!(ts.server.host.tasks().len(), 2000);
+    assert_eq!(ts.server.host.tasks().len().await.expect("len"), 2000);
     ts.stop().await;
 }

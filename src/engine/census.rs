@@ -167,19 +167,11 @@ impl EngineHost {
             self.engine.list_senior_bridge_ids().await.len(),
             PerClient,
         );
-        c.insert(
-            "host.steps",
-            super::runner::lock(&self.steps).len(),
-            PerTask,
-        );
-        c.insert(
-            "host.running",
-            super::runner::lock(&self.running).len(),
-            PerTask,
-        );
+        c.insert("host.steps", super::lock(&self.steps).len(), PerTask);
+        c.insert("host.running", super::lock(&self.running).len(), PerTask);
         c.insert(
             "host.engine_sessions",
-            super::runner::lock(&self.engine_sessions).len(),
+            super::lock(&self.engine_sessions).len(),
             PerClient,
         );
         c.insert("host.minted_handles", self.worker_handles.len(), PerTask);
@@ -188,7 +180,7 @@ impl EngineHost {
             self.end_listeners.read().map(|l| l.len()).unwrap_or(0),
             PerClient,
         );
-        c.extend(self.tasks.structure_counts());
+        c.extend(self.tasks.structure_counts().await);
         if let Some(outputs) = &self.bounded_outputs {
             c.extend(outputs.structure_counts());
         }

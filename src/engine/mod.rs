@@ -14,6 +14,7 @@ mod operators;
 mod outputs;
 mod runner;
 mod sessions;
+mod settings;
 mod tasks;
 mod wiring;
 mod worker;
@@ -36,13 +37,13 @@ pub use runner::{
     BlueprintSource, LaunchOperator, OperatorKind, TaskLaunch, TaskPage, VersionPick,
     DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, SERVER_DEFAULT_TTL_SECS,
 };
+pub use settings::{EngineSettings, Storage};
 pub use tasks::{
     TaskEvent, TaskEventKind, TaskPosition, TaskRecord, TaskRegistry, TaskState, TaskStore,
     TtlSource, EVENTS_KEPT, STEP_IDS_KEPT,
 };
 pub use worker::{Credential, SubmitOutcome, WorkerPrompt};
 
-use crate::config::Config;
 use crate::error::Result;
 use crate::limits::SizePolicy;
 
@@ -83,10 +84,10 @@ impl std::fmt::Debug for EngineHost {
 }
 
 impl EngineHost {
-    /// Builds the engine and its stores as the configuration says, and starts the
-    /// background task that turns engine events into task events.
-    pub async fn start(config: &Config) -> Result<Arc<Self>> {
-        let host = Arc::new(wiring::build(config).await?);
+    /// Builds the engine and its stores as `settings` say (a `&Config` converts), and
+    /// starts the background task that turns engine events into task events.
+    pub async fn start(settings: impl Into<EngineSettings>) -> Result<Arc<Self>> {
+        let host = Arc::new(wiring::build(&settings.into()).await?);
         runner::spawn_event_router(&host);
         host.seed_main_blueprint().await?;
         Ok(host)
@@ -127,5 +128,13 @@ impl EngineHost {
                 tracing::warn!(error = %e, "data store shutdown");
             }
         }
+    }
+}
+
+/// Locks `m`, recovering it if a panic poisoned it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }

@@ -14,7 +14,7 @@ use mlua_swarm::worker::adapter::{WorkerError, WorkerResult};
 use mlua_swarm::{Ctx, SeniorBridge, SpawnHook};
 use serde_json::Value;
 
-use super::runner::lock;
+use super::lock;
 use super::EngineHost;
 
 /// Where an operator request comes from.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use mlua_swarm::types::{CapToken, Role};
 
 use super::errors::from_engine;
-use super::runner::lock;
+use super::lock;
 use super::EngineHost;
 use crate::error::{Error, Result};
 

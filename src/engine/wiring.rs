@@ -14,14 +14,13 @@ use mlua_swarm::{
     RustFnInProcessSpawnerFactory, SeniorEscalationMiddleware, SpawnerRegistry, TaskApplication,
 };
 
-use super::{EngineHost, TaskRegistry};
-use crate::config::{Config, Storage};
+use super::{EngineHost, EngineSettings, Storage, TaskRegistry};
 use crate::error::{Error, Result};
 
 /// Engine lock retries: many immediate retries instead of few slow ones (hazard H2).
 const LOCK_MAX_RETRY: u32 = 200;
 
-pub(super) async fn build(config: &Config) -> Result<EngineHost> {
+pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
     let layers = LayerRegistry::new()
         .with_hint("main_ai", |_| Arc::new(MainAIMiddleware::new()))
         .with_hint("senior_escalation", |_| {
@@ -35,7 +34,7 @@ pub(super) async fn build(config: &Config) -> Result<EngineHost> {
     };
     // Always inline system prompts: nothing spills to $TMPDIR (hazard H8).
     cfg.system_ref.threshold_bytes = usize::MAX;
-    if let Some(secret) = &config.token_secret {
+    if let Some(secret) = &settings.token_secret {
         cfg.token_secret = secret.clone();
     }
     let engine = Engine::new_with_layers(cfg, layers);
@@ -52,7 +51,7 @@ pub(super) async fn build(config: &Config) -> Result<EngineHost> {
     ));
 
     let mut bounded_outputs = None;
-    let (blueprints, outputs, driver) = match &config.storage {
+    let (blueprints, outputs, driver) = match &settings.storage {
         Storage::Ephemeral => {
             let bp: Arc<dyn BlueprintStore> = Arc::new(InMemoryBlueprintStore::new());
             let bounded = Arc::new(super::outputs::BoundedOutputStore::new(
@@ -76,18 +75,15 @@ pub(super) async fn build(config: &Config) -> Result<EngineHost> {
         outputs,
         bounded_outputs,
         output_driver: Mutex::new(driver),
-        tasks: Arc::new(TaskRegistry::new(config.task_retention)),
+        tasks: Arc::new(TaskRegistry::new(settings.task_retention)),
         steps: Mutex::new(HashMap::new()),
         running: Mutex::new(HashMap::new()),
         runs_changed: tokio::sync::Notify::new(),
         end_listeners: std::sync::RwLock::new(Vec::new()),
-        size: crate::limits::SizePolicy::new(config.max_message_bytes, config.max_data_bytes),
+        size: settings.size,
         engine_sessions: Mutex::new(HashMap::new()),
         worker_handles: Default::default(),
-        store_root: match &config.storage {
-            Storage::Dir(dir) => Some(dir.join("blueprints")),
-            Storage::Ephemeral => None,
-        },
+        store_root: settings.blueprint_root(),
     })
 }
 

@@ -212,7 +212,7 @@ pub fn task(r: TaskRecord) -> pb::Task {
         finished_at: finished_at.map(timestamp),
         blueprint_id,
         operator_sid: operator_sid.unwrap_or_default(),
-        step_ids,
+        step_ids: step_ids.into(),
         step_count,
     }
 }

@@ -3,13 +3,12 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::auth::deadline;
 use super::convert;
-use crate::engine::EngineHost;
-use crate::error::Error;
+use crate::engine::{EngineHost, TaskLaunch};
 use crate::pb::v1 as pb;
 use crate::pb::v1::task_service_server::TaskService;
 
@@ -34,15 +33,7 @@ impl TaskService for TaskSvc {
         &self,
         request: Request<pb::StartTaskRequest>,
     ) -> Result<Response<pb::StartTaskResponse>, Status> {
-        let pb::StartTaskRequest {
-            blueprint,
-            init_ctx,
-            ttl_secs,
-            operator,
-            operator_sid,
-        } = request.into_inner();
-        let launch = convert::task_launch(blueprint, init_ctx, ttl_secs, operator, operator_sid)?;
-        let record = self.host.start_task(launch).await?;
+        let record = self.host.start_task(launch(request.into_inner())?).await?;
         Ok(Response::new(pb::StartTaskResponse {
             task_id: record.task_id,
         }))
@@ -53,14 +44,7 @@ impl TaskService for TaskSvc {
         request: Request<pb::RunTaskRequest>,
     ) -> Result<Response<pb::RunTaskResponse>, Status> {
         let wait = deadline(request.metadata());
-        let pb::RunTaskRequest {
-            blueprint,
-            init_ctx,
-            ttl_secs,
-            operator,
-            operator_sid,
-        } = request.into_inner();
-        let launch = convert::task_launch(blueprint, init_ctx, ttl_secs, operator, operator_sid)?;
+        let launch = launch(request.into_inner().into())?;
         let record = self.host.run_task(launch, wait).await?;
         Ok(Response::new(pb::RunTaskResponse {
             task: Some(convert::task(record)),
@@ -71,8 +55,7 @@ impl TaskService for TaskSvc {
         &self,
         request: Request<pb::GetTaskRequest>,
     ) -> Result<Response<pb::GetTaskResponse>, Status> {
-        let id = request.into_inner().task_id;
-        let record = self.host.tasks().get(&id).ok_or_else(|| unknown(&id))?;
+        let record = self.host.get_task(&request.into_inner().task_id).await?;
         Ok(Response::new(pb::GetTaskResponse {
             task: Some(convert::task(record)),
         }))
@@ -90,7 +73,10 @@ impl TaskService for TaskSvc {
         } = request.into_inner();
         let state = convert::task_state_filter(state)?;
         let size = if page_size == 0 { limit } else { page_size };
-        let page = self.host.list_tasks(state, size as usize, &page_token)?;
+        let page = self
+            .host
+            .list_tasks(state, size as usize, &page_token)
+            .await?;
         Ok(Response::new(pb::ListTasksResponse {
             tasks: page.tasks.into_iter().map(convert::task).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
@@ -103,12 +89,12 @@ impl TaskService for TaskSvc {
         &self,
         request: Request<pb::WatchTaskRequest>,
     ) -> Result<Response<Self::WatchTaskStream>, Status> {
-        let id = request.into_inner().task_id;
-        if self.host.tasks().get(&id).is_none() {
-            return Err(unknown(&id).into());
-        }
-        let host = Arc::clone(&self.host);
-        let stream = async_stream(host, id);
+        let events = self.host.watch_task(&request.into_inner().task_id).await?;
+        let stream = events.map(|event| {
+            Ok(pb::WatchTaskResponse {
+                event: Some(convert::task_event(event?)),
+            })
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -124,53 +110,27 @@ impl TaskService for TaskSvc {
     }
 }
 
-fn unknown(id: &str) -> Error {
-    Error::NotFound(format!(
-        "task '{id}' not found; ListTasks shows known tasks"
-    ))
+/// The launch of a StartTask request, and of a RunTask one converted to it.
+fn launch(r: pb::StartTaskRequest) -> Result<TaskLaunch, Status> {
+    let launch = convert::task_launch(
+        r.blueprint,
+        r.init_ctx,
+        r.ttl_secs,
+        r.operator,
+        r.operator_sid,
+    );
+    Ok(launch?)
 }
 
-/// Streams a task's events from the first to the terminal one.
-fn async_stream(
-    host: Arc<EngineHost>,
-    task_id: String,
-) -> impl Stream<Item = Result<pb::WatchTaskResponse, Status>> + Send {
-    futures::stream::unfold(
-        (
-            host,
-            task_id,
-            0u64,
-            Vec::<pb::WatchTaskResponse>::new(),
-            false,
-        ),
-        |(host, task_id, mut seen, mut buffered, mut done)| async move {
-            loop {
-                if let Some(item) = (!buffered.is_empty()).then(|| buffered.remove(0)) {
-                    return Some((Ok(item), (host, task_id, seen, buffered, done)));
-                }
-                if done {
-                    return None;
-                }
-                let (events, mut changed) = host.tasks().events_after(&task_id, seen)?;
-                if events.is_empty() {
-                    if changed.changed().await.is_err() {
-                        return None;
-                    }
-                    continue;
-                }
-                for e in events {
-                    seen = e.seq;
-                    done |= matches!(
-                        e.kind,
-                        crate::engine::TaskEventKind::Completed { .. }
-                            | crate::engine::TaskEventKind::Failed { .. }
-                            | crate::engine::TaskEventKind::Cancelled { .. }
-                    );
-                    buffered.push(pb::WatchTaskResponse {
-                        event: Some(convert::task_event(e)),
-                    });
-                }
-            }
-        },
-    )
+/// RunTask carries StartTask's fields: it launches the same way, then waits.
+impl From<pb::RunTaskRequest> for pb::StartTaskRequest {
+    fn from(r: pb::RunTaskRequest) -> Self {
+        pb::StartTaskRequest {
+            blueprint: r.blueprint,
+            init_ctx: r.init_ctx,
+            ttl_secs: r.ttl_secs,
+            operator: r.operator,
+            operator_sid: r.operator_sid,
+        }
+    }
 }

@@ -149,14 +149,7 @@ pub fn inline(bp: Value, init_ctx: Value) -> pb::RunTaskRequest {
 
 /// The same as a StartTask body.
 pub fn start_inline(bp: Value, init_ctx: Value) -> pb::StartTaskRequest {
-    let r = inline(bp, init_ctx);
-    pb::StartTaskRequest {
-        blueprint: r.blueprint,
-        init_ctx: r.init_ctx,
-        ttl_secs: r.ttl_secs,
-        operator: r.operator,
-        operator_sid: r.operator_sid,
-    }
+    inline(bp, init_ctx).into()
 }
 
 /// A RunTask body for a stored Blueprint and selector.

@@ -1,0 +1,73 @@
+//! What the engine host is told at start: where state lives and the limits it keeps. The
+//! server's configuration builds these (`From<&Config>` in `config`); the engine never
+//! reads the configuration itself.
+
+use std::path::PathBuf;
+
+use crate::limits::SizePolicy;
+
+/// Where state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// Blueprints in a git store and data outputs in SQLite under this directory.
+    Dir(PathBuf),
+    /// Everything in memory.
+    Ephemeral,
+}
+
+/// The engine host's settings.
+#[derive(Clone)]
+pub struct EngineSettings {
+    /// Where Blueprints and data outputs are kept.
+    pub storage: Storage,
+    /// Secret signing worker capability tokens; `None` = random per process.
+    pub token_secret: Option<Vec<u8>>,
+    /// Finished tasks kept for GetTask / ListTasks.
+    pub task_retention: usize,
+    /// The size limits of stored values and built messages.
+    pub size: SizePolicy,
+}
+
+impl std::fmt::Debug for EngineSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineSettings")
+            .field("storage", &self.storage)
+            .field("token_secret", &self.token_secret.as_ref().map(|_| "<set>"))
+            .field("task_retention", &self.task_retention)
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+impl EngineSettings {
+    /// The directory of the git Blueprint store, when state is on disk.
+    pub(super) fn blueprint_root(&self) -> Option<PathBuf> {
+        match &self.storage {
+            Storage::Dir(dir) => Some(dir.join("blueprints")),
+            Storage::Ephemeral => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_is_not_printed_and_the_blueprint_root_follows_the_storage() {
+        let s = EngineSettings {
+            storage: Storage::Dir("/data".into()),
+            token_secret: Some(vec![251, 252, 253]),
+            task_retention: 3,
+            size: SizePolicy::new(4 << 20, 1 << 20),
+        };
+        let shown = format!("{s:?}");
+        assert!(shown.contains("<set>") && !shown.contains("252"), "{shown}");
+        assert_eq!(s.blueprint_root(), Some(PathBuf::from("/data/blueprints")));
+        let s = EngineSettings {
+            storage: Storage::Ephemeral,
+            ..s
+        };
+        assert_eq!(s.blueprint_root(), None);
+    }
+}

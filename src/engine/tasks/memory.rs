@@ -1,0 +1,427 @@
+//! The in-memory [`TaskStore`]: bounded, finished tasks past the retention count are
+//! dropped oldest first. One lock, never held across an await.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use super::{
+    TaskEvent, TaskEventKind, TaskPosition, TaskRecord, TaskState, TaskStore, EVENTS_KEPT,
+};
+use crate::engine::census::{Bound, StructureCounts};
+use crate::error::Result;
+
+struct Entry {
+    record: TaskRecord,
+    /// Consecutive seqs, oldest first: the event with seq `s` sits at `s - front.seq`.
+    events: VecDeque<TaskEvent>,
+    next_seq: u64,
+    dispatched: HashSet<String>,
+    finished_steps: HashSet<String>,
+    notify: watch::Sender<u64>,
+}
+
+impl Entry {
+    fn append(&mut self, kind: TaskEventKind) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.events.push_back(TaskEvent {
+            seq,
+            at: SystemTime::now(),
+            task_id: self.record.task_id.clone(),
+            kind,
+        });
+        if self.events.len() > EVENTS_KEPT {
+            self.events.pop_front();
+        }
+        self.notify.send_replace(seq);
+    }
+
+    /// Events with seq > `after`, at most `limit`, found by index rather than by a scan.
+    fn events_after(&self, after: u64, limit: usize) -> Vec<TaskEvent> {
+        let first = self.events.front().map_or(self.next_seq, |e| e.seq);
+        let skip = usize::try_from((after + 1).saturating_sub(first)).unwrap_or(usize::MAX);
+        self.events.iter().skip(skip).take(limit).cloned().collect()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    tasks: HashMap<String, Entry>,
+    finished_order: VecDeque<String>,
+}
+
+/// The in-memory [`TaskStore`].
+pub struct TaskRegistry {
+    inner: Mutex<Inner>,
+    retention: usize,
+}
+
+impl std::fmt::Debug for TaskRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskRegistry")
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskRegistry {
+    /// A registry keeping at most `retention` finished tasks.
+    pub fn new(retention: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            retention: retention.max(1),
+        }
+    }
+
+    /// Runs `f` under the lock; `f` cannot await, so the lock is never held across one.
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let mut guard = match self.inner.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+
+    fn with_entry<R>(&self, task_id: &str, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
+        self.with(|inner| inner.tasks.get_mut(task_id).map(f))
+    }
+}
+
+#[async_trait]
+impl TaskStore for TaskRegistry {
+    async fn create(&self, record: TaskRecord) -> Result<()> {
+        let started = TaskEventKind::Started {
+            blueprint_id: record.blueprint_id.clone(),
+            bound_version: record.bound_version.clone(),
+        };
+        let mut entry = Entry {
+            record,
+            events: VecDeque::new(),
+            next_seq: 1,
+            dispatched: HashSet::new(),
+            finished_steps: HashSet::new(),
+            notify: watch::channel(0).0,
+        };
+        entry.append(started);
+        self.with(|inner| inner.tasks.insert(entry.record.task_id.clone(), entry));
+        Ok(())
+    }
+
+    async fn push(&self, task_id: &str, kind: TaskEventKind) -> Result<bool> {
+        let pushed = self.with_entry(task_id, |entry| {
+            if entry.record.state.is_terminal() {
+                return false;
+            }
+            match &kind {
+                TaskEventKind::StepDispatched { step_id, .. } => {
+                    if !entry.dispatched.insert(step_id.clone()) {
+                        return false;
+                    }
+                    entry.record.note_step(step_id.clone());
+                }
+                TaskEventKind::StepFinished { step_id, .. }
+                    if !entry.finished_steps.insert(step_id.clone()) =>
+                {
+                    return false;
+                }
+                TaskEventKind::Started { .. } => return false,
+                _ if kind.is_terminal() => return false,
+                _ => {}
+            }
+            entry.append(kind);
+            true
+        });
+        Ok(pushed.unwrap_or(false))
+    }
+
+    async fn finish(&self, task_id: &str, end: TaskEventKind) -> Result<Option<TaskRecord>> {
+        let retention = self.retention;
+        Ok(self.with(|inner| {
+            let entry = inner.tasks.get_mut(task_id)?;
+            if entry.record.state.is_terminal() || !entry.record.end(&end, SystemTime::now()) {
+                return None;
+            }
+            let record = entry.record.clone();
+            entry.append(end);
+            inner.finished_order.push_back(task_id.to_string());
+            while inner.finished_order.len() > retention {
+                if let Some(old) = inner.finished_order.pop_front() {
+                    inner.tasks.remove(&old);
+                }
+            }
+            Some(record)
+        }))
+    }
+
+    async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>> {
+        Ok(self.with_entry(task_id, |e| e.record.clone()))
+    }
+
+    async fn is_running(&self, task_id: &str) -> Result<bool> {
+        Ok(self
+            .with_entry(task_id, |e| !e.record.state.is_terminal())
+            .unwrap_or(false))
+    }
+
+    async fn list(
+        &self,
+        state: Option<TaskState>,
+        after: Option<&TaskPosition>,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>> {
+        Ok(self.with(|inner| {
+            let mut keys: Vec<TaskPosition> = inner
+                .tasks
+                .values()
+                .filter(|e| state.is_none_or(|s| e.record.state == s))
+                .map(|e| TaskPosition::of(&e.record))
+                .filter(|p| after.is_none_or(|a| p < a))
+                .collect();
+            keys.sort_by(|a, b| b.cmp(a));
+            keys.truncate(limit);
+            keys.iter()
+                .filter_map(|k| inner.tasks.get(&k.task_id).map(|e| e.record.clone()))
+                .collect()
+        }))
+    }
+
+    async fn events_after(
+        &self,
+        task_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<TaskEvent>>> {
+        Ok(self.with_entry(task_id, |e| e.events_after(after, limit)))
+    }
+
+    async fn subscribe(&self, task_id: &str) -> Result<Option<watch::Receiver<u64>>> {
+        Ok(self.with_entry(task_id, |e| e.notify.subscribe()))
+    }
+
+    async fn len(&self) -> Result<usize> {
+        Ok(self.with(|inner| inner.tasks.len()))
+    }
+
+    async fn structure_counts(&self) -> StructureCounts {
+        let retention = self.retention;
+        self.with(|inner| {
+            let running = inner
+                .tasks
+                .values()
+                .filter(|e| !e.record.state.is_terminal())
+                .count();
+            let sum = |f: fn(&Entry) -> usize| inner.tasks.values().map(f).sum::<usize>();
+            let mut c = StructureCounts::default();
+            c.insert("registry.running", running, Bound::PerTask);
+            c.insert(
+                "registry.finished",
+                inner.tasks.len() - running,
+                Bound::Retained(retention),
+            );
+            c.insert(
+                "registry.finished_order",
+                inner.finished_order.len(),
+                Bound::Retained(retention),
+            );
+            let per_task =
+                |n: usize| Bound::Retained(retention.saturating_add(running).saturating_mul(n));
+            c.insert(
+                "registry.events",
+                sum(|e| e.events.len()),
+                per_task(EVENTS_KEPT),
+            );
+            c.insert(
+                "registry.step_ids",
+                sum(|e| e.dispatched.len() + e.finished_steps.len() + e.record.step_ids.len()),
+                per_task(usize::MAX),
+            );
+            c.insert(
+                "registry.watchers",
+                sum(|e| e.notify.receiver_count()),
+                Bound::PerTask,
+            );
+            c
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::super::record::running;
+    use super::*;
+
+    fn step(id: &str) -> TaskEventKind {
+        TaskEventKind::StepDispatched {
+            step_id: id.into(),
+            agent: "a".into(),
+        }
+    }
+
+    fn finished(id: &str, ok: bool) -> TaskEventKind {
+        TaskEventKind::StepFinished {
+            step_id: id.into(),
+            ok,
+            result: Value::Null,
+        }
+    }
+
+    fn seqs(events: &[TaskEvent]) -> Vec<u64> {
+        events.iter().map(|e| e.seq).collect()
+    }
+
+    #[tokio::test]
+    async fn first_end_wins_and_later_events_are_refused() {
+        let reg = TaskRegistry::new(10);
+        reg.create(running("t1")).await.expect("create");
+        assert!(reg.push("t1", step("ST-1")).await.expect("push"));
+        assert!(
+            !reg.push("t1", step("ST-1")).await.expect("push"),
+            "duplicate step"
+        );
+        let done = reg
+            .finish(
+                "t1",
+                TaskEventKind::Completed {
+                    final_ctx: Value::Null,
+                },
+            )
+            .await
+            .expect("finish");
+        assert_eq!(done.map(|r| r.state), Some(TaskState::Completed));
+        let again = TaskEventKind::Cancelled { reason: "x".into() };
+        assert!(reg.finish("t1", again).await.expect("finish").is_none());
+        assert!(!reg.push("t1", step("ST-2")).await.expect("push"));
+        assert!(!reg.is_running("t1").await.expect("running"));
+        let events = reg.events_after("t1", 0, 100).await.expect("read");
+        assert_eq!(seqs(&events.expect("known")), vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn step_events_are_deduplicated_by_step_id_and_kind() {
+        let reg = TaskRegistry::new(10);
+        reg.create(running("t")).await.expect("create");
+        assert!(reg.push("t", step("S1")).await.expect("push"));
+        assert!(reg.push("t", finished("S1", true)).await.expect("push"));
+        assert!(!reg.push("t", finished("S1", false)).await.expect("push"));
+        assert!(!reg.push("t", step("S1")).await.expect("push"));
+        assert!(reg.push("t", step("S2")).await.expect("push"));
+        let not_a_step = TaskEventKind::Failed { error: "e".into() };
+        assert!(
+            !reg.push("t", not_a_step).await.expect("push"),
+            "ends go through finish"
+        );
+        assert!(
+            !reg.push("nope", step("S3")).await.expect("push"),
+            "unknown task"
+        );
+        let rec = reg.get("t").await.expect("get").expect("known");
+        assert_eq!(rec.step_count, 2);
+        assert_eq!(Vec::from(rec.step_ids), vec!["S1", "S2"]);
+    }
+
+    #[tokio::test]
+    async fn finished_tasks_beyond_retention_are_dropped_oldest_first() {
+        let reg = TaskRegistry::new(2);
+        reg.create(running("live")).await.expect("create");
+        for i in 0..5 {
+            let id = format!("t{i}");
+            reg.create(running(&id)).await.expect("create");
+            let end = TaskEventKind::Failed { error: "e".into() };
+            reg.finish(&id, end).await.expect("finish");
+        }
+        assert_eq!(
+            reg.len().await.expect("len"),
+            3,
+            "two finished + the running one"
+        );
+        assert!(reg.get("t0").await.expect("get").is_none());
+        assert!(reg.get("t4").await.expect("get").is_some());
+        assert!(
+            reg.is_running("live").await.expect("running"),
+            "running tasks are kept"
+        );
+        let c = reg.structure_counts().await;
+        assert_eq!(c.get("registry.finished"), 2);
+        assert!(c.over_cap().is_empty(), "{c}");
+    }
+
+    #[tokio::test]
+    async fn events_are_read_in_pages_and_only_the_newest_are_kept() {
+        let reg = TaskRegistry::new(10);
+        reg.create(running("t")).await.expect("create");
+        for i in 0..EVENTS_KEPT + 10 {
+            reg.push("t", step(&format!("S{i}"))).await.expect("push");
+        }
+        let newest = (EVENTS_KEPT + 11) as u64;
+        let page = reg
+            .events_after("t", 0, 3)
+            .await
+            .expect("read")
+            .expect("known");
+        assert_eq!(seqs(&page), vec![12, 13, 14], "seqs 1..=11 were dropped");
+        let page = reg
+            .events_after("t", 20, 2)
+            .await
+            .expect("read")
+            .expect("known");
+        assert_eq!(seqs(&page), vec![21, 22]);
+        let tail = reg.events_after("t", newest - 1, 10).await.expect("read");
+        assert_eq!(seqs(&tail.expect("known")), vec![newest]);
+        let none = reg.events_after("t", newest, 10).await.expect("read");
+        assert!(none.expect("known").is_empty());
+        assert!(reg
+            .events_after("nope", 0, 10)
+            .await
+            .expect("read")
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_sees_each_append_and_the_close_when_the_task_is_dropped() {
+        let reg = TaskRegistry::new(1);
+        reg.create(running("t")).await.expect("create");
+        let mut rx = reg.subscribe("t").await.expect("sub").expect("known");
+        assert_eq!(*rx.borrow_and_update(), 1);
+        reg.push("t", step("S")).await.expect("push");
+        rx.changed().await.expect("open");
+        assert_eq!(*rx.borrow_and_update(), 2);
+        let end = TaskEventKind::Failed { error: "e".into() };
+        reg.finish("t", end).await.expect("finish");
+        reg.create(running("u")).await.expect("create");
+        let end = TaskEventKind::Failed { error: "e".into() };
+        reg.finish("u", end).await.expect("finish");
+        rx.changed().await.expect("the end of t");
+        assert!(rx.changed().await.is_err(), "t was dropped by retention");
+        assert!(reg.subscribe("t").await.expect("sub").is_none());
+    }
+
+    #[tokio::test]
+    async fn list_pages_newest_first_by_position_and_filters_by_state() {
+        let reg = TaskRegistry::new(10);
+        let base = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000);
+        for i in 0..5u64 {
+            let mut rec = running(&format!("t{i}"));
+            rec.created_at = base + std::time::Duration::from_secs(i);
+            reg.create(rec).await.expect("create");
+        }
+        let end = TaskEventKind::Failed { error: "e".into() };
+        reg.finish("t3", end).await.expect("finish");
+        let ids = |v: Vec<TaskRecord>| v.into_iter().map(|r| r.task_id).collect::<Vec<_>>();
+        let first = reg.list(None, None, 2).await.expect("list");
+        assert_eq!(ids(first.clone()), vec!["t4", "t3"]);
+        let after = TaskPosition::of(first.last().expect("two"));
+        let second = reg.list(None, Some(&after), 2).await.expect("list");
+        assert_eq!(ids(second), vec!["t2", "t1"]);
+        let failed = reg
+            .list(Some(TaskState::Failed), None, 10)
+            .await
+            .expect("list");
+        assert_eq!(ids(failed), vec!["t3"]);
+    }
+}

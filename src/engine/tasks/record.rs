@@ -1,0 +1,255 @@
+//! What a task run is to callers: its record, its position in a listing, and its events.
+
+use std::collections::VecDeque;
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+/// Step ids a task record keeps (the most recent); `step_count` counts them all.
+pub const STEP_IDS_KEPT: usize = 100;
+
+/// Lifecycle of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    /// The flow is running.
+    Running,
+    /// The flow finished; `final_ctx` is set.
+    Completed,
+    /// The flow failed; `error` says why.
+    Failed,
+    /// CancelTask stopped it.
+    Cancelled,
+}
+
+impl TaskState {
+    /// True once the task can change no more.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, TaskState::Running)
+    }
+}
+
+/// Where the effective TTL came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TtlSource {
+    /// The request's `ttl_secs`.
+    RequestBody,
+    /// The Blueprint's `metadata.default_run_ttl_secs`.
+    BpMetadata,
+    /// The server default, 1800 s.
+    ServerDefault,
+}
+
+/// One task run as callers see it.
+#[derive(Debug, Clone)]
+pub struct TaskRecord {
+    /// `task-<uuid>`.
+    pub task_id: String,
+    /// Lifecycle state.
+    pub state: TaskState,
+    /// The flow context at the end (Completed only).
+    pub final_ctx: Option<Value>,
+    /// Why it failed or was cancelled.
+    pub error: Option<String>,
+    /// Hex version for stored Blueprints.
+    pub bound_version: Option<String>,
+    /// TTL of the task's engine session.
+    pub effective_ttl_secs: u64,
+    /// Where that TTL came from.
+    pub ttl_source: TtlSource,
+    /// When it started.
+    pub created_at: SystemTime,
+    /// When it ended.
+    pub finished_at: Option<SystemTime>,
+    /// The Blueprint's id.
+    pub blueprint_id: String,
+    /// The operator session it is pinned to.
+    pub operator_sid: Option<String>,
+    /// The most recent [`STEP_IDS_KEPT`] engine step ids dispatched, in order.
+    pub step_ids: VecDeque<String>,
+    /// Steps dispatched so far.
+    pub step_count: u64,
+}
+
+impl TaskRecord {
+    /// About how many bytes this record takes in a response.
+    pub fn wire_len(&self) -> usize {
+        let ids: usize = self.step_ids.iter().map(|s| s.len() + 2).sum();
+        self.final_ctx.as_ref().map_or(0, crate::limits::wire_len)
+            + self.error.as_ref().map_or(0, String::len)
+            + ids
+            + self.task_id.len()
+            + self.blueprint_id.len()
+            + self.operator_sid.as_ref().map_or(0, String::len)
+            + 256
+    }
+
+    /// Counts a dispatched step, keeping only the newest [`STEP_IDS_KEPT`] ids.
+    pub(super) fn note_step(&mut self, step_id: String) {
+        self.step_ids.push_back(step_id);
+        while self.step_ids.len() > STEP_IDS_KEPT {
+            self.step_ids.pop_front();
+        }
+        self.step_count += 1;
+    }
+
+    /// Applies a terminal event; false (and unchanged) for any other kind.
+    pub(super) fn end(&mut self, kind: &TaskEventKind, at: SystemTime) -> bool {
+        match kind {
+            TaskEventKind::Completed { final_ctx } => {
+                self.state = TaskState::Completed;
+                self.final_ctx = Some(final_ctx.clone());
+            }
+            TaskEventKind::Failed { error } => {
+                self.state = TaskState::Failed;
+                self.error = Some(error.clone());
+            }
+            TaskEventKind::Cancelled { reason } => {
+                self.state = TaskState::Cancelled;
+                self.error = Some(reason.clone());
+            }
+            _ => return false,
+        }
+        self.finished_at = Some(at);
+        true
+    }
+}
+
+/// Where a task sits in the newest-first listing: by creation time, then id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TaskPosition {
+    /// When the task was created.
+    pub created_at: SystemTime,
+    /// Its id (breaks ties).
+    pub task_id: String,
+}
+
+impl TaskPosition {
+    /// The position of `record`.
+    pub fn of(record: &TaskRecord) -> Self {
+        Self {
+            created_at: record.created_at,
+            task_id: record.task_id.clone(),
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskEventKind {
+    /// The task was accepted and its flow started.
+    Started {
+        /// The Blueprint's id.
+        blueprint_id: String,
+        /// Hex version for stored Blueprints.
+        bound_version: Option<String>,
+    },
+    /// A step was handed to its agent.
+    StepDispatched {
+        /// Engine step id.
+        step_id: String,
+        /// Agent name.
+        agent: String,
+    },
+    /// A step ended.
+    StepFinished {
+        /// Engine step id.
+        step_id: String,
+        /// Passed (true) or blocked / failed (false).
+        ok: bool,
+        /// The step's result value.
+        result: Value,
+    },
+    /// The flow finished.
+    Completed {
+        /// The final flow context.
+        final_ctx: Value,
+    },
+    /// The flow failed.
+    Failed {
+        /// Why.
+        error: String,
+    },
+    /// The task was cancelled.
+    Cancelled {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl TaskEventKind {
+    /// True for the event that ends a task (the last one it has).
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            TaskEventKind::Completed { .. }
+                | TaskEventKind::Failed { .. }
+                | TaskEventKind::Cancelled { .. }
+        )
+    }
+}
+
+/// One event of a task.
+#[derive(Debug, Clone)]
+pub struct TaskEvent {
+    /// 1-based position in the task's list.
+    pub seq: u64,
+    /// When it was recorded.
+    pub at: SystemTime,
+    /// The task.
+    pub task_id: String,
+    /// What happened.
+    pub kind: TaskEventKind,
+}
+
+#[cfg(test)]
+pub(super) fn running(id: &str) -> TaskRecord {
+    TaskRecord {
+        task_id: id.into(),
+        state: TaskState::Running,
+        final_ctx: None,
+        error: None,
+        bound_version: None,
+        effective_ttl_secs: 1800,
+        ttl_source: TtlSource::ServerDefault,
+        created_at: SystemTime::now(),
+        finished_at: None,
+        blueprint_id: "bp".into(),
+        operator_sid: None,
+        step_ids: VecDeque::new(),
+        step_count: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_newest_step_ids_are_kept_but_all_are_counted() {
+        let mut rec = running("t");
+        for i in 0..STEP_IDS_KEPT + 5 {
+            rec.note_step(format!("ST-{i}"));
+        }
+        assert_eq!(rec.step_ids.len(), STEP_IDS_KEPT);
+        assert_eq!(rec.step_ids.front().map(String::as_str), Some("ST-5"));
+        assert_eq!(rec.step_count, (STEP_IDS_KEPT + 5) as u64);
+    }
+
+    #[test]
+    fn only_terminal_events_end_a_record() {
+        let mut rec = running("t");
+        let step = TaskEventKind::StepDispatched {
+            step_id: "s".into(),
+            agent: "a".into(),
+        };
+        assert!(!step.is_terminal());
+        assert!(!rec.end(&step, SystemTime::now()));
+        assert_eq!(rec.state, TaskState::Running);
+        let cancel = TaskEventKind::Cancelled { reason: "r".into() };
+        assert!(cancel.is_terminal());
+        assert!(rec.end(&cancel, SystemTime::now()));
+        assert_eq!(rec.state, TaskState::Cancelled);
+        assert_eq!(rec.error.as_deref(), Some("r"));
+        assert!(rec.finished_at.is_some());
+    }
+}

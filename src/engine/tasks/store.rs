@@ -1,0 +1,88 @@
+//! The seam where task records, their events and their watchers live.
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use super::{TaskEvent, TaskEventKind, TaskPosition, TaskRecord, TaskState};
+use crate::engine::census::{Bound, StructureCounts};
+use crate::error::Result;
+
+/// Events a task keeps for WatchTask replay (the most recent); long loops drop the oldest.
+pub const EVENTS_KEPT: usize = 10_000;
+
+/// Where task records and their events live: in memory by default
+/// ([`TaskRegistry`](super::TaskRegistry)); a durable or shared store (SQLite, PostgreSQL)
+/// can stand behind it.
+///
+/// Rules every store keeps, whatever backs it:
+/// - a task's events have seqs 1, 2, 3, … with no gaps; at most [`EVENTS_KEPT`] of the
+///   newest are kept;
+/// - step events are de-duplicated by step id (the engine's event stream and the end of a
+///   task can both report a step);
+/// - a task ends once: the first terminal event wins, and nothing is appended after it;
+/// - finished tasks past the store's retention are dropped oldest first.
+///
+/// Errors are the store failing (an I/O error, say), never "unknown task": that is `None`
+/// or `false`.
+#[async_trait]
+pub trait TaskStore: Send + Sync {
+    /// Adds a running task and its `Started` event (seq 1).
+    async fn create(&self, record: TaskRecord) -> Result<()>;
+
+    /// Appends a step event to a running task; false if the task is unknown, finished, or
+    /// the event a duplicate.
+    async fn push(&self, task_id: &str, kind: TaskEventKind) -> Result<bool>;
+
+    /// Ends a running task with its terminal event and returns the final record; None if
+    /// the task is unknown or already ended, or `end` is not a terminal event.
+    async fn finish(&self, task_id: &str, end: TaskEventKind) -> Result<Option<TaskRecord>>;
+
+    /// Reads one task.
+    async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>>;
+
+    /// True if `task_id` is known and running.
+    async fn is_running(&self, task_id: &str) -> Result<bool> {
+        Ok(self
+            .get(task_id)
+            .await?
+            .is_some_and(|r| !r.state.is_terminal()))
+    }
+
+    /// Up to `limit` tasks newest first, optionally only those in `state`, starting after
+    /// `after` (the position of the last task of the previous page).
+    async fn list(
+        &self,
+        state: Option<TaskState>,
+        after: Option<&TaskPosition>,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>>;
+
+    /// Up to `limit` events with seq > `after`, oldest first; None if the task is unknown.
+    async fn events_after(
+        &self,
+        task_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<TaskEvent>>>;
+
+    /// A receiver of the task's newest seq, marked changed whenever an event is appended
+    /// (subscribe first, then read, and no event is missed); None if the task is unknown.
+    /// It closes when the task is dropped.
+    async fn subscribe(&self, task_id: &str) -> Result<Option<watch::Receiver<u64>>>;
+
+    /// Number of tasks held (running and retained finished ones).
+    async fn len(&self) -> Result<usize>;
+
+    /// True when no task is held.
+    async fn is_empty(&self) -> Result<bool> {
+        Ok(self.len().await? == 0)
+    }
+
+    /// What the store holds, for [`EngineHost::structure_counts`](crate::engine::EngineHost).
+    async fn structure_counts(&self) -> StructureCounts {
+        let mut c = StructureCounts::default();
+        let held = self.len().await.unwrap_or(0);
+        c.insert("registry.tasks", held, Bound::PerClient);
+        c
+    }
+}
