@@ -104,12 +104,13 @@ async fn serve(
         .prepare()
         .into_axum_router()
         .layer(TraceLayer::new_for_grpc());
-    let legacy = crate::http::router(crate::http::LegacyState {
+    let legacy_state = crate::legacy::LegacyState {
         host: host.clone(),
         hub: hub.clone(),
         bind: addr,
         max_body_bytes: config.max_message_bytes,
-    });
+    };
+    let legacy = crate::http::router(legacy_state.clone()).merge(crate::ws::router(legacy_state));
     let mut app = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .merge(legacy.layer(TraceLayer::new_for_http()))
