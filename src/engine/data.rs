@@ -104,3 +104,45 @@ impl EngineHost {
         })
     }
 }
+
+/// One event of every kind, both content forms, optional fields set and unset: the doors'
+/// mapping tests run through these.
+#[cfg(test)]
+pub(crate) fn every_event_kind() -> Vec<OutputEvent> {
+    use serde_json::json;
+    let events = vec![
+        OutputEvent::Progress {
+            stage: "plan".into(),
+            note: None,
+        },
+        OutputEvent::Progress {
+            stage: "plan".into(),
+            note: Some("half way".into()),
+        },
+        OutputEvent::Partial {
+            chunk: ContentRef::inline(json!("tok")),
+        },
+        OutputEvent::Artifact {
+            name: "report".into(),
+            content: ContentRef::file_ref("/tmp/r.md", Some("text/markdown".into()), Some(42)),
+        },
+        OutputEvent::Artifact {
+            name: "blob".into(),
+            content: ContentRef::file_ref("/tmp/b", None, None),
+        },
+        OutputEvent::Final {
+            content: ContentRef::inline(json!({"notes": [1, "two", null]})),
+            ok: false,
+        },
+    ];
+    // No catch-all: a kind the engine adds stops this compiling until it has a sample here.
+    for e in &events {
+        match e {
+            OutputEvent::Progress { .. }
+            | OutputEvent::Partial { .. }
+            | OutputEvent::Artifact { .. }
+            | OutputEvent::Final { .. } => {}
+        }
+    }
+    events
+}

@@ -178,38 +178,8 @@ impl DataService for DataSvc {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
-
-    /// One event of every kind (both content forms, optional fields set and unset).
-    fn every_kind() -> Vec<OutputEvent> {
-        vec![
-            OutputEvent::Progress {
-                stage: "plan".into(),
-                note: None,
-            },
-            OutputEvent::Progress {
-                stage: "plan".into(),
-                note: Some("half way".into()),
-            },
-            OutputEvent::Partial {
-                chunk: ContentRef::inline(json!("tok")),
-            },
-            OutputEvent::Artifact {
-                name: "report".into(),
-                content: ContentRef::file_ref("/tmp/r.md", Some("text/markdown".into()), Some(42)),
-            },
-            OutputEvent::Artifact {
-                name: "blob".into(),
-                content: ContentRef::file_ref("/tmp/b", None, None),
-            },
-            OutputEvent::Final {
-                content: ContentRef::inline(json!({"notes": [1, "two", null]})),
-                ok: false,
-            },
-        ]
-    }
+    use crate::engine::every_event_kind;
 
     /// The engine's JSON form, to compare events (the engine's type has no `PartialEq`).
     fn json(e: &OutputEvent) -> serde_json::Value {
@@ -218,7 +188,7 @@ mod tests {
 
     #[test]
     fn every_kind_survives_proto_and_back() {
-        for event in every_kind() {
+        for event in every_event_kind() {
             let back = event_from_pb(Some(event_to_pb(event.clone()))).expect("from pb");
             assert_eq!(json(&back), json(&event));
         }
@@ -227,7 +197,7 @@ mod tests {
     #[test]
     fn each_kind_lands_on_its_own_proto_message() {
         use pb::output_event::Kind as K;
-        for event in every_kind() {
+        for event in every_event_kind() {
             let kind = event_to_pb(event.clone()).kind.expect("a kind");
             let same = match (&event, &kind) {
                 (OutputEvent::Progress { stage, note }, K::Progress(p)) => {

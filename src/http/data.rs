@@ -104,56 +104,29 @@ pub(super) async fn get(
 
 #[cfg(test)]
 mod tests {
-    use mlua_swarm::worker::output::ContentRef;
-
     use super::*;
+    use crate::engine::every_event_kind;
 
-    /// One event of every kind with the exact v0.1.0 text it travels as (the spec's §5). The
-    /// match has no catch-all: a kind the engine adds fails to compile here until it is
-    /// given its wire text.
-    fn every_kind() -> Vec<(OutputEvent, &'static str)> {
-        let events = [
-            OutputEvent::Progress {
-                stage: "plan".into(),
-                note: None,
-            },
-            OutputEvent::Partial {
-                chunk: ContentRef::inline(json!("tok")),
-            },
-            OutputEvent::Artifact {
-                name: "report".into(),
-                content: ContentRef::file_ref("/tmp/r.md", Some("text/markdown".into()), Some(42)),
-            },
-            OutputEvent::Final {
-                content: ContentRef::inline(json!({"notes": 3})),
-                ok: true,
-            },
-        ];
-        events
-            .into_iter()
-            .map(|e| {
-                let text = match &e {
-                    OutputEvent::Progress { .. } => r#"{"note":null,"stage":"plan","type":"progress"}"#,
-                    OutputEvent::Partial { .. } => {
-                        r#"{"chunk":{"kind":"inline","value":"tok"},"type":"partial"}"#
-                    }
-                    OutputEvent::Artifact { .. } => {
-                        r#"{"content":{"kind":"file_ref","mime":"text/markdown","path":"/tmp/r.md","size_hint":42},"name":"report","type":"artifact"}"#
-                    }
-                    OutputEvent::Final { .. } => {
-                        r#"{"content":{"kind":"inline","value":{"notes":3}},"ok":true,"type":"final"}"#
-                    }
-                };
-                (e, text)
-            })
-            .collect()
-    }
+    /// The v0.1.0 text of each of [`every_event_kind`], in order (the spec's §5 shapes).
+    const V010_TEXT: [&str; 6] = [
+        r#"{"note":null,"stage":"plan","type":"progress"}"#,
+        r#"{"note":"half way","stage":"plan","type":"progress"}"#,
+        r#"{"chunk":{"kind":"inline","value":"tok"},"type":"partial"}"#,
+        r#"{"content":{"kind":"file_ref","mime":"text/markdown","path":"/tmp/r.md","size_hint":42},"name":"report","type":"artifact"}"#,
+        r#"{"content":{"kind":"file_ref","mime":null,"path":"/tmp/b","size_hint":null},"name":"blob","type":"artifact"}"#,
+        r#"{"content":{"kind":"inline","value":{"notes":[1,"two",null]}},"ok":false,"type":"final"}"#,
+    ];
 
     #[test]
     fn every_kind_maps_to_its_v010_text_and_back() {
-        for (event, text) in every_kind() {
-            let json = event_to_json(&event).expect("to json");
-            assert_eq!(json.to_string(), text);
+        let events = every_event_kind();
+        assert_eq!(
+            events.len(),
+            V010_TEXT.len(),
+            "a v0.1.0 text for every sample"
+        );
+        for (event, text) in events.iter().zip(V010_TEXT) {
+            assert_eq!(event_to_json(event).expect("to json").to_string(), text);
             let back = event_from_json(serde_json::from_str(text).expect("json")).expect("parse");
             assert_eq!(event_to_json(&back).expect("to json").to_string(), text);
         }
