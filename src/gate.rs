@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::door::{bearer_credential, Scheme};
 use crate::secret::secrets_equal;
 
 /// The header later v0.1.0 releases use for the API token; it leaves `authorization` free
@@ -147,8 +148,7 @@ impl Gate {
             None => headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer ").or(v.strip_prefix("bearer ")))
-                .map(str::trim),
+                .and_then(|v| bearer_credential(v, Scheme::EitherCase)),
         };
         match given {
             None | Some("") => Err("api token required: send 'authorization: Bearer <token>' \

@@ -2,20 +2,22 @@
 //! [`mlua_swarm`] engine in-process.
 //!
 //! Layers, outermost first: transports ([`grpc`], and the v0.1.0 [`http`] routes and
-//! [`ws`] shim) are thin adapters over the domain
+//! [`ws`] shim, which share [`legacy`]) are thin adapters over the domain
 //! ([`engine`] hosts the engine, [`operator`] holds operator sessions); [`error`] is the one
-//! error vocabulary they share; [`server`] puts every door on one port, in
-//! plaintext or [`tls`].
+//! error vocabulary they share, [`door`] and [`secret`] the helpers they share; [`server`]
+//! puts every door on one port, in plaintext or [`tls`].
 
 #![warn(missing_docs)]
 
 pub mod brake;
 pub mod config;
+pub mod door;
 pub mod engine;
 pub mod error;
 pub mod gate;
 pub mod grpc;
 pub mod http;
+pub mod legacy;
 pub mod limits;
 pub mod operator;
 pub mod pb;

@@ -101,7 +101,8 @@ pub fn wire_len(value: &Value) -> usize {
     json_len(value).max(proto_len(value))
 }
 
-fn json_len(value: &Value) -> usize {
+/// Bytes of `value`'s JSON text, counted without building it.
+pub fn json_len(value: &impl serde::Serialize) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

@@ -9,10 +9,11 @@ use std::time::Duration;
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -104,12 +105,13 @@ async fn serve(
         .prepare()
         .into_axum_router()
         .layer(TraceLayer::new_for_grpc());
-    let legacy = crate::http::router(crate::http::LegacyState {
+    let legacy_state = crate::legacy::LegacyState {
         host: host.clone(),
         hub: hub.clone(),
         bind: addr,
         max_body_bytes: config.max_message_bytes,
-    });
+    };
+    let legacy = crate::http::router(legacy_state.clone()).merge(crate::ws::router(legacy_state));
     let mut app = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .merge(legacy.layer(TraceLayer::new_for_http()))
@@ -154,15 +156,19 @@ async fn serve(
 
 /// The connections still open after accepting stopped.
 struct OpenConnections {
-    stop: watch::Sender<bool>,
-    alive: mpsc::Receiver<()>,
+    /// Drains served connections: HTTP/1 ends after the response in flight, HTTP/2 sends
+    /// GOAWAY and finishes its open streams. A WebSocket leaves hyper at its upgrade; its
+    /// session's `closing` ends it.
+    graceful: GracefulShutdown,
+    /// Ends TLS handshakes still under way: such a connection has no request to finish.
+    stop_handshakes: watch::Sender<bool>,
 }
 
 impl OpenConnections {
-    /// Asks every connection to finish gracefully and waits up to `within`.
-    async fn drain(mut self, within: Duration) {
-        let _ = self.stop.send(true);
-        if tokio::time::timeout(within, self.alive.recv())
+    /// Asks every connection to finish gracefully and waits up to `within` (`--drain-secs`).
+    async fn drain(self, within: Duration) {
+        let _ = self.stop_handshakes.send(true);
+        if tokio::time::timeout(within, self.graceful.shutdown())
             .await
             .is_err()
         {
@@ -187,8 +193,8 @@ async fn accept_loop(
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20))
         .enable_connect_protocol();
+    let graceful = GracefulShutdown::new();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (alive_tx, alive_rx) = mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -205,40 +211,39 @@ async fn accept_loop(
         let app = app.clone();
         let builder = builder.clone();
         let tls = tls.clone();
+        // Taken before the task starts, so a shutdown that begins meanwhile waits for it.
+        let watcher = graceful.watcher();
         let mut stop = stop_rx.clone();
-        let alive = alive_tx.clone();
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(&builder, stream, app, &mut stop, peer).await,
+                None => serve_connection(&builder, stream, app, watcher, peer).await,
                 Some(acceptor) => {
                     let handshake = tokio::select! {
                         done = crate::tls::handshake(&acceptor, stream) => done,
-                        _ = stop.changed() => return, // shutting down: `alive` drops with the task
+                        _ = stop.changed() => return, // shutting down: `watcher` drops with the task
                     };
                     match handshake {
-                        Ok(stream) => {
-                            serve_connection(&builder, stream, app, &mut stop, peer).await
-                        }
+                        Ok(stream) => serve_connection(&builder, stream, app, watcher, peer).await,
                         Err(e) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
                     }
                 }
             }
-            drop(alive);
         });
     }
     drop(listener);
     OpenConnections {
-        stop: stop_tx,
-        alive: alive_rx,
+        graceful,
+        stop_handshakes: stop_tx,
     }
 }
 
-/// Serves one connection until it ends, finishing gracefully once `stop` changes.
+/// Serves one connection until it ends; `watcher` finishes it gracefully once the server
+/// shuts down.
 async fn serve_connection<I>(
     builder: &Builder<TokioExecutor>,
     io: I,
     app: axum::Router,
-    stop: &mut watch::Receiver<bool>,
+    watcher: Watcher,
     peer: SocketAddr,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -253,17 +258,8 @@ async fn serve_connection<I>(
         },
     ));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    loop {
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-                return;
-            }
-            _ = stop.changed() => conn.as_mut().graceful_shutdown(),
-        }
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 

@@ -16,6 +16,28 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// Sends `req`; it must reach the server (any status will do).
+async fn call(req: reqwest::RequestBuilder) -> reqwest::Response {
+    req.send()
+        .await
+        .unwrap_or_else(|e| panic!("request not sent: {e}"))
+}
+
+/// The status `req` is answered with.
+async fn status_of(req: reqwest::RequestBuilder) -> u16 {
+    call(req).await.status().as_u16()
+}
+
+/// The JSON body of a response.
+async fn body_of(resp: reqwest::Response) -> Value {
+    resp.json().await.expect("a JSON body")
+}
+
+/// The JSON body `req` is answered with.
+async fn json_of(req: reqwest::RequestBuilder) -> Value {
+    body_of(call(req).await).await
+}
+
 struct Legacy {
     base: String,
     http: reqwest::Client,
@@ -30,16 +52,12 @@ impl Legacy {
     }
 
     async fn login(&self, roles: &[&str]) -> (String, String) {
-        let r: Value = self
-            .http
-            .post(format!("{}/v1/operators", self.base))
-            .json(&json!({ "roles": roles }))
-            .send()
-            .await
-            .expect("login")
-            .json()
-            .await
-            .expect("json");
+        let r = json_of(
+            self.http
+                .post(format!("{}/v1/operators", self.base))
+                .json(&json!({ "roles": roles })),
+        )
+        .await;
         (
             r["sid"].as_str().expect("sid").into(),
             r["token"].as_str().expect("token").into(),
@@ -66,39 +84,29 @@ impl Legacy {
         let http = self.http.clone();
         let url = format!("{}/v1/tasks", self.base);
         tokio::spawn(async move {
-            let resp = http
-                .post(url)
-                .json(&body)
-                .send()
-                .await
-                .expect("post /v1/tasks");
+            let resp = call(http.post(url).json(&body)).await;
             let status = resp.status().as_u16();
-            (status, resp.json().await.expect("json body"))
+            (status, body_of(resp).await)
         })
     }
 
     async fn prompt(&self, step: &str, cred: &str) -> Value {
-        self.http
-            .get(format!("{}/v1/worker/prompt?task_id={step}", self.base))
-            .bearer_auth(cred)
-            .send()
-            .await
-            .expect("prompt")
-            .json()
-            .await
-            .expect("json")
+        json_of(
+            self.http
+                .get(format!("{}/v1/worker/prompt?task_id={step}", self.base))
+                .bearer_auth(cred),
+        )
+        .await
     }
 
     async fn submit(&self, cred: &str, body: &str, ok: bool) -> u16 {
-        self.http
-            .post(format!("{}/v1/worker/submit?ok={ok}", self.base))
-            .bearer_auth(cred)
-            .body(body.to_string())
-            .send()
-            .await
-            .expect("submit")
-            .status()
-            .as_u16()
+        status_of(
+            self.http
+                .post(format!("{}/v1/worker/submit?ok={ok}", self.base))
+                .bearer_auth(cred)
+                .body(body.to_string()),
+        )
+        .await
     }
 }
 
@@ -191,11 +199,8 @@ async fn a_v010_client_runs_a_spawn_round_trip_over_http_and_websocket() {
     let late = lg
         .http
         .get(format!("{}/v1/worker/prompt?task_id={step}", lg.base))
-        .bearer_auth(&handle)
-        .send()
-        .await
-        .expect("late");
-    assert_eq!(late.status().as_u16(), 401);
+        .bearer_auth(&handle);
+    assert_eq!(status_of(late).await, 401);
     ts.stop().await;
 }
 
@@ -289,16 +294,15 @@ async fn login_routes_keep_the_v010_order_and_delete_closes_the_socket() {
     let ts = TestServer::start().await;
     let lg = Legacy::new(&ts);
     let (sid, token) = lg.login(&["main-ai"]).await;
-    let resp = lg
-        .http
-        .post(format!("{}/v1/operators", lg.base))
-        .json(&json!({"roles": ["main-ai", "other"]}))
-        .send()
-        .await
-        .expect("409");
+    let resp = call(
+        lg.http
+            .post(format!("{}/v1/operators", lg.base))
+            .json(&json!({"roles": ["main-ai", "other"]})),
+    )
+    .await;
     assert_eq!(resp.status().as_u16(), 409);
     assert_eq!(
-        resp.json::<Value>().await.expect("json"),
+        body_of(resp).await,
         json!({"error": "roles conflict", "conflicts": ["main-ai"]})
     );
 
@@ -307,7 +311,7 @@ async fn login_routes_keep_the_v010_order_and_delete_closes_the_socket() {
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
-        async move { req.send().await.expect("get") }
+        call(req)
     };
     assert_eq!(get(sid.clone(), None).await.status().as_u16(), 401);
     assert_eq!(
@@ -315,33 +319,23 @@ async fn login_routes_keep_the_v010_order_and_delete_closes_the_socket() {
         404
     );
     assert_eq!(get(sid.clone(), Some("wrong")).await.status().as_u16(), 401);
-    let info: Value = get(sid.clone(), Some(&token))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let info = body_of(get(sid.clone(), Some(&token)).await).await;
     assert_eq!(
         info,
         json!({"sid": sid, "roles": ["main-ai"], "connected": false})
     );
 
     let mut ws = lg.ws(&sid, &token).await;
-    let info: Value = get(sid.clone(), Some(&token))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let info = body_of(get(sid.clone(), Some(&token)).await).await;
     assert_eq!(info["connected"], true);
     let task = lg.post_task(json!({"blueprint": {"kind": "inline", "value": fixture("legacy-one-step.json")}, "init_ctx": {}}));
     assert_eq!(recv(&mut ws).await["type"], "spawn");
-    let del = lg
-        .http
-        .delete(format!("{}/v1/operators/{sid}", lg.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(del.status().as_u16(), 204);
+    let delete = || {
+        lg.http
+            .delete(format!("{}/v1/operators/{sid}", lg.base))
+            .bearer_auth(&token)
+    };
+    assert_eq!(status_of(delete()).await, 204);
     let (status, out) = finished(task).await;
     assert_eq!(status, 400, "pending spawn failed at once: {out}");
     assert!(
@@ -356,14 +350,7 @@ async fn login_routes_keep_the_v010_order_and_delete_closes_the_socket() {
         }
     }
     assert!(closed, "DELETE closes the socket");
-    let again = lg
-        .http
-        .delete(format!("{}/v1/operators/{sid}", lg.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(again.status().as_u16(), 404);
+    assert_eq!(status_of(delete()).await, 404);
     lg.login(&["main-ai"]).await; // the role is free again
     ts.stop().await;
 }
@@ -518,160 +505,60 @@ async fn blueprint_routes_data_routes_and_doctor_speak_v010_json() {
     let ts = TestServer::start().await;
     let lg = Legacy::new(&ts);
     let url = |p: &str| format!("{}{p}", lg.base);
-    assert_eq!(
-        lg.http
-            .get(url("/v1/healthz"))
-            .send()
-            .await
-            .expect("h")
-            .text()
-            .await
-            .expect("t"),
-        "ok"
-    );
+    let healthz = call(lg.http.get(url("/v1/healthz"))).await;
+    assert_eq!(healthz.text().await.expect("t"), "ok");
     let bp = fixture("identity.json");
-    let first = lg
-        .http
-        .post(url("/v1/blueprints/hello"))
-        .json(&bp)
-        .send()
-        .await
-        .expect("seed");
+    let seed = |id: &str| lg.http.post(url(&format!("/v1/blueprints/{id}"))).json(&bp);
+    let first = call(seed("hello")).await;
     assert_eq!(first.status().as_u16(), 201);
-    let first: Value = first.json().await.expect("json");
+    let first = body_of(first).await;
     assert_eq!(first["seeded"], true);
     let version = first["version"].as_str().expect("v").to_string();
     assert_eq!(version.len(), 64, "hex, not Rust debug text");
-    let same = lg
-        .http
-        .post(url("/v1/blueprints/hello"))
-        .json(&bp)
-        .send()
-        .await
-        .expect("seed");
-    assert_eq!(same.status().as_u16(), 200);
-    let mismatch = lg
-        .http
-        .post(url("/v1/blueprints/other"))
-        .json(&bp)
-        .send()
-        .await
-        .expect("mismatch");
+    assert_eq!(status_of(seed("hello")).await, 200);
+    let mismatch = call(seed("other")).await;
     assert_eq!(mismatch.status().as_u16(), 400);
     assert_eq!(
-        mismatch.json::<Value>().await.expect("j")["error"],
+        body_of(mismatch).await["error"],
         "path id=other != body.id=hello"
     );
-    let head: Value = lg
-        .http
-        .get(url("/v1/blueprints/hello/head"))
-        .send()
-        .await
-        .expect("head")
-        .json()
-        .await
-        .expect("j");
+    let head = json_of(lg.http.get(url("/v1/blueprints/hello/head"))).await;
     assert_eq!(head["version"], version);
-    let hist: Value = lg
-        .http
-        .get(url("/v1/blueprints/hello/history"))
-        .send()
-        .await
-        .expect("hist")
-        .json()
-        .await
-        .expect("j");
+    let hist = json_of(lg.http.get(url("/v1/blueprints/hello/history"))).await;
     assert_eq!(hist["count"], 1);
     assert_eq!(hist["entries"][0]["hash"], version);
     // A returned version is accepted back as a fixed selector.
-    let run: Value = lg
-        .http
-        .post(url("/v1/tasks"))
-        .json(&json!({"blueprint": {"kind": "id", "id": "hello", "version": {"kind": "fixed", "value": version}}, "init_ctx": {"input": 1}}))
-        .send()
-        .await
-        .expect("run")
-        .json()
-        .await
-        .expect("j");
+    let run = json_of(lg.http.post(url("/v1/tasks")).json(&json!({"blueprint": {"kind": "id", "id": "hello", "version": {"kind": "fixed", "value": version}}, "init_ctx": {"input": 1}}))).await;
     assert_eq!(run["bound_version"], version);
     assert_eq!(
-        lg.http
-            .delete(url("/v1/blueprints/hello"))
-            .send()
-            .await
-            .expect("archive")
-            .status()
-            .as_u16(),
+        status_of(lg.http.delete(url("/v1/blueprints/hello"))).await,
         204
     );
+    assert_eq!(status_of(seed("hello")).await, 409);
     assert_eq!(
-        lg.http
-            .post(url("/v1/blueprints/hello"))
-            .json(&bp)
-            .send()
-            .await
-            .expect("archived")
-            .status()
-            .as_u16(),
-        409
-    );
-    assert_eq!(
-        lg.http
-            .post(url("/v1/blueprints/hello/unarchive"))
-            .send()
-            .await
-            .expect("un")
-            .status()
-            .as_u16(),
+        status_of(lg.http.post(url("/v1/blueprints/hello/unarchive"))).await,
         204
     );
-    let doctor: Value = lg
-        .http
-        .get(url("/v1/doctor"))
-        .send()
-        .await
-        .expect("doctor")
-        .json()
-        .await
-        .expect("j");
+    let doctor = json_of(lg.http.get(url("/v1/doctor"))).await;
     assert_eq!(doctor["seed_blueprint_id"], "main");
     assert_eq!(doctor["registered_blueprint_ids"], json!(["hello", "main"]));
-    let sess: Value = lg
-        .http
-        .post(url("/v1/sessions"))
-        .json(&json!({"agent_id": "a", "role": "Operator", "ttl_secs": 60}))
-        .send()
-        .await
-        .expect("attach")
-        .json()
-        .await
-        .expect("j");
+    let attach = |body: Value| lg.http.post(url("/v1/sessions")).json(&body);
+    let sess = json_of(attach(
+        json!({"agent_id": "a", "role": "Operator", "ttl_secs": 60}),
+    ))
+    .await;
     assert_eq!(sess["role"], "Operator");
     let sid = sess["session_id"].as_str().expect("sid");
     assert_eq!(sid.len(), 32);
     assert_eq!(
-        lg.http
-            .delete(url("/v1/sessions"))
-            .bearer_auth(sid)
-            .send()
-            .await
-            .expect("detach")
-            .status()
-            .as_u16(),
+        status_of(lg.http.delete(url("/v1/sessions")).bearer_auth(sid)).await,
         204
     );
-    let bad_role = lg
-        .http
-        .post(url("/v1/sessions"))
-        .json(&json!({"agent_id": "a", "role": "boss", "ttl_secs": 1}))
-        .send()
-        .await
-        .expect("bad");
-    assert_eq!(
-        bad_role.json::<Value>().await.expect("j")["error"],
-        "unknown role: boss"
-    );
+    let bad_role = json_of(attach(
+        json!({"agent_id": "a", "role": "boss", "ttl_secs": 1}),
+    ))
+    .await;
+    assert_eq!(bad_role["error"], "unknown role: boss");
 
     // Data: emit with the worker handle the directive advertises; read by id and name.
     let (osid, otoken) = lg.login(&["main-ai"]).await;
@@ -682,51 +569,31 @@ async fn blueprint_routes_data_routes_and_doctor_speak_v010_json() {
     let step = spawn["task_id"].as_str().expect("step").to_string();
     let event =
         json!({"type": "final", "content": {"kind": "inline", "value": {"notes": 3}}, "ok": true});
-    let out: Value = lg
-        .http
-        .post(url(&format!("/v1/data/emit?token={handle}")))
-        .json(&json!({"task_id": step, "attempt": 1, "producer_agent": "summary", "event": event}))
-        .send()
-        .await
-        .expect("emit")
-        .json()
-        .await
-        .expect("j");
+    let out = json_of(
+        lg.http
+            .post(url(&format!("/v1/data/emit?token={handle}")))
+            .json(&json!({"task_id": step, "attempt": 1, "producer_agent": "summary", "event": event})),
+    )
+    .await;
     let out_id = out["out_id"].as_str().expect("out_id").to_string();
     for key in [out_id.clone(), "summary".to_string()] {
-        let rec: Value = lg
-            .http
-            .get(url(&format!("/v1/data/{key}")))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("j");
+        let rec = json_of(lg.http.get(url(&format!("/v1/data/{key}")))).await;
         assert_eq!(rec["id"], out_id);
         assert_eq!(rec["event"], event);
         assert_eq!(rec["task_id"], step);
     }
-    let missing = lg
-        .http
-        .get(url("/v1/data/nothing"))
-        .send()
-        .await
-        .expect("missing");
+    let missing = call(lg.http.get(url("/v1/data/nothing"))).await;
     assert_eq!(missing.status().as_u16(), 404);
     assert_eq!(
-        missing.json::<Value>().await.expect("j")["error"],
+        body_of(missing).await["error"],
         "output not found (id nor name): nothing"
     );
     let bad = lg
         .http
         .post(url("/v1/worker/submit"))
         .bearer_auth("garbage")
-        .body("x")
-        .send()
-        .await
-        .expect("bad");
-    assert_eq!(bad.status().as_u16(), 401, "401, not v0.1.0's 500");
+        .body("x");
+    assert_eq!(status_of(bad).await, 401, "401, not v0.1.0's 500");
     assert_eq!(lg.submit(&handle, "done", true).await, 204);
     send(
         &mut ws,

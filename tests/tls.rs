@@ -354,3 +354,29 @@ async fn a_new_certificate_reaches_new_handshakes_while_open_streams_stay_up() {
     assert_eq!(handshake(addr, &pki, &[b"h2"]).await.0, renewed.der);
     ts.stop().await;
 }
+
+/// Shutdown drains served connections, but a client that opened TCP and never began its
+/// handshake has nothing to drain: it does not hold the server for the drain window (nor for
+/// the 10 s handshake timeout).
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_handshake_never_begun() {
+    let pki = Pki::new("tls-silent");
+    let config = Config {
+        drain: Duration::from_secs(30),
+        ..tls_config(&pki, false)
+    };
+    let ts = TestServer::with_tls(config, pki.tonic(None)).await;
+    let addr = ts.server.addr;
+    let _silent = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("tcp connect");
+    // Accepted in order: once a later connection is served, the silent one is in handshake.
+    assert_eq!(check_with(addr, pki.tonic(None)).await, Ok(()));
+    let started = Instant::now();
+    ts.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+}

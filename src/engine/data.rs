@@ -1,22 +1,19 @@
 //! The data plane: workers emit output events, anyone reads them by id or producer name.
-//! Events travel in the engine's JSON form (`{"type": "final", "content": {"kind":
-//! "inline", "value": ...}, "ok": true}`), which is also v0.1.0's wire form.
+//! Events are the engine's own typed [`OutputEvent`]; each door maps it to its wire form
+//! (gRPC: `grpc::data`, v0.1.0 JSON: `http::data`) with an exhaustive match, so a new
+//! event kind is a compile error there, never a silent drop.
 
 use mlua_swarm::store::output::{OutputRef, OutputStoreError};
 use mlua_swarm::types::Verb;
-use serde_json::Value;
 
 use super::errors::from_engine;
 use super::{Credential, EngineHost};
 use crate::error::{Error, Result};
 
-/// An output event in the engine's JSON form (validated on the way in).
-pub type OutputEvent = Value;
-/// A content reference in the engine's JSON form.
-pub type ContentRef = Value;
+pub use mlua_swarm::worker::output::{ContentRef, OutputEvent};
 
 /// A stored output.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct OutputRecord {
     /// `out-...`.
     pub out_id: String,
@@ -50,9 +47,7 @@ pub struct EmitRequest {
 impl EngineHost {
     /// Appends an output for the credential's step and returns its `out_id`.
     pub async fn data_emit(&self, cred: &Credential, req: EmitRequest) -> Result<String> {
-        self.check_data_size(req.event.to_string().len())?;
-        let event: mlua_swarm::worker::output::OutputEvent =
-            serde_json::from_value(req.event).map_err(|e| Error::invalid("event", e))?;
+        self.check_data_size(crate::limits::json_len(&req.event))?;
         let prompt = self.worker_prompt(cred, Some(&req.step_id)).await?;
         if let Credential::Token(t) = cred {
             let step = mlua_swarm::types::StepId::parse(&prompt.step_id)
@@ -70,7 +65,7 @@ impl EngineHost {
         let parents = req.parent_refs.into_iter().map(OutputRef).collect();
         let out = self
             .outputs
-            .append(&prompt.step_id, attempt, &producer, event, parents)
+            .append(&prompt.step_id, attempt, &producer, req.event, parents)
             .await
             .map_err(|e| Error::Internal(format!("data store append: {e}")))?;
         Ok(out.0)
@@ -99,15 +94,55 @@ impl EngineHost {
                 })?,
             Err(e) => return Err(Error::Internal(format!("data store: {e}"))),
         };
-        let event = serde_json::to_value(&record.event)
-            .map_err(|e| Error::Internal(format!("event to json: {e}")))?;
         Ok(OutputRecord {
             out_id: record.id.0,
             step_id: record.task_id,
             attempt: record.attempt,
             producer_agent: record.producer_agent,
-            event,
+            event: record.event,
             parent_refs: record.parent_refs.into_iter().map(|r| r.0).collect(),
         })
     }
+}
+
+/// One event of every kind, both content forms, optional fields set and unset: the doors'
+/// mapping tests run through these.
+#[cfg(test)]
+pub(crate) fn every_event_kind() -> Vec<OutputEvent> {
+    use serde_json::json;
+    let events = vec![
+        OutputEvent::Progress {
+            stage: "plan".into(),
+            note: None,
+        },
+        OutputEvent::Progress {
+            stage: "plan".into(),
+            note: Some("half way".into()),
+        },
+        OutputEvent::Partial {
+            chunk: ContentRef::inline(json!("tok")),
+        },
+        OutputEvent::Artifact {
+            name: "report".into(),
+            content: ContentRef::file_ref("/tmp/r.md", Some("text/markdown".into()), Some(42)),
+        },
+        OutputEvent::Artifact {
+            name: "blob".into(),
+            content: ContentRef::file_ref("/tmp/b", None, None),
+        },
+        OutputEvent::Final {
+            content: ContentRef::inline(json!({"notes": [1, "two", null]})),
+            ok: false,
+        },
+    ];
+    // No catch-all: a kind the engine adds stops this compiling until it has a sample here.
+    for e in &events {
+        match e {
+            OutputEvent::Progress { .. }
+            | OutputEvent::Partial { .. }
+            | OutputEvent::Artifact { .. }
+            | OutputEvent::Final { .. } => {}
+        }
+    }
+    events
 }

@@ -29,6 +29,8 @@ pub use blueprints::{
     BlueprintSummary, BlueprintVersionInfo, PutOutcome, StoredBlueprint, SEED_BLUEPRINT_ID,
 };
 pub use census::{Bound, Count, StructureCounts};
+#[cfg(test)]
+pub(crate) use data::every_event_kind;
 pub use data::{ContentRef, EmitRequest, OutputEvent, OutputRecord};
 pub use gc::StateSizes;
 pub use operators::{OperatorBackend, OperatorRequestError, SpawnGrant, SpawnReply, StepContext};

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tonic::metadata::MetadataMap;
 
+use crate::door::{bearer_credential, Scheme};
 use crate::error::{Error, Result};
 
 /// The value of `authorization: Bearer <value>`, if the header is present. A header in
@@ -16,10 +17,7 @@ pub fn bearer(meta: &MetadataMap) -> Result<Option<String>> {
     let text = raw
         .to_str()
         .map_err(|_| Error::Unauthenticated("authorization header is not ASCII".into()))?;
-    let value = text
-        .strip_prefix("Bearer ")
-        .or_else(|| text.strip_prefix("bearer "))
-        .map(str::trim)
+    let value = bearer_credential(text, Scheme::EitherCase)
         .filter(|v| !v.is_empty())
         .ok_or_else(|| {
             Error::Unauthenticated("authorization must be 'Bearer <credential>'".into())

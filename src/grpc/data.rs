@@ -1,13 +1,14 @@
-//! `DataService`: thin adapter over the engine host's data plane.
+//! `DataService`: thin adapter over the engine host's data plane. Events map between the
+//! proto messages and the engine's typed [`OutputEvent`] by exhaustive matches: a kind the
+//! engine adds is a compile error here, not a silent drop.
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
 use tonic::{Request, Response, Status};
 
 use super::convert::{json_to_value, value_to_json};
 use super::worker::credential;
-use crate::engine::{EmitRequest, EngineHost};
+use crate::engine::{ContentRef, EmitRequest, EngineHost, OutputEvent};
 use crate::error::{Error, Result};
 use crate::pb::v1 as pb;
 use crate::pb::v1::data_service_server::DataService;
@@ -23,31 +24,52 @@ impl DataSvc {
     pub fn new(host: Arc<EngineHost>) -> Self {
         Self { host }
     }
+
+    /// Emit and EmitNamed: the worker credential, the request as an emit, its `out_id`.
+    async fn emit_as<R>(
+        &self,
+        request: Request<R>,
+        into_emit: fn(R) -> Result<EmitRequest>,
+    ) -> std::result::Result<String, Status> {
+        let cred = credential(&request)?;
+        let emit = into_emit(request.into_inner())?;
+        Ok(self.host.data_emit(&cred, emit).await?)
+    }
 }
 
-fn content_to_json(c: Option<pb::ContentRef>, field: &str) -> Result<Value> {
+fn content_from_pb(c: Option<pb::ContentRef>, field: &str) -> Result<ContentRef> {
+    use pb::content_ref::Kind as K;
     match c.and_then(|c| c.kind) {
-        Some(pb::content_ref::Kind::Inline(v)) => {
-            Ok(json!({"kind": "inline", "value": value_to_json(v)}))
-        }
-        Some(pb::content_ref::Kind::FileRef(f)) => Ok(json!({"kind": "file_ref", "path": f.path,
-            "mime": Some(f.mime).filter(|m| !m.is_empty()),
-            "size_hint": Some(f.size_hint).filter(|s| *s > 0)})),
+        Some(K::Inline(v)) => Ok(ContentRef::Inline {
+            value: value_to_json(v),
+        }),
+        Some(K::FileRef(f)) => Ok(ContentRef::FileRef {
+            path: f.path.into(),
+            mime: Some(f.mime).filter(|m| !m.is_empty()),
+            size_hint: Some(f.size_hint).filter(|s| *s > 0),
+        }),
         None => Err(Error::invalid(field, "required: inline value or file_ref")),
     }
 }
 
-fn event_to_json(e: Option<pb::OutputEvent>) -> Result<Value> {
+fn event_from_pb(e: Option<pb::OutputEvent>) -> Result<OutputEvent> {
     use pb::output_event::Kind as K;
     match e.and_then(|e| e.kind) {
-        Some(K::Progress(p)) => Ok(json!({"type": "progress", "stage": p.stage,
-            "note": Some(p.note).filter(|n| !n.is_empty())})),
-        Some(K::Partial(p)) => Ok(json!({"type": "partial",
-            "chunk": content_to_json(p.chunk, "event.partial.chunk")?})),
-        Some(K::Artifact(a)) => Ok(json!({"type": "artifact", "name": a.name,
-            "content": content_to_json(a.content, "event.artifact.content")?})),
-        Some(K::Final(f)) => Ok(json!({"type": "final",
-            "content": content_to_json(f.content, "event.final.content")?, "ok": f.ok})),
+        Some(K::Progress(p)) => Ok(OutputEvent::Progress {
+            stage: p.stage,
+            note: Some(p.note).filter(|n| !n.is_empty()),
+        }),
+        Some(K::Partial(p)) => Ok(OutputEvent::Partial {
+            chunk: content_from_pb(p.chunk, "event.partial.chunk")?,
+        }),
+        Some(K::Artifact(a)) => Ok(OutputEvent::Artifact {
+            name: a.name,
+            content: content_from_pb(a.content, "event.artifact.content")?,
+        }),
+        Some(K::Final(f)) => Ok(OutputEvent::Final {
+            content: content_from_pb(f.content, "event.final.content")?,
+            ok: f.ok,
+        }),
         None => Err(Error::invalid(
             "event",
             "required: one of progress, partial, artifact, final",
@@ -55,59 +77,67 @@ fn event_to_json(e: Option<pb::OutputEvent>) -> Result<Value> {
     }
 }
 
-fn content_from_json(v: &Value) -> Option<pb::ContentRef> {
-    let kind = match v.get("kind").and_then(Value::as_str) {
-        Some("inline") => pb::content_ref::Kind::Inline(json_to_value(
-            v.get("value").cloned().unwrap_or(Value::Null),
-        )),
-        Some("file_ref") => pb::content_ref::Kind::FileRef(pb::FileRef {
-            path: v
-                .get("path")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .into(),
-            mime: v
-                .get("mime")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .into(),
-            size_hint: v
-                .get("size_hint")
-                .and_then(Value::as_u64)
-                .unwrap_or_default(),
+fn content_to_pb(c: ContentRef) -> pb::ContentRef {
+    use pb::content_ref::Kind as K;
+    let kind = match c {
+        ContentRef::Inline { value } => K::Inline(json_to_value(value)),
+        ContentRef::FileRef {
+            path,
+            mime,
+            size_hint,
+        } => K::FileRef(pb::FileRef {
+            path: path.to_string_lossy().into_owned(),
+            mime: mime.unwrap_or_default(),
+            size_hint: size_hint.unwrap_or_default(),
         }),
-        _ => return None,
     };
-    Some(pb::ContentRef { kind: Some(kind) })
+    pb::ContentRef { kind: Some(kind) }
 }
 
-fn event_from_json(v: &Value) -> Option<pb::OutputEvent> {
+fn event_to_pb(e: OutputEvent) -> pb::OutputEvent {
     use pb::output_event::Kind as K;
-    let text = |k: &str| {
-        v.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
+    let kind = match e {
+        OutputEvent::Progress { stage, note } => K::Progress(pb::Progress {
+            stage,
+            note: note.unwrap_or_default(),
+        }),
+        OutputEvent::Partial { chunk } => K::Partial(pb::Partial {
+            chunk: Some(content_to_pb(chunk)),
+        }),
+        OutputEvent::Artifact { name, content } => K::Artifact(pb::Artifact {
+            name,
+            content: Some(content_to_pb(content)),
+        }),
+        OutputEvent::Final { content, ok } => K::Final(pb::Final {
+            content: Some(content_to_pb(content)),
+            ok,
+        }),
     };
-    let kind = match v.get("type").and_then(Value::as_str)? {
-        "progress" => K::Progress(pb::Progress {
-            stage: text("stage"),
-            note: text("note"),
-        }),
-        "partial" => K::Partial(pb::Partial {
-            chunk: v.get("chunk").and_then(content_from_json),
-        }),
-        "artifact" => K::Artifact(pb::Artifact {
-            name: text("name"),
-            content: v.get("content").and_then(content_from_json),
-        }),
-        "final" => K::Final(pb::Final {
-            content: v.get("content").and_then(content_from_json),
-            ok: v.get("ok").and_then(Value::as_bool).unwrap_or(true),
-        }),
-        _ => return None,
-    };
-    Some(pb::OutputEvent { kind: Some(kind) })
+    pb::OutputEvent { kind: Some(kind) }
+}
+
+fn emit_request(r: pb::EmitRequest) -> Result<EmitRequest> {
+    Ok(EmitRequest {
+        step_id: r.step_id,
+        attempt: Some(r.attempt),
+        producer: Some(r.producer_agent),
+        event: event_from_pb(r.event)?,
+        parent_refs: r.parent_refs,
+    })
+}
+
+/// EmitNamed is Emit with the producer name required.
+fn emit_named_request(r: pb::EmitNamedRequest) -> Result<EmitRequest> {
+    if r.name.trim().is_empty() {
+        return Err(Error::invalid("name", "required: the producer name"));
+    }
+    emit_request(pb::EmitRequest {
+        step_id: r.step_id,
+        attempt: r.attempt,
+        producer_agent: r.name,
+        event: r.event,
+        parent_refs: r.parent_refs,
+    })
 }
 
 #[tonic::async_trait]
@@ -116,27 +146,7 @@ impl DataService for DataSvc {
         &self,
         request: Request<pb::EmitRequest>,
     ) -> std::result::Result<Response<pb::EmitResponse>, Status> {
-        let cred = credential(&request)?;
-        let pb::EmitRequest {
-            step_id,
-            attempt,
-            producer_agent,
-            event,
-            parent_refs,
-        } = request.into_inner();
-        let out_id = self
-            .host
-            .data_emit(
-                &cred,
-                EmitRequest {
-                    step_id,
-                    attempt: Some(attempt),
-                    producer: Some(producer_agent),
-                    event: event_to_json(event)?,
-                    parent_refs,
-                },
-            )
-            .await?;
+        let out_id = self.emit_as(request, emit_request).await?;
         Ok(Response::new(pb::EmitResponse { out_id }))
     }
 
@@ -144,30 +154,7 @@ impl DataService for DataSvc {
         &self,
         request: Request<pb::EmitNamedRequest>,
     ) -> std::result::Result<Response<pb::EmitNamedResponse>, Status> {
-        let cred = credential(&request)?;
-        let pb::EmitNamedRequest {
-            name,
-            step_id,
-            attempt,
-            event,
-            parent_refs,
-        } = request.into_inner();
-        if name.trim().is_empty() {
-            return Err(Error::invalid("name", "required: the producer name").into());
-        }
-        let out_id = self
-            .host
-            .data_emit(
-                &cred,
-                EmitRequest {
-                    step_id,
-                    attempt: Some(attempt),
-                    producer: Some(name),
-                    event: event_to_json(event)?,
-                    parent_refs,
-                },
-            )
-            .await?;
+        let out_id = self.emit_as(request, emit_named_request).await?;
         Ok(Response::new(pb::EmitNamedResponse { out_id }))
     }
 
@@ -178,7 +165,7 @@ impl DataService for DataSvc {
         let r = self.host.data_get(&request.into_inner().key).await?;
         Ok(Response::new(pb::GetResponse {
             record: Some(pb::OutputRecord {
-                event: event_from_json(&r.event),
+                event: Some(event_to_pb(r.event)),
                 out_id: r.out_id,
                 step_id: r.step_id,
                 attempt: r.attempt,
@@ -186,5 +173,61 @@ impl DataService for DataSvc {
                 parent_refs: r.parent_refs,
             }),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::every_event_kind;
+
+    /// The engine's JSON form, to compare events (the engine's type has no `PartialEq`).
+    fn json(e: &OutputEvent) -> serde_json::Value {
+        serde_json::to_value(e).expect("json")
+    }
+
+    #[test]
+    fn every_kind_survives_proto_and_back() {
+        for event in every_event_kind() {
+            let back = event_from_pb(Some(event_to_pb(event.clone()))).expect("from pb");
+            assert_eq!(json(&back), json(&event));
+        }
+    }
+
+    #[test]
+    fn each_kind_lands_on_its_own_proto_message() {
+        use pb::output_event::Kind as K;
+        for event in every_event_kind() {
+            let kind = event_to_pb(event.clone()).kind.expect("a kind");
+            let same = match (&event, &kind) {
+                (OutputEvent::Progress { stage, note }, K::Progress(p)) => {
+                    p.stage == *stage && p.note == note.clone().unwrap_or_default()
+                }
+                (OutputEvent::Partial { .. }, K::Partial(p)) => p.chunk.is_some(),
+                (OutputEvent::Artifact { name, .. }, K::Artifact(a)) => {
+                    a.name == *name && a.content.is_some()
+                }
+                (OutputEvent::Final { ok, .. }, K::Final(f)) => f.ok == *ok && f.content.is_some(),
+                (event, kind) => panic!("{event:?} mapped to {kind:?}"),
+            };
+            assert!(same, "{event:?} -> {kind:?}");
+        }
+    }
+
+    #[test]
+    fn missing_parts_are_refused_naming_the_field() {
+        let err = event_from_pb(None).expect_err("no event");
+        assert!(err.to_string().contains("event"), "{err}");
+        let no_chunk = pb::OutputEvent {
+            kind: Some(pb::output_event::Kind::Partial(pb::Partial { chunk: None })),
+        };
+        let err = event_from_pb(Some(no_chunk)).expect_err("no chunk");
+        assert!(err.to_string().contains("event.partial.chunk"), "{err}");
+        let named = pb::EmitNamedRequest {
+            name: " ".into(),
+            ..Default::default()
+        };
+        let err = emit_named_request(named).expect_err("no name");
+        assert!(err.to_string().contains("name"), "{err}");
     }
 }

@@ -13,6 +13,7 @@ use tracing::Instrument;
 use super::auth::bearer;
 use super::convert::timestamp;
 use super::frames::{client_frame, send_outcome, server_frame};
+use crate::door::HELLO_TIMEOUT;
 use crate::error::Error;
 use crate::operator::{
     Attachment, ClientFrame, NoticeCode, OperatorHub, OperatorSession, ReplyOutcome, ServerBody,
@@ -20,9 +21,6 @@ use crate::operator::{
 };
 use crate::pb::v1 as pb;
 use crate::pb::v1::operator_service_server::OperatorService;
-
-/// How long a new Connect stream may take to send its hello.
-pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `mlua_swarm.v1.OperatorService`.
 #[derive(Debug, Clone)]
@@ -193,8 +191,8 @@ impl OperatorService for OperatorSvc {
 
     /// Status codes before `welcome`: UNAUTHENTICATED (missing or wrong token), NOT_FOUND
     /// (unknown sid), INVALID_ARGUMENT (first frame not hello, bad last_seq),
-    /// DEADLINE_EXCEEDED (no hello within 10 s). After it, a bad frame gets a `notice`; a
-    /// frame over the size limit ends the stream with RESOURCE_EXHAUSTED.
+    /// DEADLINE_EXCEEDED (no hello within [`HELLO_TIMEOUT`]). After it, a bad frame gets a
+    /// `notice`; a frame over the size limit ends the stream with RESOURCE_EXHAUSTED.
     async fn connect(
         &self,
         request: Request<Streaming<pb::ClientFrame>>,
@@ -204,7 +202,10 @@ impl OperatorService for OperatorSvc {
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.next())
             .await
             .map_err(|_| {
-                Status::deadline_exceeded("no hello within 10s: send hello{sid, last_seq} first")
+                Status::deadline_exceeded(format!(
+                    "no hello within {}s: send hello{{sid, last_seq}} first",
+                    HELLO_TIMEOUT.as_secs()
+                ))
             })?;
         let first = match first {
             None => return Err(Error::invalid("stream", "ended before hello").into()),

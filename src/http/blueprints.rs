@@ -7,9 +7,9 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{ApiResult, LegacyState};
 use crate::engine::SEED_BLUEPRINT_ID;
 use crate::error::Error;
+use crate::legacy::{ApiResult, LegacyState};
 
 pub(super) async fn seed(
     State(st): State<LegacyState>,

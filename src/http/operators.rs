@@ -7,8 +7,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{bearer, ApiResult, LegacyState};
 use crate::error::Error;
+use crate::legacy::{bearer, ApiResult, LegacyState};
 
 /// `POST /v1/operators` body.
 #[derive(Debug, Deserialize)]
@@ -32,7 +32,7 @@ pub(super) async fn create(
             )
                 .into_response()
         }
-        Err(e) => super::ApiError(e).into_response(),
+        Err(e) => crate::legacy::ApiError(e).into_response(),
     }
 }
 

@@ -6,8 +6,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{bearer, ApiResult, LegacyState};
 use crate::error::Error;
+use crate::legacy::{bearer, ApiResult, LegacyState};
 
 #[derive(Debug, Deserialize)]
 pub(super) struct AttachBody {

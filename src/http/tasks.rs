@@ -7,11 +7,11 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{ApiResult, LegacyState};
 use crate::engine::{
     BlueprintSource, LaunchOperator, OperatorKind, TaskLaunch, TaskState, TtlSource, VersionPick,
 };
 use crate::error::Error;
+use crate::legacy::{ApiResult, LegacyState};
 
 /// v0.1.0 `FlowTasksReq` (unknown fields ignored).
 #[derive(Debug, Deserialize)]

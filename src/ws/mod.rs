@@ -5,25 +5,31 @@
 pub mod protocol;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 use serde::Deserialize;
 
-use crate::http::{bearer, ApiError, LegacyState};
+use crate::door::HELLO_TIMEOUT;
+use crate::legacy::{bearer, ApiError, LegacyState};
 use crate::operator::{ClientFrame, OperatorHub, OperatorSession, ReplyOutcome, ServerBody};
 use protocol::{client_frame, decode, notice_code, server_msg, ClientMsg, ServerMsg};
-
-/// How long a socket without header or query credentials has to send `{"type":"auth"}`.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `?token=` for browsers.
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
     token: Option<String>,
+}
+
+/// The socket's route, `/v1/operators/{sid}/ws`.
+pub fn router(state: LegacyState) -> Router {
+    Router::new()
+        .route("/v1/operators/{sid}/ws", get(connect))
+        .with_state(state)
 }
 
 /// `GET /v1/operators/{sid}/ws`. Credentials: `Authorization: Bearer` (v0.1.0), `?token=`,
@@ -75,13 +81,13 @@ fn error_msg(code: &str, req_id: Option<String>, message: String) -> ServerMsg {
     }
 }
 
-/// Waits for `{"type":"auth","token":...}` as the first message.
+/// Waits up to [`HELLO_TIMEOUT`] for `{"type":"auth","token":...}` as the first message.
 async fn authenticate_in_band(
     socket: &mut WebSocket,
     hub: &OperatorHub,
     sid: &str,
 ) -> Option<Arc<OperatorSession>> {
-    let first = tokio::time::timeout(AUTH_TIMEOUT, socket.recv()).await;
+    let first = tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await;
     let why = match first {
         Ok(Some(Ok(Message::Text(text)))) => match decode(&text) {
             Ok(ClientMsg::Auth { token }) => match hub.authenticate(sid, Some(&token)) {
@@ -92,7 +98,7 @@ async fn authenticate_in_band(
                   Authorization header, or ?token=)"
                 .to_string(),
         },
-        Err(_) => "no auth message within 10s".to_string(),
+        Err(_) => format!("no auth message within {}s", HELLO_TIMEOUT.as_secs()),
         _ => "socket closed before auth".to_string(),
     };
     let _ = send_msg(socket, &error_msg("unauthenticated", None, why.clone())).await;
