@@ -19,6 +19,7 @@ pub mod grpc;
 pub mod http;
 pub mod legacy;
 pub mod limits;
+pub mod metrics;
 pub mod operator;
 pub mod pb;
 pub mod secret;

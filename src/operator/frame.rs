@@ -141,6 +141,20 @@ pub enum NoticeCode {
     TooLarge,
 }
 
+impl NoticeCode {
+    /// Its name as a metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            NoticeCode::Duplicate => "duplicate",
+            NoticeCode::UnknownReq => "unknown_req",
+            NoticeCode::Stale => "stale",
+            NoticeCode::WrongKind => "wrong_kind",
+            NoticeCode::InvalidFrame => "invalid_frame",
+            NoticeCode::TooLarge => "too_large",
+        }
+    }
+}
+
 /// A frame from an operator to the server.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientFrame {

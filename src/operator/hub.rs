@@ -274,6 +274,23 @@ impl OperatorHub {
         c
     }
 
+    /// The operator gauges of `/metrics`, read now.
+    pub fn metric_gauges(&self) -> crate::metrics::OperatorGauges {
+        let sessions: Vec<_> = self.lock().sessions.values().cloned().collect();
+        let mut pending = super::session::KIND_NAMES.map(|k| (k, 0));
+        let mut g = crate::metrics::OperatorGauges {
+            live: sessions.len(),
+            ..Default::default()
+        };
+        for s in &sessions {
+            let (attached, unacked) = s.gauges(&mut pending);
+            g.attached += usize::from(attached);
+            g.unacked += unacked;
+        }
+        g.pending = pending.to_vec();
+        g
+    }
+
     async fn reap_idle(&self) {
         let horizon = self.limits.timeouts.idle_horizon;
         let idle: Vec<String> = self

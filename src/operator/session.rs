@@ -45,18 +45,17 @@ pub struct SessionLimits {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    Ask,
-    Hook,
-    Spawn,
+    Ask = 0,
+    Hook = 1,
+    Spawn = 2,
 }
+
+/// The request kinds' names, in `Kind` order (metrics labels).
+pub(crate) const KIND_NAMES: [&str; 3] = ["ask", "hook_before", "spawn"];
 
 impl Kind {
     fn name(self) -> &'static str {
-        match self {
-            Kind::Ask => "ask",
-            Kind::Hook => "hook_before",
-            Kind::Spawn => "spawn",
-        }
+        KIND_NAMES[self as usize]
     }
 
     fn reply_name(self) -> &'static str {
@@ -620,6 +619,16 @@ impl OperatorSession {
         self.lock().attached
     }
 
+    /// For the metrics gauges: attached, frames not yet acknowledged, and the pending
+    /// requests counted by kind into `pending` (ask, hook_before, spawn).
+    pub(crate) fn gauges(&self, pending: &mut [(&'static str, usize); 3]) -> (bool, u64) {
+        let s = self.lock();
+        for p in s.pending.values() {
+            pending[p.kind as usize].1 += 1;
+        }
+        (s.attached.is_some(), s.last_seq.saturating_sub(s.acked))
+    }
+
     /// What the session holds per request id.
     pub(crate) fn structure_counts(&self) -> SessionCounts {
         let s = self.lock();
@@ -661,6 +670,7 @@ impl Drop for AbandonGuard<'_> {
 }
 
 fn refused(code: NoticeCode, req_id: &str, message: &str) -> ReplyOutcome {
+    crate::metrics::notice(code.label());
     ReplyOutcome::Refused {
         code,
         req_id: req_id.to_string(),

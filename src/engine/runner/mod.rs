@@ -22,6 +22,7 @@ use super::tasks::follow;
 use super::{lock, EngineHost, TaskEvent, TaskEventKind, TaskRecord, TaskState};
 use crate::error::{Error, Result};
 use crate::limits::clip_text;
+use crate::metrics::TaskOutcome;
 use launch::Prepared;
 
 impl EngineHost {
@@ -62,6 +63,7 @@ impl EngineHost {
         );
         running.insert(task_id.clone(), handle.abort_handle());
         drop(running);
+        crate::metrics::task_started();
         tracing::info!(task_id = %task_id, blueprint_id = %record.blueprint_id, "task started");
         Ok(record)
     }
@@ -217,7 +219,9 @@ impl EngineHost {
                 step_id: step.step_id.clone(),
                 agent: step.agent,
             };
-            stored(task_id, self.tasks.push(task_id, dispatched).await);
+            if stored(task_id, self.tasks.push(task_id, dispatched).await) {
+                crate::metrics::step_dispatched();
+            }
             if let Some(ok) = step.ok {
                 let finished = TaskEventKind::StepFinished {
                     step_id: step.step_id,
@@ -232,7 +236,9 @@ impl EngineHost {
             TaskEventKind::Failed { error } => format!("task failed: {error}"),
             _ => "task completed".to_string(),
         };
+        let outcome = metric_outcome(&end);
         let ended = self.tasks.finish(task_id, end).await;
+        crate::metrics::task_ended(outcome, ran_for(&ended));
         match &ended {
             Ok(None) => return ended,
             Ok(Some(record)) if record.state == TaskState::Completed => {
@@ -264,6 +270,24 @@ impl EngineHost {
             },
         }
     }
+}
+
+fn metric_outcome(end: &TaskEventKind) -> TaskOutcome {
+    match end {
+        TaskEventKind::Completed { .. } => TaskOutcome::Completed,
+        TaskEventKind::Cancelled { .. } => TaskOutcome::Cancelled,
+        _ => TaskOutcome::Failed,
+    }
+}
+
+/// How long an ended task ran (zero when its record is gone).
+fn ran_for(ended: &Result<Option<TaskRecord>>) -> Duration {
+    let Ok(Some(rec)) = ended else {
+        return Duration::ZERO;
+    };
+    rec.finished_at
+        .and_then(|end| end.duration_since(rec.created_at).ok())
+        .unwrap_or_default()
 }
 
 /// How long before the client's deadline RunTask answers, so the client reads our
