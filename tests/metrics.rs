@@ -134,6 +134,16 @@ async fn a_known_workload_is_counted_exactly() {
             .status(),
         200
     );
+    // One gRPC-Web call: its status rides in the body's trailer frame.
+    let web = reqwest::Client::new()
+        .post(format!("{}/grpc.health.v1.Health/Check", ts.url()))
+        .header("content-type", "application/grpc-web+proto")
+        .body(vec![0u8; 5])
+        .send()
+        .await
+        .expect("grpc-web call");
+    assert_eq!(web.status(), 200);
+    let _ = web.bytes().await.expect("grpc-web body");
 
     let after = scrape(&ts).await;
     let d = |name: &str| grew(&before, &after, name, &[]);
@@ -185,6 +195,13 @@ async fn a_known_workload_is_counted_exactly() {
         ("code", "200"),
     ];
     assert_eq!(grew(&before, &after, req, &healthz), 1.0);
+    let web_check = [
+        ("door", "grpc-web"),
+        ("service", "grpc.health.v1.Health"),
+        ("method", "Check"),
+        ("code", "OK"),
+    ];
+    assert_eq!(grew(&before, &after, req, &web_check), 1.0);
     let seconds = "mse_request_duration_seconds_count";
     assert_eq!(
         grew(&before, &after, seconds, &rpc(TASKS, "RunTask", "OK")),

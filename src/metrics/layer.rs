@@ -31,6 +31,7 @@ pub async fn count(request: Request, next: Next) -> Response<Body> {
             start,
             labels,
             code,
+            recorded: false,
         })
     })
 }
@@ -109,6 +110,8 @@ struct Metered {
     labels: Labels,
     /// gRPC status seen so far (header or trailer); HTTP status for the other doors.
     code: Option<&'static str>,
+    /// Recorded already (at the end of the body, before its last bytes leave).
+    recorded: bool,
 }
 
 impl HttpBody for Metered {
@@ -120,12 +123,25 @@ impl HttpBody for Metered {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(trailers) = frame.trailers_ref() {
-                self.code = grpc_status(trailers).or(self.code);
-            } else if let (Door::GrpcWeb, Some(data)) = (self.labels.door, frame.data_ref()) {
-                self.code = grpc_web_trailer_status(data).or(self.code);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                // Trailers (native, or gRPC-Web's in-body frame) end the call.
+                let status = if let Some(trailers) = frame.trailers_ref() {
+                    grpc_status(trailers)
+                } else if let (Door::GrpcWeb, Some(data)) = (self.labels.door, frame.data_ref()) {
+                    grpc_web_trailer_status(data)
+                } else {
+                    None
+                };
+                if status.is_some() {
+                    self.code = status;
+                }
+                if status.is_some() || self.inner.is_end_stream() {
+                    self.record();
+                }
             }
+            Poll::Ready(None) => self.record(),
+            _ => {}
         }
         polled
     }
@@ -141,6 +157,16 @@ impl HttpBody for Metered {
 
 impl Drop for Metered {
     fn drop(&mut self) {
+        self.record();
+    }
+}
+
+impl Metered {
+    /// Counts the call, once.
+    fn record(&mut self) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
+        }
         let grpc = matches!(self.labels.door, Door::Grpc | Door::GrpcWeb);
         // A gRPC body dropped before its status: the client went away.
         let code = self

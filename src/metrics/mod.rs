@@ -190,3 +190,60 @@ pub fn set_operator_gauges(g: &OperatorGauges) {
         gauge!(PENDING_REQUESTS, "kind" => *kind).set(*n as f64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `docs/OBSERVABILITY.md` lists exactly the metrics of [`ALL`], with their types.
+    #[test]
+    fn the_doc_lists_every_metric() {
+        let doc = include_str!("../../docs/OBSERVABILITY.md");
+        let listed: Vec<(&str, &str)> = doc
+            .lines()
+            .filter_map(|l| {
+                let mut cells = l.strip_prefix("| `")?.split(" | ");
+                let name = cells.next()?.strip_suffix('`')?;
+                let is_name = name.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+                is_name.then_some((name, cells.next()?))
+            })
+            .collect();
+        let registered: Vec<(&str, &str)> = ALL.iter().map(|m| (m.name, m.kind)).collect();
+        assert_eq!(listed, registered);
+    }
+
+    /// The example dashboard queries only metrics the server exports.
+    #[test]
+    fn the_dashboard_names_known_metrics() {
+        let dashboard = include_str!("../../docs/grafana-dashboard.json");
+        let words = dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+        for word in words.filter(|w| w.starts_with("mse_") || w.starts_with("process_")) {
+            let name = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| word.strip_suffix(s))
+                .unwrap_or(word);
+            assert!(ALL.iter().any(|m| m.name == name), "{word}");
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_prometheus_shaped() {
+        let mut names: Vec<_> = ALL.iter().map(|m| m.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ALL.len());
+        for m in ALL {
+            assert!(
+                ["counter", "gauge", "histogram"].contains(&m.kind),
+                "{}",
+                m.name
+            );
+            assert_eq!(
+                m.kind == "counter",
+                m.name.ends_with("_total"),
+                "{}",
+                m.name
+            );
+        }
+    }
+}
