@@ -24,5 +24,6 @@ pub mod operator;
 pub mod pb;
 pub mod secret;
 pub mod server;
+pub mod telemetry;
 pub mod tls;
 pub mod ws;

@@ -168,6 +168,9 @@ async fn serve(
     if exporter.is_some() {
         app = app.layer(axum::middleware::from_fn(crate::metrics::layer::count));
     }
+    if crate::telemetry::enabled() {
+        app = app.layer(axum::middleware::from_fn(crate::telemetry::join_trace));
+    }
     if let Some(layer) = cors(&config.cors_origins)? {
         app = app.layer(layer);
     }

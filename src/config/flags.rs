@@ -87,6 +87,10 @@ pub struct ServeArgs {
     /// Export no metrics: no `/metrics` route, no recorder.
     #[arg(long, env = "MSE_NO_METRICS")]
     pub no_metrics: bool,
+    /// Export traces over OTLP/gRPC to this collector (e.g. http://127.0.0.1:4317) [default:
+    /// off]. Read before the config file, so flag or environment only.
+    #[arg(long, env = "MSE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Log line format on stderr: `text` (coloured only on a terminal) or `json` (one object
     /// per line). Read before the config file, so flag or environment only.
     #[arg(long, env = "MSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

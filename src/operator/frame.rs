@@ -63,6 +63,8 @@ pub enum ServerBody {
         directive: String,
         /// Unix ms after which the request fails.
         deadline_unix_ms: u64,
+        /// W3C trace context of the task; empty when traces are off.
+        traceparent: String,
     },
     /// A request was withdrawn.
     Cancel {

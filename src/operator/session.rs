@@ -669,6 +669,14 @@ impl Drop for AbandonGuard<'_> {
     }
 }
 
+/// The directive's line asking the sub-agent to join the task's trace (none when off).
+fn traced(traceparent: &str) -> String {
+    if traceparent.is_empty() {
+        return String::new();
+    }
+    format!("\ntrace: send metadata 'traceparent: {traceparent}' with GetPrompt and Submit")
+}
+
 fn refused(code: NoticeCode, req_id: &str, message: &str) -> ReplyOutcome {
     crate::metrics::notice(code.label());
     ReplyOutcome::Refused {
@@ -820,6 +828,7 @@ impl OperatorBackend for OperatorSession {
     ) -> std::result::Result<SpawnReply, OperatorRequestError> {
         let frame_step = step_of(&step);
         let base_url = self.limits.base_url.clone();
+        let traceparent = crate::telemetry::traceparent(&step.task_id);
         let reply = self
             .request(Kind::Spawn, &step.task_id, |req_id, deadline| {
                 ServerBody::Spawn {
@@ -828,7 +837,8 @@ impl OperatorBackend for OperatorSession {
                         req_id,
                         &frame_step,
                         &grant.worker_handle,
-                    ),
+                    ) + &traced(&traceparent),
+                    traceparent: traceparent.clone(),
                     req_id: req_id.to_string(),
                     step: frame_step,
                     capability_token: grant.capability_token,

@@ -33,6 +33,7 @@ impl EngineHost {
         let Prepared { input, record } = self.prepare(&task_id, launch).await?;
         self.tasks.create(record.clone()).await?;
         let span = tracing::info_span!("task", task_id = %task_id);
+        crate::telemetry::task_started(&task_id, &span);
         let host = Arc::clone(self);
         let mut running = lock(&self.running);
         let id = task_id.clone();
@@ -237,6 +238,7 @@ impl EngineHost {
             _ => "task completed".to_string(),
         };
         let outcome = metric_outcome(&end);
+        crate::telemetry::task_ended(task_id);
         let ended = self.tasks.finish(task_id, end).await;
         crate::metrics::task_ended(outcome, ran_for(&ended));
         match &ended {
