@@ -69,6 +69,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// The spans exported with `--otlp-endpoint`: the server's, not the engine's internals.
+const TRACE_FILTER: &str = "warn,mlua_swarm_grpc=info";
+
 /// Logs to stderr as text (colour only on a terminal) or JSON lines; `RUST_LOG` overrides
 /// the default filter. With an OTLP endpoint, spans are exported there too.
 fn init_logging(
@@ -94,10 +97,11 @@ fn init_logging(
             .with_span_list(true)
             .boxed(),
     };
+    // Exported spans have their own filter: `RUST_LOG` (say `warn`) quiets logs only.
+    let traces = traces.map(|l| l.with_filter(EnvFilter::new(TRACE_FILTER)));
     tracing_subscriber::registry()
         .with(traces)
-        .with(fmt)
-        .with(filter)
+        .with(fmt.with_filter(filter))
         .init();
     Ok(otlp)
 }

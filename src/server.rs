@@ -365,6 +365,7 @@ fn cors(origins: &[String]) -> Result<Option<CorsLayer>, StartError> {
                 h("x-grpc-web"),
                 h("x-user-agent"),
                 h("grpc-timeout"),
+                h(crate::telemetry::TRACEPARENT),
             ])
             .expose_headers([
                 h("grpc-status"),

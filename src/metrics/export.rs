@@ -45,11 +45,24 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// Describes every metric and starts the label-free ones at zero, so they are exported
+/// (and `rate()` works) before their first event. Process metrics are rendered apart.
 fn describe_all() {
-    for m in ALL {
+    for m in ALL.iter().filter(|m| !m.name.starts_with("process_")) {
+        let unlabelled = m.labels.is_empty();
         match m.kind {
-            "counter" => metrics::describe_counter!(m.name, m.help),
-            "gauge" => metrics::describe_gauge!(m.name, m.help),
+            "counter" => {
+                metrics::describe_counter!(m.name, m.help);
+                if unlabelled {
+                    metrics::counter!(m.name).increment(0);
+                }
+            }
+            "gauge" => {
+                metrics::describe_gauge!(m.name, m.help);
+                if unlabelled {
+                    metrics::gauge!(m.name).increment(0.0);
+                }
+            }
             _ => metrics::describe_histogram!(m.name, m.help),
         }
     }
