@@ -365,7 +365,7 @@ impl OperatorSession {
             let why = clip_text(&format!("operator session {} {reason}", self.sid));
             let ids: Vec<String> = s.pending.keys().cloned().collect();
             for id in ids {
-                withdraw_locked(&mut s, &id, &why, self.limits.max_unacked);
+                withdraw_locked(&mut s, &self.sid, &id, &why, self.limits.max_unacked);
             }
             s.closed = Some((reason.to_string(), retry_after_ms));
             if s.attached.is_none() {
@@ -393,14 +393,15 @@ impl OperatorSession {
             return;
         }
         for id in ids {
-            withdraw_locked(&mut s, &id, reason, self.limits.max_unacked);
+            withdraw_locked(&mut s, &self.sid, &id, reason, self.limits.max_unacked);
         }
         drop(s);
         self.bump();
     }
 
     fn withdraw(&self, req_id: &str, reason: &str) {
-        let done = withdraw_locked(&mut self.lock(), req_id, reason, self.limits.max_unacked);
+        let max = self.limits.max_unacked;
+        let done = withdraw_locked(&mut self.lock(), &self.sid, req_id, reason, max);
         if done {
             self.bump();
         }
@@ -702,7 +703,13 @@ fn remember_ended(s: &mut State, req_id: &str, how: Ended) {
 }
 
 /// Fails one pending request and queues a `cancel` frame for it. True if it was pending.
-fn withdraw_locked(s: &mut State, req_id: &str, reason: &str, max_unacked: usize) -> bool {
+fn withdraw_locked(
+    s: &mut State,
+    sid: &str,
+    req_id: &str,
+    reason: &str,
+    max_unacked: usize,
+) -> bool {
     let Some(p) = s.pending.remove(req_id) else {
         return false;
     };
@@ -720,7 +727,7 @@ fn withdraw_locked(s: &mut State, req_id: &str, reason: &str, max_unacked: usize
             },
         });
     }
-    tracing::info!(req_id, %reason, "operator request withdrawn");
+    tracing::info!(sid, req_id, task_id = %p.task_id, %reason, "operator request withdrawn");
     true
 }
 
