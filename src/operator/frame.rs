@@ -144,7 +144,7 @@ pub enum NoticeCode {
 }
 
 impl NoticeCode {
-    /// Its name as a metric label.
+    /// Its lower-case name: the v0.1.0 error code, and the metric label.
     pub fn label(self) -> &'static str {
         match self {
             NoticeCode::Duplicate => "duplicate",
