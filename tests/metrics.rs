@@ -103,6 +103,13 @@ async fn a_known_workload_is_counted_exactly() {
         .await
         .expect("start task")
         .into_inner();
+    // The first frame is left unacknowledged and the operator resumes from 0: one frame
+    // is delivered again.
+    let first = op.next().await;
+    assert!(matches!(first.body, Some(S::HookBefore(_))), "{first:?}");
+    let mut op = Op::connect(&ts, &op.sid, &op.token, 0)
+        .await
+        .expect("resume");
     op.serve_until_hook_after(&ts, "done").await;
     let ended = ts
         .tasks()
@@ -163,6 +170,8 @@ async fn a_known_workload_is_counted_exactly() {
         4.0
     );
     assert_eq!(d("mse_steps_dispatched_total"), 4.0);
+    assert_eq!(d("mse_operator_frames_replayed_total"), 1.0);
+    assert_eq!(d("mse_operator_parking_expirations_total"), 0.0);
     assert_eq!(d("mse_gc_runs_total"), 4.0);
     assert!(d("mse_gc_entries_freed_total") >= 4.0);
     let req = "mse_requests_total";

@@ -70,6 +70,10 @@ pub const SESSIONS_ATTACHED: &str = "mse_operator_sessions_attached";
 pub const PENDING_REQUESTS: &str = "mse_operator_pending_requests";
 /// Frames sent to operators and not yet acknowledged.
 pub const UNACKED_FRAMES: &str = "mse_operator_unacked_frames";
+/// Frames delivered again (or late) when a stream attaches.
+pub const FRAMES_REPLAYED: &str = "mse_operator_frames_replayed_total";
+/// Sessions whose parking grace ran out.
+pub const PARKING_EXPIRED: &str = "mse_operator_parking_expirations_total";
 /// Notices sent to operators, by code.
 pub const NOTICES: &str = "mse_operator_notices_total";
 /// Engine-state collections after a task ended.
@@ -105,6 +109,11 @@ pub const ALL: &[Metric] = &[
     m(PENDING_REQUESTS, "gauge", "kind",
       "Operator requests awaiting a reply, by kind (ask, hook_before, spawn, ...)."),
     m(UNACKED_FRAMES, "gauge", "", "Frames sent to operators and not yet acknowledged."),
+    m(FRAMES_REPLAYED, "counter", "",
+      "Frames an attaching stream received from the outbox: unacknowledged ones re-sent on \
+       resume, requests whose replies were lost, and frames queued while no stream was attached."),
+    m(PARKING_EXPIRED, "counter", "",
+      "Times a session stayed detached past --park-grace-secs, failing its pending requests."),
     m(NOTICES, "counter", "code", "Notices sent to operators, by code (duplicate, stale, ...)."),
     m(GC_RUNS, "counter", "", "Collections of a finished task's engine state."),
     m(GC_FREED, "counter", "", "Engine-state entries those collections removed."),
@@ -160,6 +169,16 @@ pub fn step_dispatched() {
 /// A notice went to an operator; `code` is its wire name.
 pub fn notice(code: &'static str) {
     counter!(NOTICES, "code" => code).increment(1);
+}
+
+/// A stream attached and received `n` frames from the outbox.
+pub fn frames_replayed(n: u32) {
+    counter!(FRAMES_REPLAYED).increment(u64::from(n));
+}
+
+/// A detached session's parking grace ran out.
+pub fn parking_expired() {
+    counter!(PARKING_EXPIRED).increment(1);
 }
 
 /// A finished task's engine state was collected, `freed` entries removed.

@@ -294,6 +294,7 @@ impl OperatorSession {
         drop(s);
         self.bump();
         tracing::info!(sid = %self.sid, epoch, resume_after = cursor, "operator attached");
+        crate::metrics::frames_replayed(welcome.replayed);
         let period = self.limits.timeouts.ping_interval;
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -344,6 +345,7 @@ impl OperatorSession {
             s.attached.is_none() && s.epoch == epoch && s.closed.is_none()
         };
         if still_detached {
+            crate::metrics::parking_expired();
             let reason = format!(
                 "operator session {} had no stream for {}s; its requests were failed",
                 self.sid,
