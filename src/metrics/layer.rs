@@ -12,7 +12,7 @@ use axum::http::{header, HeaderMap, Response};
 use axum::middleware::Next;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use metrics::{counter, histogram};
+use metrics::{counter, histogram, Label};
 
 use super::{REQUESTS, REQUEST_SECONDS};
 
@@ -181,15 +181,14 @@ impl Metered {
                 std::mem::take(&mut self.labels.method),
             )
         };
-        let door = self.labels.door.name();
-        let labels = [
-            ("door", door.to_string()),
-            ("service", service),
-            ("method", method),
-            ("code", code.to_string()),
+        let labels = vec![
+            Label::from_static_parts("door", self.labels.door.name()),
+            Label::new("service", service),
+            Label::new("method", method),
+            Label::from_static_parts("code", code),
         ];
-        counter!(REQUESTS, &labels).increment(1);
-        histogram!(REQUEST_SECONDS, &labels).record(self.start.elapsed().as_secs_f64());
+        counter!(REQUESTS, labels.clone()).increment(1);
+        histogram!(REQUEST_SECONDS, labels).record(self.start.elapsed().as_secs_f64());
     }
 }
 
