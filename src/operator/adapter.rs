@@ -15,17 +15,20 @@ use super::pending::{wait, NoReply, Reply, ReplyResult, RequestKind};
 use super::session::OperatorSession;
 use crate::engine::{OperatorBackend, OperatorRequestError, SpawnGrant, SpawnReply, StepContext};
 
-/// Withdraws its request when dropped: the waiting future went away (its task did), or
-/// the wait ended; withdrawing an answered request changes nothing.
+/// Withdraws its request if the waiting future is dropped before the wait ends (its task
+/// went away). Once the wait ended the request is answered or withdrawn already.
 struct AbandonGuard<'a> {
     session: &'a OperatorSession,
     req_id: &'a str,
+    waiting: bool,
 }
 
 impl Drop for AbandonGuard<'_> {
     fn drop(&mut self) {
-        self.session
-            .withdraw(self.req_id, "request abandoned by the engine");
+        if self.waiting {
+            self.session
+                .withdraw(self.req_id, "request abandoned by the engine");
+        }
     }
 }
 
@@ -69,11 +72,14 @@ impl OperatorSession {
         };
         self.links.bus.deliver(&self.sid, request)?;
         tracing::debug!(sid = %self.sid, req_id = %req_id, task_id, kind = kind.name(), "operator request sent");
-        let guard = AbandonGuard {
+        let mut guard = AbandonGuard {
             session: self,
             req_id: &req_id,
+            waiting: true,
         };
-        let result = match wait(reply, timeout).await {
+        let waited = wait(reply, timeout).await;
+        guard.waiting = false;
+        match waited {
             Ok(reply) => reply,
             Err(NoReply::Dropped) => Err(OperatorRequestError(format!(
                 "operator session {} dropped request {req_id}",
@@ -88,9 +94,7 @@ impl OperatorSession {
                 self.withdraw(&req_id, &reason);
                 Err(OperatorRequestError(reason))
             }
-        };
-        drop(guard);
-        result
+        }
     }
 }
 
