@@ -42,21 +42,21 @@ impl Proc {
             .stderr(log)
             .spawn()
             .expect("spawn mse-grpc");
-        let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        let channel = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
             .expect("endpoint")
-            .connect_timeout(Duration::from_secs(2));
+            .connect_timeout(Duration::from_secs(2))
+            .connect_lazy();
+        // From here on, Drop kills and reaps the child whatever happens.
+        let proc = Proc { child, channel };
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut health = tonic_health::pb::health_client::HealthClient::new(proc.channel.clone());
         loop {
-            if let Ok(channel) = endpoint.connect().await {
-                let mut health =
-                    tonic_health::pb::health_client::HealthClient::new(channel.clone());
-                let req = tonic_health::pb::HealthCheckRequest::default();
-                if let Ok(r) = health.check(req).await {
-                    if r.into_inner().status
-                        == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-                    {
-                        return Proc { child, channel };
-                    }
+            let req = tonic_health::pb::HealthCheckRequest::default();
+            if let Ok(r) = health.check(req).await {
+                if r.into_inner().status
+                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                {
+                    return proc;
                 }
             }
             assert!(
@@ -69,9 +69,8 @@ impl Proc {
     }
 
     /// SIGKILL, and reap.
-    fn kill(mut self) {
-        self.child.kill().expect("kill -9");
-        self.child.wait().expect("reaped");
+    fn kill(self) {
+        drop(self);
     }
 
     fn tasks(&self) -> TaskServiceClient<Channel> {
@@ -100,6 +99,13 @@ impl Proc {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
