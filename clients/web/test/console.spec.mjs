@@ -280,6 +280,22 @@ const card = (page, kind, taskId, skipReq) =>
   page.locator(`[data-testid="frame-${kind}"][data-task-id="${taskId}"]${skipReq ? `:not([data-req-id="${skipReq}"])` : ""}`);
 const taskRow = (page, taskId) => page.locator(`[data-testid="task-row"][data-task-id="${taskId}"]`);
 
+/** Creates a session with the role "remote" in the UI; its Subscribe connects (epoch 1). */
+async function createSession(page) {
+  await page.getByTestId("roles-input").fill("remote");
+  await page.getByTestId("create-session").click();
+  await page.locator('[data-testid="conn-state"][data-state="connected"]', { hasText: "epoch 1" }).waitFor();
+}
+
+/** Stores tests/fixtures/operator.json as op-one (a new server: "stored") and picks it. */
+async function storeFixture(page, fixture) {
+  await page.getByTestId("bp-id").fill("op-one");
+  await page.getByTestId("bp-json").fill(fixture);
+  await page.getByTestId("bp-store").click();
+  await page.getByTestId("bp-result").filter({ hasText: /stored op-one @ [0-9a-f]{12}/ }).waitFor();
+  await page.getByTestId("bp-select").selectOption("op-one");
+}
+
 async function startTask(page, input) {
   await page.getByTestId("init-ctx").fill(JSON.stringify({ input }));
   await page.getByTestId("start-task").click();
@@ -555,14 +571,8 @@ async function main() {
   });
 
   await check("with the token: create a session, store the Blueprint, run a task → COMPLETED", async () => {
-    await page2.getByTestId("roles-input").fill("remote");
-    await page2.getByTestId("create-session").click();
-    await page2.locator('[data-testid="conn-state"][data-state="connected"]', { hasText: "epoch 1" }).waitFor();
-    await page2.getByTestId("bp-id").fill("op-one");
-    await page2.getByTestId("bp-json").fill(fixture);
-    await page2.getByTestId("bp-store").click();
-    await page2.getByTestId("bp-result").filter({ hasText: /stored op-one @ [0-9a-f]{12}/ }).waitFor();
-    await page2.getByTestId("bp-select").selectOption("op-one");
+    await createSession(page2);
+    await storeFixture(page2, fixture);
     const input = "behind an API token";
     const result = "token accepted, task done";
     const task = await startTask(page2, input);
@@ -661,14 +671,8 @@ async function main() {
   });
 
   await check("HTTPS: create a session, store the operator Blueprint, run a task → COMPLETED", async () => {
-    await page3.getByTestId("roles-input").fill("remote");
-    await page3.getByTestId("create-session").click();
-    await page3.locator('[data-testid="conn-state"][data-state="connected"]', { hasText: "epoch 1" }).waitFor();
-    await page3.getByTestId("bp-id").fill("op-one");
-    await page3.getByTestId("bp-json").fill(fixture);
-    await page3.getByTestId("bp-store").click();
-    await page3.getByTestId("bp-result").filter({ hasText: /stored op-one @ [0-9a-f]{12}/ }).waitFor();
-    await page3.getByTestId("bp-select").selectOption("op-one");
+    await createSession(page3);
+    await storeFixture(page3, fixture);
     const input = "over HTTPS";
     const result = "served over TLS, end to end";
     const task = await startTask(page3, input);
@@ -751,14 +755,8 @@ async function durableSteps(fixture) {
 
   await check("durable server: a task waits on its operator step (spawn pending); kill -9", async () => {
     await page.goto(`${base}/`);
-    await page.getByTestId("roles-input").fill("remote");
-    await page.getByTestId("create-session").click();
-    await page.locator('[data-testid="conn-state"][data-state="connected"]', { hasText: "epoch 1" }).waitFor();
-    await page.getByTestId("bp-id").fill("op-one");
-    await page.getByTestId("bp-json").fill(fixture);
-    await page.getByTestId("bp-store").click();
-    await page.getByTestId("bp-result").filter({ hasText: /stored op-one @ [0-9a-f]{12}/ }).waitFor();
-    await page.getByTestId("bp-select").selectOption("op-one");
+    await createSession(page);
+    await storeFixture(page, fixture);
     task = await startTask(page, input);
     const hook = card(page, "hook-before", task);
     await hook.getByTestId("hook-approve").click();
@@ -786,9 +784,7 @@ async function durableSteps(fixture) {
     if ((await page.getByTestId("conn-state").getAttribute("data-state")) === "closed") {
       log(`the session did not survive the restart: ${await page.getByTestId("conn-state").textContent()}`);
       await page.getByTestId("leave-session").click();
-      await page.getByTestId("roles-input").fill("remote");
-      await page.getByTestId("create-session").click();
-      await page.locator('[data-testid="conn-state"][data-state="connected"]', { hasText: "epoch 1" }).waitFor();
+      await createSession(page);
     }
     // The outage itself (ListTasks, Subscribe refused while the server was down) is not
     // what this step checks: from here on, no error is expected but the one provoked below.
