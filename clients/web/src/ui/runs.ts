@@ -29,7 +29,6 @@ export class RunsPanel {
   private rerunBtn: HTMLButtonElement;
   private result: HTMLElement;
   private refs: string[] = [];
-  private task?: Task;
 
   constructor(
     private readonly ctx: Ctx,
@@ -50,7 +49,6 @@ export class RunsPanel {
   }
 
   update(t: Task): void {
-    this.task = t;
     this.resumeBtn.hidden = t.state !== TaskState.INTERRUPTED;
     this.rerunForm.hidden = !FINISHED.has(t.state);
     replace(this.list, t.runs.length ? t.runs.map((r, i) => runItem(r, i)) : h("li", { class: "muted" }, "–"));
@@ -103,8 +101,8 @@ export class RunsPanel {
       this.result.className = "result-line err";
       this.ctx.error(`${what} ${shortId(this.taskId)}`, e);
     } finally {
-      btn.disabled = what === "RerunTask" ? this.refs.length === 0 : false;
-      if (this.task) this.update(this.task);
+      btn.disabled = false;
+      this.renderRefs(); // Rerun stays disabled while no step is known
     }
   }
 }
