@@ -4,7 +4,7 @@
 //! stream going away never detaches a newer one.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
@@ -82,9 +82,16 @@ impl OperatorSession {
                 self.sid
             )));
         }
+        let restarted = std::mem::take(&mut s.restarted);
+        if let (true, Some(seen)) = (restarted, last_seq) {
+            // Frames of the previous process are gone; its client may have seen seqs
+            // past the last marks that process stored.
+            s.outbox.skip_to(seen);
+        }
         let sent = s.outbox.last_seq();
         let resume = last_seq.unwrap_or(sent);
         if s.outbox.ack(resume).is_err() {
+            s.restarted = restarted;
             return Err(Error::invalid(
                 "last_seq",
                 format!(
@@ -108,13 +115,17 @@ impl OperatorSession {
             roles: self.roles.clone(),
             ping_interval_secs: u32::try_from(self.limits.timeouts.ping_interval.as_secs())
                 .unwrap_or(u32::MAX),
+            server_restarted: restarted,
         };
         let marks = s.outbox.marks();
         drop(s);
         self.bump();
         self.links.store.record_attach(&self.sid, epoch, now);
         self.links.store.record_marks(&self.sid, marks);
-        tracing::info!(sid = %self.sid, epoch, resume_after = marks.acked, "operator attached");
+        tracing::info!(sid = %self.sid, epoch, resume_after = marks.acked, restarted, "operator attached");
+        if let Some(listener) = self.links.attached.as_ref().and_then(Weak::upgrade) {
+            listener.attached(&self.sid, &self.roles);
+        }
         let period = self.limits.timeouts.ping_interval;
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
