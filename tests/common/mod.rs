@@ -177,12 +177,12 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// A worker handle as the server mints it: `wh-` + 32 hex digits (128 bits), never the
-/// engine's short one.
+/// A worker handle as the server mints it: `wh-` + the 8-hex boot id + 32 hex digits
+/// (128 random bits), never the engine's short one.
 pub fn assert_minted_handle(handle: &str) {
     let digits = handle.strip_prefix("wh-").unwrap_or_default();
     assert!(
-        handle.len() == 35 && digits.chars().all(|c| c.is_ascii_hexdigit()),
+        handle.len() == 3 + 8 + 32 && digits.chars().all(|c| c.is_ascii_hexdigit()),
         "not a 128-bit handle: {handle}"
     );
 }
