@@ -205,10 +205,16 @@ mod tests {
         assert_ne!(first.boot, second.boot);
         assert_eq!(second.resolve(&old), None);
         let again = second.unknown(&old);
-        assert!(matches!(&again, Error::FailedPrecondition(m) if m == DISPATCHED_AGAIN), "{again:?}");
+        assert!(
+            matches!(&again, Error::FailedPrecondition(m) if m == DISPATCHED_AGAIN),
+            "{again:?}"
+        );
         let fresh = WorkerHandles::default().mint("wh-1a2b3c4d", "task-1");
         assert!(matches!(second.unknown(&fresh), Error::Unauthenticated(_)));
-        assert!(matches!(second.unknown("wh-deadbeef"), Error::Unauthenticated(_)));
+        assert!(matches!(
+            second.unknown("wh-deadbeef"),
+            Error::Unauthenticated(_)
+        ));
         std::fs::write(dir.join(BOOTS_FILE), "not-a-boot\n").expect("write");
         let err = WorkerHandles::for_storage(&storage).expect_err("damaged file");
         assert!(err.to_string().contains(BOOTS_FILE), "{err}");

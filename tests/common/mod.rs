@@ -236,6 +236,16 @@ impl Op {
         token: &str,
         last_seq: u64,
     ) -> Result<Op, tonic::Status> {
+        Op::connect_on(&ts.channel, sid, token, last_seq).await
+    }
+
+    /// As [`Op::connect`], on any channel (a server in a child process).
+    pub async fn connect_on(
+        channel: &Channel,
+        sid: &str,
+        token: &str,
+        last_seq: u64,
+    ) -> Result<Op, tonic::Status> {
         let (tx, rx_out) = tokio::sync::mpsc::channel(1024);
         tx.send(pb::ClientFrame {
             body: Some(C::Hello(pb::Hello {
@@ -246,8 +256,7 @@ impl Op {
         .await
         .expect("queue hello");
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx_out);
-        let mut rx = ts
-            .operators()
+        let mut rx = OperatorServiceClient::new(channel.clone())
             .connect(authed(stream, token))
             .await?
             .into_inner();
