@@ -385,6 +385,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_restored_session_says_so_once_and_continues_past_its_stored_marks() {
+        let mut record = crate::operator::SessionRecord::new(
+            "op-1".into(),
+            "token",
+            vec!["lead".into()],
+            SystemTime::now(),
+        );
+        record.epoch = 4;
+        record.marks = crate::operator::Marks {
+            last_seq: 9,
+            acked: 7,
+        };
+        let links = crate::operator::SessionLinks::in_process();
+        let session = OperatorSession::restore(&record, test_limits(), links);
+        let mut a = session
+            .attach(12)
+            .expect("a seq the old process never stored");
+        let frames = ready(&mut a);
+        match &frames[0].body {
+            ServerBody::Welcome(w) => {
+                assert!(w.server_restarted);
+                assert_eq!((w.epoch, w.acked_seq, w.replayed), (5, 12, 0));
+            }
+            other => panic!("first frame {other:?}"),
+        }
+        assert_eq!(frames.len(), 1, "nothing from before is replayed");
+        session
+            .hook_after(test_step(0), serde_json::Value::Null)
+            .await;
+        assert_eq!(ready(&mut a)[0].seq, 13, "seqs continue");
+        let mut b = session.attach(13).expect("re-attach");
+        match &ready(&mut b)[0].body {
+            ServerBody::Welcome(w) => assert!(!w.server_restarted && w.epoch == 6),
+            other => panic!("first frame {other:?}"),
+        }
+    }
+
+    #[tokio::test]
     async fn a_resume_ahead_of_the_last_seq_is_refused() {
         let session = OperatorSession::new("op-1".into(), vec![], test_limits());
         let err = session.attach(1).expect_err("nothing was sent");
