@@ -8,14 +8,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{authed, fixture, start_inline, temp_dir, Op};
-use futures::StreamExt;
 use mlua_swarm_grpc::pb::v1 as pb;
 use mlua_swarm_grpc::pb::v1::operator_service_client::OperatorServiceClient;
 use mlua_swarm_grpc::pb::v1::task_service_client::TaskServiceClient;
 use mlua_swarm_grpc::pb::v1::worker_service_client::WorkerServiceClient;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
 use tonic::transport::{Channel, Endpoint};
 
 const DISPATCHED_AGAIN: &str =
@@ -239,35 +237,14 @@ async fn a_v010_websocket_client_reconnects_with_its_token_after_kill_9() {
     let dir = temp_dir("durable-ws");
     let first = Server::durable(&dir).await;
     let http = reqwest::Client::new();
-    let login: Value = http
-        .post(format!("{}/v1/operators", first.base))
-        .json(&json!({ "roles": ["remote"] }))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
-    let (sid, token) = (
-        login["sid"].as_str().expect("sid"),
-        login["token"].as_str().expect("token"),
-    );
-    drop(ws(&first.base, sid, token).await);
+    let (sid, token) = common::legacy_login(&http, &first.base, &["remote"]).await;
+    drop(ws(&first.base, &sid, &token).await);
     first.kill_9();
 
     let second = Server::durable(&dir).await;
-    let mut socket = ws(&second.base, sid, token).await;
+    let mut socket = ws(&second.base, &sid, &token).await;
     second.start_task().await;
-    let hook = loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), socket.next())
-            .await
-            .expect("a message within 10s")
-            .expect("socket open")
-            .expect("no ws error");
-        if let Message::Text(t) = msg {
-            break serde_json::from_str::<Value>(&t).expect("json");
-        }
-    };
+    let hook = common::next_json(&mut socket).await;
     assert_eq!(hook["type"], "hook_before", "v0.1.0 JSON as before: {hook}");
     assert_eq!(hook["agent"], "worker");
 }

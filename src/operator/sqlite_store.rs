@@ -408,18 +408,22 @@ mod tests {
         SessionRecord::new(sid.into(), "secret-token-42", roles, SystemTime::now())
     }
 
+    /// A store in a new dir, holding op-1 with role `lead`.
+    async fn opened_with_lead() -> (PathBuf, SqliteSessionStore) {
+        let dir = temp_dir();
+        let store = SqliteSessionStore::open(&dir).await.expect("open");
+        let claim = store.create(record("op-1", &["lead"])).await;
+        assert_eq!(claim.expect("create"), Claim::Claimed);
+        (dir, store)
+    }
+
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
     }
 
     #[tokio::test]
     async fn the_file_holds_the_hash_of_the_token_never_the_token() {
-        let dir = temp_dir();
-        let store = SqliteSessionStore::open(&dir).await.expect("open");
-        store
-            .create(record("op-1", &["lead"]))
-            .await
-            .expect("create");
+        let (dir, store) = opened_with_lead().await;
         store.close().await;
         let mut bytes = std::fs::read(dir.join(SESSIONS_FILE)).expect("read");
         if let Ok(wal) = std::fs::read(dir.join(format!("{SESSIONS_FILE}-wal"))) {
@@ -471,12 +475,7 @@ mod tests {
 
     #[tokio::test]
     async fn delete_frees_the_roles_keeps_the_sid_and_notes_only_rise() {
-        let dir = temp_dir();
-        let store = SqliteSessionStore::open(&dir).await.expect("open");
-        store
-            .create(record("op-1", &["lead"]))
-            .await
-            .expect("create");
+        let (dir, store) = opened_with_lead().await;
         store.create(record("op-2", &[])).await.expect("create");
         assert_eq!(
             store.create(record("op-3", &["op-1"])).await.expect("c"),

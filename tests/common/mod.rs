@@ -401,3 +401,47 @@ pub async fn work(
         .expect("submit");
     prompt
 }
+
+/// The next text message of a WebSocket as JSON, skipping pings (10 s); a Close frame is
+/// `{"type":"__closed","frame":…}`.
+pub async fn next_json<W>(ws: &mut W) -> Value
+where
+    W: futures::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message within 10s")
+            .expect("socket open")
+            .expect("no ws error");
+        match msg {
+            Message::Text(t) => return serde_json::from_str(&t).expect("json frame"),
+            Message::Close(c) => {
+                return serde_json::json!({"type": "__closed", "frame": format!("{c:?}")})
+            }
+            _ => continue,
+        }
+    }
+}
+
+/// `POST /v1/operators {roles}` (v0.1.0 login) → (sid, token).
+pub async fn legacy_login(http: &reqwest::Client, base: &str, roles: &[&str]) -> (String, String) {
+    let login: Value = http
+        .post(format!("{base}/v1/operators"))
+        .json(&serde_json::json!({ "roles": roles }))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let field = |k: &str| login[k].as_str().expect("sid and token").to_string();
+    (field("sid"), field("token"))
+}
