@@ -13,8 +13,8 @@ use std::time::Duration;
 pub use flags::{LogFormat, ServeArgs};
 
 use crate::brake::BrakeLimits;
-use crate::engine::EngineSettings;
 pub use crate::engine::Storage;
+use crate::engine::{EngineSettings, ResumeMode};
 use crate::limits::SizePolicy;
 
 /// Default listen address.
@@ -53,6 +53,8 @@ pub struct Config {
     pub max_data_bytes: usize,
     /// Finished tasks kept in memory.
     pub task_retention: usize,
+    /// What boot does with interrupted tasks.
+    pub resume: ResumeMode,
     /// Operator session limits.
     pub operator: OperatorTimeouts,
     /// Allowed browser origins for gRPC-Web.
@@ -75,6 +77,7 @@ impl Default for Config {
             max_message_bytes: 4 * 1024 * 1024,
             max_data_bytes: 1024 * 1024,
             task_retention: 10_000,
+            resume: ResumeMode::Auto,
             operator: OperatorTimeouts::default(),
             cors_origins: Vec::new(),
             tls: None,
@@ -112,6 +115,7 @@ impl From<&Config> for EngineSettings {
             token_secret: config.token_secret.clone(),
             task_retention: config.task_retention,
             size: SizePolicy::new(config.max_message_bytes, config.max_data_bytes),
+            resume: config.resume,
         }
     }
 }

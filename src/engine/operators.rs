@@ -95,13 +95,6 @@ impl EngineHost {
         }
     }
 
-    /// A stream attached to the operator session `sid` (holding `roles`); called on every
-    /// attach. Runs pinned to that session that wait for it after a restart resume here
-    /// (no-op until the durable runner uses it).
-    pub fn on_session_attached(&self, sid: &str, roles: &[String]) {
-        tracing::debug!(sid, ?roles, "operator session attached");
-    }
-
     /// Removes a session's registrations; the next launch naming it fails to compile.
     pub async fn unregister_operator(&self, sid: &str, roles: &[String]) {
         for seat in std::iter::once(sid).chain(roles.iter().map(String::as_str)) {

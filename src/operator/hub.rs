@@ -342,7 +342,8 @@ fn new_token() -> String {
 impl AttachListener for OperatorHub {
     /// Tells the engine host, so runs waiting for this session after a restart resume.
     fn attached(&self, sid: &str, roles: &[String]) {
-        self.host.on_session_attached(sid, roles);
+        let (host, sid, roles) = (self.host.clone(), sid.to_string(), roles.to_vec());
+        tokio::spawn(async move { host.on_session_attached(&sid, &roles).await });
     }
 }
 
