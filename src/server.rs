@@ -21,11 +21,11 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::brake::{self, Brake};
-use crate::config::Config;
+use crate::config::{Config, Storage};
 use crate::engine::EngineHost;
 use crate::gate::{self, Gate};
 use crate::grpc;
-use crate::operator::{OperatorHub, SessionLimits};
+use crate::operator::{OperatorHub, SessionLimits, SessionLinks, SqliteSessionStore};
 
 /// HTTP/2 streams one connection may hold open (operator streams, watches, unary calls).
 const MAX_STREAMS_PER_CONNECTION: u32 = 4096;
@@ -68,7 +68,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let tls = start_tls(&config)?;
-    let hub = start_hub(&config, &host, listener.local_addr()?);
+    let hub = start_hub(&config, &host, listener.local_addr()?).await?;
     serve(listener, config, host, hub, tls, shutdown).await
 }
 
@@ -76,8 +76,18 @@ fn start_tls(config: &Config) -> Result<Option<TlsAcceptor>, StartError> {
     Ok(config.tls.as_ref().map(crate::tls::start).transpose()?)
 }
 
-fn start_hub(config: &Config, host: &Arc<EngineHost>, addr: SocketAddr) -> Arc<OperatorHub> {
-    OperatorHub::start(
+/// The operator hub on the session store the storage mode picks (SQLite under the data
+/// dir, or in memory for `--ephemeral`), with the sessions of the previous process restored.
+async fn start_hub(
+    config: &Config,
+    host: &Arc<EngineHost>,
+    addr: SocketAddr,
+) -> Result<Arc<OperatorHub>, StartError> {
+    let links = match &config.storage {
+        Storage::Dir(dir) => SessionLinks::new(Arc::new(SqliteSessionStore::open(dir).await?)),
+        Storage::Ephemeral => SessionLinks::in_process(),
+    };
+    let hub = OperatorHub::start_with(
         host.clone(),
         SessionLimits {
             timeouts: config.operator.clone(),
@@ -88,7 +98,13 @@ fn start_hub(config: &Config, host: &Arc<EngineHost>, addr: SocketAddr) -> Arc<O
             max_unacked: config.operator.max_unacked,
             size: crate::limits::SizePolicy::new(config.max_message_bytes, config.max_data_bytes),
         },
-    )
+        links,
+    );
+    let restored = hub.restore().await?;
+    if restored > 0 {
+        tracing::info!(restored, "operator sessions restored from the data dir");
+    }
+    Ok(hub)
 }
 
 async fn serve(
@@ -151,6 +167,7 @@ async fn serve(
             .await;
     }
     host.shutdown().await;
+    hub.close_store().await;
     Ok(())
 }
 
@@ -269,7 +286,7 @@ pub async fn spawn(listener: TcpListener, config: Config) -> Result<RunningServe
     let addr = listener.local_addr()?;
     let tls = start_tls(&config)?;
     let host = EngineHost::start(&config).await?;
-    let hub = start_hub(&config, &host, addr);
+    let hub = start_hub(&config, &host, addr).await?;
     let (tx, rx) = oneshot::channel::<()>();
     let join = tokio::spawn(serve(
         listener,

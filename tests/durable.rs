@@ -282,7 +282,7 @@ struct Operator {
 }
 
 impl Operator {
-    async fn join(server: &Proc) -> Operator {
+    async fn join(server: &Proc) -> (Operator, pb::CreateSessionResponse) {
         let mut ops = OperatorServiceClient::new(server.channel.clone());
         let created = ops
             .create_session(pb::CreateSessionRequest {
@@ -291,6 +291,12 @@ impl Operator {
             .await
             .expect("session")
             .into_inner();
+        (Operator::attach(server, &created).await, created)
+    }
+
+    /// Connects to the session `created` (which survives a restart).
+    async fn attach(server: &Proc, created: &pb::CreateSessionResponse) -> Operator {
+        let mut ops = OperatorServiceClient::new(server.channel.clone());
         let (tx, out) = tokio::sync::mpsc::channel(1024);
         let hello = pb::Hello {
             sid: created.sid.clone(),
@@ -373,7 +379,7 @@ impl Operator {
 async fn an_operator_flow_killed_after_step_two_completes_without_dispatching_steps_again() {
     let dir = data_dir("operator");
     let server = Proc::start(&dir, &[]).await;
-    let mut op = Operator::join(&server).await;
+    let (mut op, session) = Operator::join(&server).await;
     let id = server
         .tasks()
         .start_task(start_inline(
@@ -404,7 +410,8 @@ async fn an_operator_flow_killed_after_step_two_completes_without_dispatching_st
         pb::TaskState::Interrupted,
         "waits for its operator"
     );
-    let mut op = Operator::join(&server).await;
+    // The session and its role survived the restart; its stream resumes the task.
+    let mut op = Operator::attach(&server, &session).await;
     loop {
         let s = op.next_spawn().await.expect("spawn");
         *spawns.entry(s.agent.clone()).or_default() += 1;

@@ -93,10 +93,6 @@ impl EngineHost {
                 .await;
             self.factory.register_operator(seat, adapter.clone());
         }
-        // TODO(durable sessions): once the operator hub calls `on_session_attached` when a
-        // stream attaches, drop this call, so a session restored at boot does not resume
-        // its tasks before anyone listens.
-        self.on_session_attached(sid, roles).await;
     }
 
     /// Removes a session's registrations; the next launch naming it fails to compile.

@@ -110,7 +110,7 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
         end_listeners: std::sync::RwLock::new(Vec::new()),
         size: settings.size,
         engine_sessions: Mutex::new(HashMap::new()),
-        worker_handles: Default::default(),
+        worker_handles: super::handles::WorkerHandles::for_storage(&settings.storage)?,
         store_root: settings.blueprint_root(),
     })
 }

@@ -4,7 +4,7 @@
 //! stream going away never detaches a newer one.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
@@ -82,9 +82,16 @@ impl OperatorSession {
                 self.sid
             )));
         }
+        let restarted = std::mem::take(&mut s.restarted);
+        if let (true, Some(seen)) = (restarted, last_seq) {
+            // Frames of the previous process are gone; its client may have seen seqs
+            // past the last marks that process stored.
+            s.outbox.skip_to(seen);
+        }
         let sent = s.outbox.last_seq();
         let resume = last_seq.unwrap_or(sent);
         if s.outbox.ack(resume).is_err() {
+            s.restarted = restarted;
             return Err(Error::invalid(
                 "last_seq",
                 format!(
@@ -108,13 +115,17 @@ impl OperatorSession {
             roles: self.roles.clone(),
             ping_interval_secs: u32::try_from(self.limits.timeouts.ping_interval.as_secs())
                 .unwrap_or(u32::MAX),
+            server_restarted: restarted,
         };
         let marks = s.outbox.marks();
         drop(s);
         self.bump();
         self.links.store.record_attach(&self.sid, epoch, now);
         self.links.store.record_marks(&self.sid, marks);
-        tracing::info!(sid = %self.sid, epoch, resume_after = marks.acked, "operator attached");
+        tracing::info!(sid = %self.sid, epoch, resume_after = marks.acked, restarted, "operator attached");
+        if let Some(listener) = self.links.attached.as_ref().and_then(Weak::upgrade) {
+            listener.attached(&self.sid, &self.roles);
+        }
         let period = self.limits.timeouts.ping_interval;
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -371,6 +382,44 @@ mod tests {
         }
         let seqs: Vec<u64> = frames[1..].iter().map(|f| f.seq).collect();
         assert_eq!(seqs, vec![2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_restored_session_says_so_once_and_continues_past_its_stored_marks() {
+        let mut record = crate::operator::SessionRecord::new(
+            "op-1".into(),
+            "token",
+            vec!["lead".into()],
+            SystemTime::now(),
+        );
+        record.epoch = 4;
+        record.marks = crate::operator::Marks {
+            last_seq: 9,
+            acked: 7,
+        };
+        let links = crate::operator::SessionLinks::in_process();
+        let session = OperatorSession::restore(&record, test_limits(), links);
+        let mut a = session
+            .attach(12)
+            .expect("a seq the old process never stored");
+        let frames = ready(&mut a);
+        match &frames[0].body {
+            ServerBody::Welcome(w) => {
+                assert!(w.server_restarted);
+                assert_eq!((w.epoch, w.acked_seq, w.replayed), (5, 12, 0));
+            }
+            other => panic!("first frame {other:?}"),
+        }
+        assert_eq!(frames.len(), 1, "nothing from before is replayed");
+        session
+            .hook_after(test_step(0), serde_json::Value::Null)
+            .await;
+        assert_eq!(ready(&mut a)[0].seq, 13, "seqs continue");
+        let mut b = session.attach(13).expect("re-attach");
+        match &ready(&mut b)[0].body {
+            ServerBody::Welcome(w) => assert!(!w.server_restarted && w.epoch == 6),
+            other => panic!("first frame {other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -125,6 +125,9 @@ pub struct Welcome {
     pub roles: Vec<String>,
     /// Ping interval.
     pub ping_interval_secs: u32,
+    /// First attach since the server restarted: frames from before are not coming again.
+    #[serde(default)]
+    pub server_restarted: bool,
 }
 
 /// What was wrong with a client frame.
@@ -274,6 +277,7 @@ mod tests {
                 replayed: 2,
                 roles: vec!["lead".into()],
                 ping_interval_secs: 15,
+                server_restarted: true,
             }),
             ServerBody::Ask {
                 req_id: "r1".into(),

@@ -9,7 +9,7 @@ use rand::RngCore;
 use super::bus::Outbound;
 use super::parking::{is_idle, spawn_reaper};
 use super::pending::{ENDED_BYTES_MAX, ENDED_REMEMBERED};
-use super::session::{OperatorSession, SessionCounts, SessionInfo, SessionLinks};
+use super::session::{AttachListener, OperatorSession, SessionCounts, SessionInfo, SessionLinks};
 use super::settings::SessionLimits;
 use super::store::{Claim, SessionRecord};
 use crate::engine::{Bound, EngineHost, StructureCounts, TaskEndListener};
@@ -63,18 +63,46 @@ impl OperatorHub {
     pub fn start_with(
         host: Arc<EngineHost>,
         limits: SessionLimits,
-        links: SessionLinks,
+        mut links: SessionLinks,
     ) -> Arc<Self> {
-        let hub = Arc::new(Self {
-            host,
-            limits: Arc::new(limits),
-            links,
-            live: Mutex::new(Live::default()),
+        let hub = Arc::new_cyclic(|me: &std::sync::Weak<Self>| {
+            let listener: std::sync::Weak<dyn AttachListener> = me.clone();
+            links.attached = Some(listener);
+            Self {
+                host,
+                limits: Arc::new(limits),
+                links,
+                live: Mutex::new(Live::default()),
+            }
         });
         let listener: Arc<dyn TaskEndListener> = hub.clone();
         hub.host.add_task_end_listener(Arc::downgrade(&listener));
         spawn_reaper(&hub, hub.limits.timeouts.idle_horizon);
         hub
+    }
+
+    /// Loads every session the store kept from a previous process, detached: the same
+    /// sid and token attach again, roles stay claimed, the first welcome says
+    /// `server_restarted`. One nobody attaches to is reaped by the idle rules, counted
+    /// from now. Returns how many were restored.
+    pub async fn restore(self: &Arc<Self>) -> Result<usize> {
+        let records = self.links.store.list().await?;
+        for record in &records {
+            let session = OperatorSession::restore(record, self.limits.clone(), self.links.clone());
+            self.lock()
+                .sessions
+                .insert(record.sid.clone(), session.clone());
+            self.host
+                .register_operator(&record.sid, &record.roles, session)
+                .await;
+            tracing::info!(sid = %record.sid, roles = ?record.roles, "operator session restored");
+        }
+        Ok(records.len())
+    }
+
+    /// Writes what the store buffers and closes it (after [`Self::close_all`]).
+    pub async fn close_store(&self) {
+        self.links.store.close().await;
     }
 
     fn lock(&self) -> MutexGuard<'_, Live> {
@@ -309,6 +337,14 @@ fn new_token() -> String {
     let mut bytes = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     hex::encode(bytes)
+}
+
+impl AttachListener for OperatorHub {
+    /// Tells the engine host, so runs waiting for this session after a restart resume.
+    fn attached(&self, sid: &str, roles: &[String]) {
+        let (host, sid, roles) = (self.host.clone(), sid.to_string(), roles.to_vec());
+        tokio::spawn(async move { host.on_session_attached(&sid, &roles).await });
+    }
 }
 
 impl TaskEndListener for OperatorHub {

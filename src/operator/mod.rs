@@ -19,6 +19,7 @@ mod parking;
 mod pending;
 pub mod session;
 mod settings;
+mod sqlite_store;
 mod store;
 #[cfg(test)]
 mod test_support;
@@ -29,6 +30,7 @@ pub use frame::{ClientFrame, NoticeCode, ReplyOutcome, ServerBody, ServerFrame, 
 pub use hub::{CreatedSession, OperatorHub};
 pub use outbox::Marks;
 pub use pending::{Reply, ReplyResult, RequestKind, Waiter};
-pub use session::{OperatorSession, SessionInfo, SessionLinks};
+pub use session::{AttachListener, OperatorSession, SessionInfo, SessionLinks};
 pub use settings::{OperatorTimeouts, SessionLimits, DEFAULT_MAX_UNACKED};
+pub use sqlite_store::{SqliteSessionStore, StoreOpenError, SESSIONS_FILE};
 pub use store::{token_hash, Claim, MemorySessionStore, SessionRecord, SessionStore};

@@ -33,6 +33,23 @@ impl Outbox {
         }
     }
 
+    /// An empty outbox continuing after the marks of a previous process: every frame up
+    /// to `last_seq` counts as sent and acknowledged (none of them will come again).
+    pub(super) fn resumed(window: usize, last_seq: u64) -> Self {
+        let mut outbox = Self::new(window);
+        outbox.skip_to(last_seq);
+        outbox
+    }
+
+    /// Moves both marks up to `seq` (no-op at or below them). Only for an empty outbox
+    /// whose earlier frames are gone: a client of the previous process may have seen
+    /// seqs past the marks that process last stored.
+    pub(super) fn skip_to(&mut self, seq: u64) {
+        debug_assert!(self.frames.is_empty());
+        self.marks.last_seq = self.marks.last_seq.max(seq);
+        self.marks.acked = self.marks.last_seq;
+    }
+
     /// Queues `body` with the next seq and returns it; None while the window is full.
     pub(super) fn push(&mut self, body: ServerBody) -> Option<u64> {
         if self.is_full() {

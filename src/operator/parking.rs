@@ -26,6 +26,15 @@ impl Presence {
         }
     }
 
+    /// A session restored after a restart: no stream, parked from now, attach epochs
+    /// continuing past `epoch` (the last one the previous process stored).
+    pub(super) fn restored(epoch: u64) -> Self {
+        Self {
+            epoch,
+            ..Self::new()
+        }
+    }
+
     /// A new stream holds the session: its epoch, one past the last.
     pub(super) fn attach(&mut self) -> u64 {
         self.epoch += 1;

@@ -13,7 +13,7 @@
 //! reply can never arrive for a request not yet registered, nor a frame go out for a
 //! request that was refused.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
@@ -25,7 +25,7 @@ use super::outbox::Outbox;
 use super::parking::Presence;
 use super::pending::PendingRequests;
 use super::settings::SessionLimits;
-use super::store::{MemorySessionStore, SessionStore};
+use super::store::{MemorySessionStore, SessionRecord, SessionStore};
 use crate::engine::OperatorRequestError;
 use crate::limits::clip_text;
 
@@ -38,6 +38,15 @@ pub(super) struct State {
     pub(super) pending: PendingRequests,
     /// Why and with which retry hint the session closed for good.
     pub(super) closed: Option<(String, u64)>,
+    /// Restored from the store after a restart and not attached since: the next welcome
+    /// says `server_restarted`.
+    pub(super) restarted: bool,
+}
+
+/// Told of every attach (the hub, which tells the engine host).
+pub trait AttachListener: Send + Sync {
+    /// A stream attached to `sid`, which holds `roles`.
+    fn attached(&self, sid: &str, roles: &[String]);
 }
 
 /// The seams a session is wired to: where its record is kept and how frames reach it.
@@ -47,14 +56,22 @@ pub struct SessionLinks {
     pub store: Arc<dyn SessionStore>,
     /// Carries frames between the engine side and the session.
     pub bus: Arc<dyn FrameBus>,
+    /// Told of every attach (held weakly; the hub sets it).
+    pub attached: Option<Weak<dyn AttachListener>>,
 }
 
 impl SessionLinks {
     /// A fresh in-memory store and in-process bus.
     pub fn in_process() -> Self {
+        Self::new(Arc::new(MemorySessionStore::default()))
+    }
+
+    /// `store` with the in-process bus.
+    pub fn new(store: Arc<dyn SessionStore>) -> Self {
         Self {
-            store: Arc::new(MemorySessionStore::default()),
+            store,
             bus: Arc::new(LocalBus::default()),
+            attached: None,
         }
     }
 }
@@ -128,26 +145,62 @@ impl OperatorSession {
         limits: Arc<SessionLimits>,
         links: SessionLinks,
     ) -> Arc<Self> {
-        let (changes, _) = watch::channel(0);
+        let now = SystemTime::now();
         let state = State {
             presence: Presence::new(),
-            last_seen: SystemTime::now(),
+            last_seen: now,
             outbox: Outbox::new(limits.max_unacked),
             control: ControlFrames::new(limits.max_unacked),
             pending: PendingRequests::new(),
             closed: None,
+            restarted: false,
         };
+        Self::with_state(sid, roles, now, state, limits, links)
+    }
+
+    /// A session of a previous process, from its stored record: detached, parked from now
+    /// (so one nobody re-attaches to is reaped by the idle rules), its seq / ack marks and
+    /// epoch continued (nothing from before is replayed), and its next welcome says
+    /// `server_restarted`.
+    pub fn restore(
+        record: &SessionRecord,
+        limits: Arc<SessionLimits>,
+        links: SessionLinks,
+    ) -> Arc<Self> {
+        let state = State {
+            presence: Presence::restored(record.epoch),
+            last_seen: record.last_seen,
+            outbox: Outbox::resumed(limits.max_unacked, record.marks.last_seq),
+            control: ControlFrames::new(limits.max_unacked),
+            pending: PendingRequests::new(),
+            closed: None,
+            restarted: true,
+        };
+        let (sid, roles) = (record.sid.clone(), record.roles.clone());
+        Self::with_state(sid, roles, record.created_at, state, limits, links)
+    }
+
+    fn with_state(
+        sid: String,
+        roles: Vec<String>,
+        created_at: SystemTime,
+        state: State,
+        limits: Arc<SessionLimits>,
+        links: SessionLinks,
+    ) -> Arc<Self> {
+        let (changes, _) = watch::channel(0);
+        let epoch = state.presence.epoch();
         let session = Arc::new(Self {
             sid,
             roles,
-            created_at: SystemTime::now(),
+            created_at,
             limits,
             links,
             state: Mutex::new(state),
             changes,
         });
         session.links.bus.hold(&session);
-        session.watch_parking(0);
+        session.watch_parking(epoch);
         session
     }
 

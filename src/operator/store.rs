@@ -1,7 +1,7 @@
 //! The session store: each session's record (sid, token hash, roles, attach epoch, seq /
 //! ack marks, created / last seen) and the role claims, behind [`SessionStore`], with the
-//! in-memory default [`MemorySessionStore`]. A durable store (SQLite, PostgreSQL)
-//! implements the same trait.
+//! in-memory default [`MemorySessionStore`] (`--ephemeral`). The durable one is
+//! [`super::sqlite_store::SqliteSessionStore`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
@@ -16,7 +16,7 @@ use crate::secret::secrets_equal;
 
 /// Deleted sessions remembered, so their sids stay reserved and a late reply to one of
 /// their requests is answered STALE rather than NOT_FOUND.
-const DELETED_KEPT: usize = 256;
+pub(super) const DELETED_KEPT: usize = 256;
 
 /// SHA-256 of a session token, hex: what a store keeps instead of the token.
 pub fn token_hash(token: &str) -> String {
@@ -107,6 +107,8 @@ pub trait SessionStore: Send + Sync {
     fn record_marks(&self, sid: &str, marks: Marks);
     /// A client frame arrived at `at`.
     fn touch(&self, sid: &str, at: SystemTime);
+    /// Writes what is buffered and closes (server shutdown).
+    async fn close(&self) {}
 }
 
 /// The in-memory store: records, role claims, and the last [`DELETED_KEPT`] deleted.
@@ -234,7 +236,6 @@ mod tests {
 
     use super::*;
     use crate::engine::OperatorBackend;
-    use crate::operator::bus::LocalBus;
     use crate::operator::frame::ClientFrame;
     use crate::operator::session::SessionLinks;
     use crate::operator::test_support::{linked_session, test_step};
@@ -339,10 +340,7 @@ mod tests {
     async fn the_session_core_keeps_its_record_current() {
         let store = Arc::new(MemorySessionStore::default());
         store.create(record("op-1", &[])).await.expect("create");
-        let links = SessionLinks {
-            store: store.clone(),
-            bus: Arc::new(LocalBus::default()),
-        };
+        let links = SessionLinks::new(store.clone());
         let (_bus, session) = linked_session(links);
         let _a = session.attach(0).expect("attach");
         for n in 0..2 {
