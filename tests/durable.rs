@@ -695,3 +695,114 @@ fn check_local_dispatches(id: &str, events: &[TaskEventBody], runs: &[pb::TaskRu
         }
     }
 }
+
+#[tokio::test]
+async fn after_a_restart_a_finished_task_reruns_and_a_resumed_task_is_watched_to_its_end() {
+    let dir = data_dir("rerun-watch");
+    let server = Proc::start(&dir, &[]).await;
+    let req = common::inline(fixture("five-local.json"), json!({"input": "a"}));
+    let done = server
+        .tasks()
+        .run_task(req)
+        .await
+        .expect("run")
+        .into_inner();
+    let done = done.task.expect("task");
+    assert_eq!(done.state(), pb::TaskState::Completed, "{}", done.error);
+    let mut op = Operator::join(&server).await;
+    let start = start_inline(fixture("five-steps.json"), json!({"input": "b"}));
+    let cut = server.tasks().start_task(start).await.expect("start");
+    let cut = cut.into_inner().task_id;
+    loop {
+        let s = op.next_spawn().await.expect("spawn");
+        if s.agent == "s3" {
+            break;
+        }
+        op.answer(&s).await;
+    }
+    drop(op);
+    server.kill();
+
+    let server = Proc::start(&dir, &[]).await;
+    let watch = server
+        .tasks()
+        .watch_task(pb::WatchTaskRequest {
+            task_id: cut.clone(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let watched = tokio::spawn(
+        watch
+            .map(|e| e.expect("event").event.expect("event"))
+            .collect::<Vec<_>>(),
+    );
+
+    let rerun = pb::RerunTaskRequest {
+        task_id: done.task_id.clone(),
+        from_step: "s3".into(),
+    };
+    let rerun = server.tasks().rerun_task(rerun).await.expect("rerun");
+    let rerun = rerun.into_inner().task.expect("task");
+    assert_eq!(rerun.runs.len(), 2);
+    assert_eq!(rerun.runs[1].start(), pb::RunStart::Rerun);
+    assert_eq!(rerun.runs[1].replayed_steps, 2, "s1 and s2 answered");
+    let again = server
+        .wait_state(&done.task_id, pb::TaskState::Completed)
+        .await;
+    assert_eq!(
+        common::from_value(again.final_ctx)["o5"]["echoed"],
+        json!("a")
+    );
+    assert_eq!(again.runs[1].end(), pb::RunEnd::Completed);
+
+    let mut op = Operator::join(&server).await;
+    loop {
+        let s = op.next_spawn().await.expect("spawn");
+        op.answer(&s).await;
+        if s.agent == "s5" {
+            break;
+        }
+    }
+    let events = tokio::time::timeout(Duration::from_secs(20), watched)
+        .await
+        .expect("the watch ends with the task")
+        .expect("watch task");
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| match e.kind.as_ref().expect("kind") {
+            TaskEventBody::Started(_) => "started",
+            TaskEventBody::StepDispatched(_) => "dispatched",
+            TaskEventBody::StepFinished(_) => "finished",
+            TaskEventBody::Interrupted(_) => "interrupted",
+            TaskEventBody::RunStarted(r) => {
+                assert_eq!(r.replayed_steps, 2, "{r:?}");
+                "resumed"
+            }
+            TaskEventBody::Completed(_) => "completed",
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    let cut_at = kinds.iter().position(|k| *k == "interrupted").expect("cut");
+    // Before the kill: steps 1 and 2 passed (3 dispatched, maybe recorded).
+    let before = &kinds[..cut_at];
+    assert_eq!(
+        before[..5],
+        [
+            "started",
+            "dispatched",
+            "finished",
+            "dispatched",
+            "finished"
+        ]
+    );
+    assert!(before.len() <= 6, "{kinds:?}");
+    // After: the resume, its five steps (two answered by the journal), the end.
+    let mut after = vec!["interrupted", "resumed"];
+    after.extend(["dispatched", "finished"].repeat(5));
+    after.push("completed");
+    assert_eq!(kinds[cut_at..], after[..], "{kinds:?}");
+    server.kill();
+}
