@@ -602,6 +602,13 @@ async fn two_hundred_tasks_survive_five_kills_and_no_completed_step_is_dispatche
             })
             .await;
         let done = server.states().await;
+        server.kill();
+        tokio::time::timeout(Duration::from_secs(10), op)
+            .await
+            .expect("the operator's stream ends with its server")
+            .expect("operator task");
+        // After the kill: every spawn the operator saw is counted, the last of each
+        // unfinished task may have been in flight.
         {
             let tally = tally.lock().expect("tally");
             for (task, agent) in &tally.last {
@@ -610,11 +617,6 @@ async fn two_hundred_tasks_survive_five_kills_and_no_completed_step_is_dispatche
                 }
             }
         }
-        server.kill();
-        tokio::time::timeout(Duration::from_secs(10), op)
-            .await
-            .expect("the operator's stream ends with its server")
-            .expect("operator task");
         server = Proc::start(&dir, &[]).await;
         op = Operator::join(&server).await.answer_all(tally.clone());
     }
