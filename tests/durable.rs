@@ -6,6 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{authed, fixture, start_inline, temp_dir, C, S};
@@ -344,34 +345,91 @@ impl Operator {
 
     /// Does the worker's part of a spawn and acks it.
     async fn answer(&mut self, spawn: &pb::Spawn) {
-        let prompt = self
-            .workers
-            .get_prompt(authed(
-                pb::GetPromptRequest {
-                    step_id: spawn.step_id.clone(),
-                },
-                &spawn.worker_handle,
-            ))
+        answer(self.workers.clone(), self.tx.clone(), spawn)
             .await
-            .expect("prompt")
-            .into_inner();
-        let body = format!("{}+{}", prompt.prompt, spawn.agent);
-        self.workers
-            .submit(authed(
-                pb::SubmitRequest {
-                    body,
-                    outcome: pb::SubmitOutcome::Pass as i32,
-                    step_id: String::new(),
-                },
-                &spawn.worker_handle,
-            ))
-            .await
-            .expect("submit");
-        self.send(C::SpawnAck(pb::SpawnAck {
-            req_id: spawn.req_id.clone(),
-            ..Default::default()
-        }))
+            .expect("answer");
+    }
+
+    /// Answers every spawn on its own tokio task until the stream ends (the server was
+    /// killed), counting spawns per (task, agent) in `tally`.
+    fn answer_all(mut self, tally: Arc<Mutex<Tally>>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            while let Ok(Some(spawn)) = self.next_frame_spawn().await {
+                tally.lock().expect("tally").saw(&spawn);
+                let (workers, tx) = (self.workers.clone(), self.tx.clone());
+                // A kill can cut the answer; the resumed run spawns the step again.
+                tokio::spawn(async move { answer(workers, tx, &spawn).await });
+            }
+        })
+    }
+
+    /// The next spawn, with no deadline (pings keep the stream busy); Ok(None) or an
+    /// error once the stream ends.
+    async fn next_frame_spawn(&mut self) -> Result<Option<pb::Spawn>, tonic::Status> {
+        loop {
+            let Some(frame) = self.rx.message().await? else {
+                return Ok(None);
+            };
+            self.send(C::Ack(pb::Ack { seq: frame.seq })).await;
+            match frame.body {
+                Some(S::Ping(p)) => self.send(C::Pong(pb::Pong { nonce: p.nonce })).await,
+                Some(S::Spawn(s)) => return Ok(Some(s)),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The worker's part of a spawn (the prompt, a body naming the agent), then the ack.
+async fn answer(
+    mut workers: WorkerServiceClient<Channel>,
+    tx: tokio::sync::mpsc::Sender<pb::ClientFrame>,
+    spawn: &pb::Spawn,
+) -> Result<(), tonic::Status> {
+    let prompt = workers
+        .get_prompt(authed(
+            pb::GetPromptRequest {
+                step_id: spawn.step_id.clone(),
+            },
+            &spawn.worker_handle,
+        ))
+        .await?
+        .into_inner();
+    let body = format!("{}+{}", prompt.prompt, spawn.agent);
+    workers
+        .submit(authed(
+            pb::SubmitRequest {
+                body,
+                outcome: pb::SubmitOutcome::Pass as i32,
+                step_id: String::new(),
+            },
+            &spawn.worker_handle,
+        ))
+        .await?;
+    let ack = pb::SpawnAck {
+        req_id: spawn.req_id.clone(),
+        ..Default::default()
+    };
+    let _ = tx
+        .send(pb::ClientFrame {
+            body: Some(C::SpawnAck(ack)),
+        })
         .await;
+    Ok(())
+}
+
+/// Spawns an operator saw, per (task, agent), and the last agent spawned per task.
+#[derive(Default)]
+struct Tally {
+    spawns: HashMap<(String, String), u32>,
+    last: HashMap<String, String>,
+}
+
+impl Tally {
+    fn saw(&mut self, spawn: &pb::Spawn) {
+        let key = (spawn.task_id.clone(), spawn.agent.clone());
+        *self.spawns.entry(key).or_default() += 1;
+        self.last.insert(spawn.task_id.clone(), spawn.agent.clone());
     }
 }
 
@@ -434,5 +492,326 @@ async fn an_operator_flow_killed_after_step_two_completes_without_dispatching_st
     assert_eq!(done.runs.len(), 2);
     assert_eq!(done.runs[1].start(), pb::RunStart::Resume);
     assert_eq!(done.runs[1].replayed_steps, 2);
+    server.kill();
+}
+
+/// Waves of tasks, each started on a fresh server and cut by a kill.
+const WAVES: usize = 5;
+/// Tasks per wave; every `OPERATED_EVERY`-th is served by the operator.
+const PER_WAVE: usize = 40;
+const OPERATED_EVERY: usize = 5;
+const STEPS: [&str; 5] = ["s1", "s2", "s3", "s4", "s5"];
+
+impl Proc {
+    /// Every held task's state (all pages).
+    async fn states(&self) -> HashMap<String, pb::TaskState> {
+        let mut out = HashMap::new();
+        let mut page_token = String::new();
+        loop {
+            let req = pb::ListTasksRequest {
+                page_size: 1000,
+                page_token,
+                ..Default::default()
+            };
+            let page = self
+                .tasks()
+                .list_tasks(req)
+                .await
+                .expect("list")
+                .into_inner();
+            for t in &page.tasks {
+                out.insert(t.task_id.clone(), t.state());
+            }
+            if page.next_page_token.is_empty() {
+                return out;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// Polls until `pred` holds of the states (bounded).
+    async fn wait_states(
+        &self,
+        what: &str,
+        pred: impl Fn(&HashMap<String, pb::TaskState>) -> bool,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let states = self.states().await;
+            if pred(&states) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never {what}: {states:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn events(&self, id: &str) -> Vec<TaskEventBody> {
+        let req = pb::WatchTaskRequest { task_id: id.into() };
+        self.tasks()
+            .watch_task(req)
+            .await
+            .expect("watch")
+            .into_inner()
+            .map(|e| e.expect("event").event.expect("event").kind.expect("kind"))
+            .collect()
+            .await
+    }
+}
+
+type TaskEventBody = pb::task_event::Kind;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_tasks_survive_five_kills_and_no_completed_step_is_dispatched_twice() {
+    let dir = data_dir("kills");
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let (mut local, mut operated) = (Vec::new(), Vec::new());
+    // Spawns that may repeat: the last one of each operated task at each kill.
+    let mut may_repeat: HashMap<(String, String), u32> = HashMap::new();
+    let mut server = Proc::start(&dir, &[]).await;
+    let mut op = Operator::join(&server).await.answer_all(tally.clone());
+    for wave in 0..WAVES {
+        let starts = (0..PER_WAVE).map(|i| {
+            let served = i % OPERATED_EVERY == 0;
+            let input = format!("w{wave}-{i}");
+            let bp = if served {
+                "five-steps.json"
+            } else {
+                "five-local.json"
+            };
+            let req = start_inline(fixture(bp), json!({ "input": input }));
+            let mut tasks = server.tasks();
+            async move {
+                let id = tasks
+                    .start_task(req)
+                    .await
+                    .expect("start")
+                    .into_inner()
+                    .task_id;
+                (served, id, input)
+            }
+        });
+        let started = futures::future::join_all(starts).await;
+        let wave_ids: Vec<String> = started.iter().map(|(_, id, _)| id.clone()).collect();
+        for (served, id, input) in started {
+            if served {
+                operated.push(id)
+            } else {
+                local.push((id, input))
+            }
+        }
+        // Kill once the wave is under way: its first task done, the others in flight.
+        server
+            .wait_states("a task of the wave completed", |s| {
+                wave_ids
+                    .iter()
+                    .any(|id| s.get(id) == Some(&pb::TaskState::Completed))
+            })
+            .await;
+        let done = server.states().await;
+        server.kill();
+        tokio::time::timeout(Duration::from_secs(10), op)
+            .await
+            .expect("the operator's stream ends with its server")
+            .expect("operator task");
+        // After the kill: every spawn the operator saw is counted, the last of each
+        // unfinished task may have been in flight.
+        {
+            let tally = tally.lock().expect("tally");
+            for (task, agent) in &tally.last {
+                if done.get(task) != Some(&pb::TaskState::Completed) {
+                    *may_repeat.entry((task.clone(), agent.clone())).or_default() += 1;
+                }
+            }
+        }
+        server = Proc::start(&dir, &[]).await;
+        op = Operator::join(&server).await.answer_all(tally.clone());
+    }
+    let total = WAVES * PER_WAVE;
+    server
+        .wait_states("all tasks completed", |s| {
+            s.len() == total && s.values().all(|st| *st == pb::TaskState::Completed)
+        })
+        .await;
+    op.abort();
+
+    let (mut local_resumed, mut operated_resumed) = (0, 0);
+    let tally = tally.lock().expect("tally").spawns.clone();
+    for id in &operated {
+        let t = server.get(id).await;
+        operated_resumed += usize::from(t.runs.len() > 1);
+        for step in STEPS {
+            let key = (id.clone(), step.to_string());
+            let seen = tally.get(&key).copied().unwrap_or(0);
+            let allowed = 1 + may_repeat.get(&key).copied().unwrap_or(0);
+            assert!(
+                (1..=allowed).contains(&seen),
+                "{id} {step} spawned {seen} times, {allowed} allowed"
+            );
+        }
+        let ctx = common::from_value(t.final_ctx);
+        assert!(
+            ctx["o5"].as_str().is_some_and(|s| s.ends_with("+s5")),
+            "{ctx}"
+        );
+    }
+    for (id, input) in &local {
+        let t = server.get(id).await;
+        local_resumed += usize::from(t.runs.len() > 1);
+        let ctx = common::from_value(t.final_ctx);
+        assert_eq!(ctx["o5"]["echoed"], json!(input), "{ctx}");
+        check_local_dispatches(id, &server.events(id).await, &t.runs);
+    }
+    eprintln!(
+        "resumed after a kill: {local_resumed} of {} in-process tasks, {operated_resumed} of {} operated",
+        local.len(),
+        operated.len()
+    );
+    assert!(
+        local_resumed > 0 && operated_resumed > 0,
+        "the kills cut no run"
+    );
+    server.kill();
+}
+
+/// An in-process task's events, run by run: a run's StepDispatched events are the
+/// steps its journal answered plus those it really dispatched. A killed run really
+/// dispatches the steps it journaled plus at most the one in flight; the last run
+/// dispatches exactly the steps its journal could not answer, once each.
+fn check_local_dispatches(id: &str, events: &[TaskEventBody], runs: &[pb::TaskRun]) {
+    let mut dispatched = vec![0u64; runs.len()];
+    let mut run = 0;
+    for body in events {
+        match body {
+            TaskEventBody::RunStarted(_) => run += 1,
+            TaskEventBody::StepDispatched(_) => dispatched[run] += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(run + 1, runs.len(), "{id}: one RunStarted per resume");
+    let last = runs.len() - 1;
+    for (k, r) in runs.iter().enumerate() {
+        let real = dispatched[k].saturating_sub(r.replayed_steps);
+        if k == last {
+            assert_eq!(dispatched[k], 5, "{id}: the last run passes each step once");
+            assert_eq!(real, 5 - r.replayed_steps, "{id}: {runs:?}");
+        } else {
+            let journaled = runs[k + 1].replayed_steps - r.replayed_steps;
+            assert!(
+                real <= journaled + 1,
+                "{id}: run {k} dispatched {real} steps, journaled {journaled}: {runs:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn after_a_restart_a_finished_task_reruns_and_a_resumed_task_is_watched_to_its_end() {
+    let dir = data_dir("rerun-watch");
+    let server = Proc::start(&dir, &[]).await;
+    let req = common::inline(fixture("five-local.json"), json!({"input": "a"}));
+    let done = server
+        .tasks()
+        .run_task(req)
+        .await
+        .expect("run")
+        .into_inner();
+    let done = done.task.expect("task");
+    assert_eq!(done.state(), pb::TaskState::Completed, "{}", done.error);
+    let mut op = Operator::join(&server).await;
+    let start = start_inline(fixture("five-steps.json"), json!({"input": "b"}));
+    let cut = server.tasks().start_task(start).await.expect("start");
+    let cut = cut.into_inner().task_id;
+    loop {
+        let s = op.next_spawn().await.expect("spawn");
+        if s.agent == "s3" {
+            break;
+        }
+        op.answer(&s).await;
+    }
+    drop(op);
+    server.kill();
+
+    let server = Proc::start(&dir, &[]).await;
+    let watch = server
+        .tasks()
+        .watch_task(pb::WatchTaskRequest {
+            task_id: cut.clone(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let watched = tokio::spawn(
+        watch
+            .map(|e| e.expect("event").event.expect("event"))
+            .collect::<Vec<_>>(),
+    );
+
+    let rerun = pb::RerunTaskRequest {
+        task_id: done.task_id.clone(),
+        from_step: "s3".into(),
+    };
+    let rerun = server.tasks().rerun_task(rerun).await.expect("rerun");
+    let rerun = rerun.into_inner().task.expect("task");
+    assert_eq!(rerun.runs.len(), 2);
+    assert_eq!(rerun.runs[1].start(), pb::RunStart::Rerun);
+    assert_eq!(rerun.runs[1].replayed_steps, 2, "s1 and s2 answered");
+    let again = server
+        .wait_state(&done.task_id, pb::TaskState::Completed)
+        .await;
+    assert_eq!(
+        common::from_value(again.final_ctx)["o5"]["echoed"],
+        json!("a")
+    );
+    assert_eq!(again.runs[1].end(), pb::RunEnd::Completed);
+
+    let mut op = Operator::join(&server).await;
+    loop {
+        let s = op.next_spawn().await.expect("spawn");
+        op.answer(&s).await;
+        if s.agent == "s5" {
+            break;
+        }
+    }
+    let events = tokio::time::timeout(Duration::from_secs(20), watched)
+        .await
+        .expect("the watch ends with the task")
+        .expect("watch task");
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| match e.kind.as_ref().expect("kind") {
+            TaskEventBody::Started(_) => "started",
+            TaskEventBody::StepDispatched(_) => "dispatched",
+            TaskEventBody::StepFinished(_) => "finished",
+            TaskEventBody::Interrupted(_) => "interrupted",
+            TaskEventBody::RunStarted(r) => {
+                assert_eq!(r.replayed_steps, 2, "{r:?}");
+                "resumed"
+            }
+            TaskEventBody::Completed(_) => "completed",
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    let cut_at = kinds.iter().position(|k| *k == "interrupted").expect("cut");
+    // Before the kill: steps 1 and 2 passed (3 dispatched, maybe recorded).
+    let before = &kinds[..cut_at];
+    assert_eq!(
+        before[..5],
+        [
+            "started",
+            "dispatched",
+            "finished",
+            "dispatched",
+            "finished"
+        ]
+    );
+    assert!(before.len() <= 6, "{kinds:?}");
+    // After: the resume, its five steps (two answered by the journal), the end.
+    let mut after = vec!["interrupted", "resumed"];
+    after.extend(["dispatched", "finished"].repeat(5));
+    after.push("completed");
+    assert_eq!(kinds[cut_at..], after[..], "{kinds:?}");
     server.kill();
 }

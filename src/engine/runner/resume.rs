@@ -133,6 +133,19 @@ impl EngineHost {
             "interrupted task waits for its operator sessions"
         );
         lock(&self.parked).insert(task_id.to_string());
+        // A session that attached between the check and the park found nothing parked:
+        // check again now that the park is visible, and resume if it was the last one.
+        if self
+            .missing_seats(task_id)
+            .await
+            .is_ok_and(|m| m.is_empty())
+            && lock(&self.parked).remove(task_id)
+        {
+            if let Err(e) = self.restart_run(task_id, RunStart::Resume).await {
+                tracing::warn!(task_id, error = %e, "interrupted task not resumed");
+            }
+            return;
+        }
         let Ok(rec) = self.get_task(task_id).await else {
             return;
         };
