@@ -260,6 +260,8 @@ mod tests {
         }
         for gated in [
             "/mlua_swarm.v1.TaskService/StartTask",
+            "/mlua_swarm.v1.TaskService/ResumeTask",
+            "/mlua_swarm.v1.TaskService/RerunTask",
             "/mlua_swarm.v1.DataService/Get",
             "/mlua_swarm.v1.DataService/EmitNamedX",
             "/mlua_swarm.v1.OperatorService/CreateSession",

@@ -21,12 +21,12 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::brake::{self, Brake};
-use crate::config::Config;
+use crate::config::{Config, Storage};
 use crate::engine::EngineHost;
 use crate::gate::{self, Gate};
 use crate::grpc;
 use crate::metrics::export::{Exporter, Sampler};
-use crate::operator::{OperatorHub, SessionLimits};
+use crate::operator::{OperatorHub, SessionLimits, SessionLinks, SqliteSessionStore};
 
 /// HTTP/2 streams one connection may hold open (operator streams, watches, unary calls).
 const MAX_STREAMS_PER_CONNECTION: u32 = 4096;
@@ -72,7 +72,7 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let tls = start_tls(&config)?;
     let metrics = bind_metrics(&config).await?;
-    let hub = start_hub(&config, &host, listener.local_addr()?);
+    let hub = start_hub(&config, &host, listener.local_addr()?).await?;
     serve(listener, config, host, hub, tls, metrics, shutdown).await
 }
 
@@ -84,26 +84,40 @@ async fn bind_metrics(config: &Config) -> Result<Option<TcpListener>, StartError
     }
 }
 
-/// The `/metrics` exporter, its gauges read from `hub` at each scrape; None when off.
-fn exporter(config: &Config, hub: &Arc<OperatorHub>) -> Option<Exporter> {
+/// The `/metrics` exporter, its gauges read from `host` and `hub` at each scrape; None
+/// when off.
+fn exporter(config: &Config, host: &Arc<EngineHost>, hub: &Arc<OperatorHub>) -> Option<Exporter> {
     if !config.metrics {
         return None;
     }
-    let weak = Arc::downgrade(hub);
-    let operators: Sampler = Arc::new(move || {
-        if let Some(hub) = weak.upgrade() {
+    let (host, hub) = (Arc::downgrade(host), Arc::downgrade(hub));
+    let live: Sampler = Arc::new(move || {
+        if let Some(host) = host.upgrade() {
+            crate::metrics::set_tasks_in_flight(host.runs_in_flight());
+        }
+        if let Some(hub) = hub.upgrade() {
             crate::metrics::set_operator_gauges(&hub.metric_gauges());
         }
     });
-    Exporter::new(vec![operators])
+    Exporter::new(vec![live])
 }
 
 fn start_tls(config: &Config) -> Result<Option<TlsAcceptor>, StartError> {
     Ok(config.tls.as_ref().map(crate::tls::start).transpose()?)
 }
 
-fn start_hub(config: &Config, host: &Arc<EngineHost>, addr: SocketAddr) -> Arc<OperatorHub> {
-    OperatorHub::start(
+/// The operator hub on the session store the storage mode picks (SQLite under the data
+/// dir, or in memory for `--ephemeral`), with the sessions of the previous process restored.
+async fn start_hub(
+    config: &Config,
+    host: &Arc<EngineHost>,
+    addr: SocketAddr,
+) -> Result<Arc<OperatorHub>, StartError> {
+    let links = match &config.storage {
+        Storage::Dir(dir) => SessionLinks::new(Arc::new(SqliteSessionStore::open(dir).await?)),
+        Storage::Ephemeral => SessionLinks::in_process(),
+    };
+    let hub = OperatorHub::start_with(
         host.clone(),
         SessionLimits {
             timeouts: config.operator.clone(),
@@ -114,7 +128,13 @@ fn start_hub(config: &Config, host: &Arc<EngineHost>, addr: SocketAddr) -> Arc<O
             max_unacked: config.operator.max_unacked,
             size: crate::limits::SizePolicy::new(config.max_message_bytes, config.max_data_bytes),
         },
-    )
+        links,
+    );
+    let restored = hub.restore().await?;
+    if restored > 0 {
+        tracing::info!(restored, "operator sessions restored from the data dir");
+    }
+    Ok(hub)
 }
 
 async fn serve(
@@ -127,7 +147,7 @@ async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let addr = listener.local_addr()?;
-    let exporter = exporter(&config, &hub);
+    let exporter = exporter(&config, &host, &hub);
     let (routes, health) = grpc::routes(&config, host.clone(), hub.clone()).await?;
     let grpc_router = routes
         .prepare()
@@ -197,6 +217,7 @@ async fn serve(
             .await;
     }
     host.shutdown().await;
+    hub.close_store().await;
     if let Some(server) = metrics_server {
         server.abort();
     }
@@ -320,7 +341,7 @@ pub async fn spawn(listener: TcpListener, config: Config) -> Result<RunningServe
     let metrics = bind_metrics(&config).await?;
     let metrics_addr = metrics.as_ref().map(TcpListener::local_addr).transpose()?;
     let host = EngineHost::start(&config).await?;
-    let hub = start_hub(&config, &host, addr);
+    let hub = start_hub(&config, &host, addr).await?;
     let (tx, rx) = oneshot::channel::<()>();
     let join = tokio::spawn(serve(
         listener,

@@ -67,6 +67,8 @@ const EXPECTED_RPCS: &[(&str, Access)] = &[
     ("mlua_swarm.v1.TaskService/ListTasks", Access::ApiToken),
     ("mlua_swarm.v1.TaskService/WatchTask", Access::ApiToken),
     ("mlua_swarm.v1.TaskService/CancelTask", Access::ApiToken),
+    ("mlua_swarm.v1.TaskService/ResumeTask", Access::ApiToken),
+    ("mlua_swarm.v1.TaskService/RerunTask", Access::ApiToken),
     (
         "mlua_swarm.v1.OperatorService/CreateSession",
         Access::ApiToken,

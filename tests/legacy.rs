@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use mlua_swarm_grpc::pb::v1 as pb;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -120,18 +120,7 @@ async fn ws_operator(roles: &[&str]) -> (TestServer, Legacy, String, String, Ws)
 }
 
 async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a message within 10s")
-            .expect("socket open")
-            .expect("no ws error");
-        match msg {
-            Message::Text(t) => return serde_json::from_str(&t).expect("json frame"),
-            Message::Close(c) => return json!({"type": "__closed", "frame": format!("{c:?}")}),
-            _ => continue,
-        }
-    }
+    common::next_json(ws).await
 }
 
 async fn send(ws: &mut Ws, v: Value) {

@@ -66,7 +66,7 @@ proptest! {
                 max_unacked: 10_000,
                 size: mlua_swarm_grpc::limits::SizePolicy::new(4 << 20, 1 << 20),
             });
-            let session = OperatorSession::new("op-p".into(), "t".into(), vec![], limits);
+            let session = OperatorSession::new("op-p".into(), vec![], limits);
             let mut attachment = session.attach(0).expect("attach");
             let _welcome = attachment.next_frame().await;
             // Every frame the server ever sent, by seq, and the req_id of requests.

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use common::pki::Pki;
 use common::*;
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use mlua_swarm_grpc::config::{Config, Storage};
 use mlua_swarm_grpc::pb::v1 as pb;
 use prost::Message as _;
 use rustls_pki_types::{CertificateDer, ServerName};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::Connector;
@@ -172,19 +172,7 @@ async fn grpc_grpc_web_http_and_wss_share_the_tls_port() {
     assert!(plain.is_err(), "{plain:?}");
 
     // wss:// for the legacy WebSocket shim.
-    let login: Value = http
-        .post(format!("{}/v1/operators", ts.url()))
-        .json(&json!({"roles": ["main-ai"]}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
-    let (sid, token) = (
-        login["sid"].as_str().expect("sid"),
-        login["token"].as_str().expect("token"),
-    );
+    let (sid, token) = legacy_login(&http, &ts.url(), &["main-ai"]).await;
     let mut req = format!("wss://{addr}/v1/operators/{sid}/ws")
         .into_client_request()
         .expect("request");
@@ -201,16 +189,7 @@ async fn grpc_grpc_web_http_and_wss_share_the_tls_port() {
     ws.send(Message::Text(answer.to_string().into()))
         .await
         .expect("send");
-    let first = loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a message within 10s")
-            .expect("socket open")
-            .expect("no ws error");
-        if let Message::Text(t) = msg {
-            break serde_json::from_str::<Value>(&t).expect("json");
-        }
-    };
+    let first = common::next_json(&mut ws).await;
     assert_eq!(first["code"], "unknown_req", "{first}");
     ts.stop().await;
 }

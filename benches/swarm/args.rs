@@ -22,7 +22,7 @@ pub(crate) struct BenchArgs {
     /// Seconds per throughput scenario [default: 8, quick 2].
     #[arg(long)]
     seconds: Option<u64>,
-    /// Run only these scenarios (repeatable: B1 … B5, B8) [default: all].
+    /// Run only these scenarios (repeatable: B1 … B6, B8) [default: all].
     #[arg(long)]
     only: Vec<String>,
     /// Tasks of the B8 soak [default: 200000, quick 30000].
@@ -46,8 +46,10 @@ pub(crate) struct Plan {
     pub(crate) dur: Duration,
     /// Idle streams of B3.
     pub(crate) streams: usize,
-    /// Unacked spawns of B4.
+    /// Unacked spawns of B4, interrupted runs of B6.
     pub(crate) pending: usize,
+    /// The smoke of `cargo test` (tiny sizes against a given server).
+    pub(crate) smoke: bool,
     /// Tasks of the B8 soak.
     pub(crate) soak_tasks: usize,
 }
@@ -64,6 +66,7 @@ impl Plan {
             streams: pick(args.streams, 1000, 10_000),
             pending: pick(None, 200, 1000),
             soak_tasks: pick(args.soak_tasks, 30_000, 200_000),
+            smoke: false,
             target: args.target,
             out: args.out,
             only: args.only,
@@ -81,6 +84,7 @@ impl Plan {
             streams: 8,
             pending: 8,
             soak_tasks: 100,
+            smoke: true,
         }
     }
 

@@ -1,5 +1,6 @@
-//! The server under test: a child `mse-grpc serve --ephemeral` process (so its memory is
-//! read alone from `/proc`), or a running server given with `--target`.
+//! The server under test: a child `mse-grpc serve --ephemeral` (or durable, on a data dir)
+//! process (so its memory is read alone from `/proc`), or a running server given with
+//! `--target`.
 
 use std::time::{Duration, Instant};
 
@@ -35,13 +36,34 @@ impl Target {
 
     /// Starts `mse-grpc serve --ephemeral` on a free loopback port; killed on drop.
     pub(crate) async fn spawn() -> Result<Self, BoxError> {
+        Self::spawn_with(&["--ephemeral"]).await
+    }
+
+    /// Starts `mse-grpc serve --data-dir <dir>` (durable); killed on drop.
+    pub(crate) async fn spawn_durable(dir: &std::path::Path) -> Result<Self, BoxError> {
+        let dir = dir.to_string_lossy().into_owned();
+        Self::spawn_with(&["--data-dir", &dir]).await
+    }
+
+    /// SIGKILL, and reap.
+    pub(crate) async fn kill(mut self) -> Result<(), BoxError> {
+        if let Some(child) = self.child.as_mut() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts `mse-grpc serve <storage>` on a free loopback port; killed on drop.
+    async fn spawn_with(storage: &[&str]) -> Result<Self, BoxError> {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0")?;
             l.local_addr()?.port()
         };
         let addr = format!("127.0.0.1:{port}");
         let child = tokio::process::Command::new(SERVER_BIN)
-            .args(["serve", "--ephemeral", "--bind", &addr])
+            .arg("serve")
+            .args(storage)
+            .args(["--bind", &addr])
             .args(["--max-unacked-frames", "1000000"])
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())

@@ -294,6 +294,14 @@ call $V1.TaskService/WatchTask "{\"task_id\": \"$ENDLESS\"}"
 expect "WatchTask of the cancelled task ends with cancelled" 'rs[0]["event"].get("started") is not None and "cancelled" in rs[-1]["event"]'
 call $V1.TaskService/GetTask '{"task_id": "task-00000000-0000-0000-0000-000000000000"}'
 expect_code NotFound "GetTask of an unknown task"
+call $V1.TaskService/ResumeTask "{\"task_id\": \"$TASK\"}"
+expect_code FailedPrecondition "ResumeTask of a task that was not interrupted"
+call $V1.TaskService/RerunTask "{\"task_id\": \"$TASK\", \"from_step\": \"no-such-step\"}"
+expect_code InvalidArgument "RerunTask from a step the journal does not hold"
+call $V1.TaskService/RerunTask "{\"task_id\": \"$TASK\", \"from_step\": \"echo\"}"
+expect "RerunTask from a journaled step: RUNNING again, a second run" '
+r["task"]["state"] == "TASK_STATE_RUNNING" and len(r["task"]["runs"]) == 2
+and r["task"]["runs"][1]["start"] == "RUN_START_RERUN" and r["task"]["runs"][1]["fromStep"] == "echo"'
 
 # ======================================================================================
 section "OperatorService (Connect), WorkerService, DataService"

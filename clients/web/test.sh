@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the operator console and runs its end-to-end test: a real server (plain HTTP,
-# with --api-token, and HTTPS with a test CA made in Node at test time), Debian's
+# with --api-token, HTTPS with a test CA made in Node at test time, and one on a data dir
+# killed with SIGKILL and restarted), Debian's
 # Chromium (headless, driven by playwright-core; no browser download), the test acting as
 # the sub-agent. Works from a fresh clone after `cargo build` (the server binary at
 # target/debug/mse-grpc, or wherever MSE_GRPC_BIN points).

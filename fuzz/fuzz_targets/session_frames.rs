@@ -45,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
             max_unacked: 64,
             size: mlua_swarm_grpc::limits::SizePolicy::new(4 << 20, 1 << 20),
         });
-        let session = OperatorSession::new("op-f".into(), "t".into(), vec![], limits);
+        let session = OperatorSession::new("op-f".into(), vec![], limits);
         let mut attachment = session.attach(0).expect("first attach");
         let mut req_ids: Vec<String> = Vec::new();
         let mut waiting = Vec::new();

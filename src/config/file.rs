@@ -19,6 +19,7 @@ pub(super) struct FileConfig {
     pub(super) max_message_bytes: Option<usize>,
     pub(super) max_data_bytes: Option<usize>,
     pub(super) task_retention: Option<usize>,
+    pub(super) resume_interrupted: Option<String>,
     pub(super) park_grace_secs: Option<u64>,
     pub(super) ask_timeout_secs: Option<u64>,
     pub(super) hook_timeout_secs: Option<u64>,

@@ -35,6 +35,11 @@ pub struct ServeArgs {
     /// Finished tasks kept for GetTask/ListTasks before the oldest are dropped [default: 10000].
     #[arg(long, env = "MSE_TASK_RETENTION")]
     pub task_retention: Option<usize>,
+    /// What boot does with tasks a restart interrupted: `auto` resumes them (those that
+    /// need operator sessions when the sessions attach), `manual` leaves them for
+    /// ResumeTask [default: auto].
+    #[arg(long, env = "MSE_RESUME_INTERRUPTED")]
+    pub resume_interrupted: Option<String>,
     /// Seconds an operator request waits for a detached session to re-attach [default: 60].
     #[arg(long, env = "MSE_PARK_GRACE_SECS")]
     pub park_grace_secs: Option<u64>,

@@ -11,6 +11,7 @@ use super::{
     DEFAULT_DATA_DIR,
 };
 use crate::brake::BrakeLimits;
+use crate::engine::ResumeMode;
 
 impl Config {
     /// Resolves flags and environment (already merged by clap) over the TOML file over the
@@ -115,6 +116,22 @@ impl Config {
                 why: "must be at least 1".into(),
             });
         }
+        let resume = match args
+            .resume_interrupted
+            .clone()
+            .or(file.resume_interrupted)
+            .as_deref()
+            .map(str::trim)
+        {
+            None | Some("auto") => ResumeMode::Auto,
+            Some("manual") => ResumeMode::Manual,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "resume_interrupted",
+                    why: format!("'{other}' is neither auto nor manual"),
+                })
+            }
+        };
         let metrics_bind = match args.metrics_bind.clone().or(file.metrics_bind) {
             Some(text) => Some(text.parse().map_err(|e| ConfigError::Invalid {
                 key: "metrics_bind",
@@ -124,6 +141,7 @@ impl Config {
         };
         let config = Config {
             bind,
+            resume,
             storage,
             api_token,
             token_secret,

@@ -13,8 +13,8 @@ use std::time::Duration;
 pub use flags::{LogFormat, ServeArgs};
 
 use crate::brake::BrakeLimits;
-use crate::engine::EngineSettings;
 pub use crate::engine::Storage;
+use crate::engine::{EngineSettings, ResumeMode};
 use crate::limits::SizePolicy;
 
 /// Default listen address.
@@ -22,38 +22,8 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:7777";
 /// Default data directory (Blueprints in git, data outputs in SQLite).
 pub const DEFAULT_DATA_DIR: &str = ".mse-grpc";
 
-/// Time limits of operator sessions.
-#[derive(Debug, Clone)]
-pub struct OperatorTimeouts {
-    /// How long requests park while no stream is attached.
-    pub park_grace: Duration,
-    /// Reply deadline of `ask`.
-    pub ask: Duration,
-    /// Reply deadline of `hook_before`.
-    pub hook: Duration,
-    /// Reply deadline of `spawn`.
-    pub spawn: Duration,
-    /// Interval of app-level pings.
-    pub ping_interval: Duration,
-    /// How long a session without a stream lives.
-    pub idle_horizon: Duration,
-    /// Unacknowledged frames a session may hold.
-    pub max_unacked: usize,
-}
-
-impl Default for OperatorTimeouts {
-    fn default() -> Self {
-        Self {
-            park_grace: Duration::from_secs(60),
-            ask: Duration::from_secs(3600),
-            hook: Duration::from_secs(300),
-            spawn: Duration::from_secs(3600),
-            ping_interval: Duration::from_secs(15),
-            idle_horizon: Duration::from_secs(86_400),
-            max_unacked: crate::operator::DEFAULT_MAX_UNACKED,
-        }
-    }
-}
+/// Time limits of operator sessions; the operator core owns the type, config fills it.
+pub use crate::operator::OperatorTimeouts;
 
 /// PEM files of TLS; the server reloads `cert` and `key` when they change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +53,8 @@ pub struct Config {
     pub max_data_bytes: usize,
     /// Finished tasks kept in memory.
     pub task_retention: usize,
+    /// What boot does with interrupted tasks.
+    pub resume: ResumeMode,
     /// Operator session limits.
     pub operator: OperatorTimeouts,
     /// Allowed browser origins for gRPC-Web.
@@ -109,6 +81,7 @@ impl Default for Config {
             max_message_bytes: 4 * 1024 * 1024,
             max_data_bytes: 1024 * 1024,
             task_retention: 10_000,
+            resume: ResumeMode::Auto,
             operator: OperatorTimeouts::default(),
             cors_origins: Vec::new(),
             tls: None,
@@ -148,6 +121,7 @@ impl From<&Config> for EngineSettings {
             token_secret: config.token_secret.clone(),
             task_retention: config.task_retention,
             size: SizePolicy::new(config.max_message_bytes, config.max_data_bytes),
+            resume: config.resume,
         }
     }
 }

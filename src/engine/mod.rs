@@ -10,6 +10,7 @@ mod data;
 mod errors;
 mod gc;
 mod handles;
+mod journal;
 mod operators;
 mod outputs;
 mod runner;
@@ -39,10 +40,10 @@ pub use runner::{
     BlueprintSource, LaunchOperator, OperatorKind, TaskLaunch, TaskPage, VersionPick,
     DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, SERVER_DEFAULT_TTL_SECS,
 };
-pub use settings::{EngineSettings, Storage};
+pub use settings::{EngineSettings, ResumeMode, Storage};
 pub use tasks::{
-    TaskEvent, TaskEventKind, TaskPosition, TaskRecord, TaskRegistry, TaskState, TaskStore,
-    TtlSource, EVENTS_KEPT, STEP_IDS_KEPT,
+    RunEnd, RunStart, SqliteTaskStore, TaskEvent, TaskEventKind, TaskPosition, TaskRecord,
+    TaskRegistry, TaskRun, TaskState, TaskStore, TtlSource, EVENTS_KEPT, STEP_IDS_KEPT,
 };
 pub use worker::{Credential, SubmitOutcome, WorkerPrompt};
 
@@ -65,8 +66,14 @@ pub struct EngineHost {
     outputs: Arc<dyn OutputStore>,
     /// The same store when it is the in-memory one, for [`EngineHost::structure_counts`].
     bounded_outputs: Option<Arc<outputs::BoundedOutputStore>>,
-    output_driver: Mutex<Option<rusqlite_isle::AsyncIsleDriver>>,
+    /// The SQLite writer threads of the stores on disk.
+    drivers: Mutex<Vec<rusqlite_isle::AsyncIsleDriver>>,
     tasks: Arc<dyn TaskStore>,
+    journal: journal::Journal,
+    resume: ResumeMode,
+    durable: bool,
+    /// Interrupted tasks waiting for the operator sessions they need.
+    parked: Mutex<std::collections::HashSet<String>>,
     steps: Mutex<HashMap<String, String>>,
     running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
     runs_changed: tokio::sync::Notify,
@@ -92,6 +99,7 @@ impl EngineHost {
         let host = Arc::new(wiring::build(&settings.into()).await?);
         runner::spawn_event_router(&host);
         host.seed_main_blueprint().await?;
+        host.recover().await?;
         Ok(host)
     }
 
@@ -122,12 +130,12 @@ impl EngineHost {
         }
     }
 
-    /// Flushes and closes the stores (the SQLite writer thread).
+    /// Flushes and closes the stores (the SQLite writer threads).
     pub async fn shutdown(&self) {
-        let driver = self.output_driver.lock().ok().and_then(|mut d| d.take());
-        if let Some(driver) = driver {
+        let drivers = std::mem::take(&mut *lock(&self.drivers));
+        for driver in drivers {
             if let Err(e) = driver.shutdown().await {
-                tracing::warn!(error = %e, "data store shutdown");
+                tracing::warn!(error = %e, "store shutdown");
             }
         }
     }

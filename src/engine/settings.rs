@@ -15,6 +15,17 @@ pub enum Storage {
     Ephemeral,
 }
 
+/// What happens at boot to tasks a restart interrupted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ResumeMode {
+    /// Resume them: at once when they need no operator session, else when the sessions
+    /// they need attach.
+    #[default]
+    Auto,
+    /// They wait for `ResumeTask`.
+    Manual,
+}
+
 /// The engine host's settings.
 #[derive(Clone)]
 pub struct EngineSettings {
@@ -26,6 +37,8 @@ pub struct EngineSettings {
     pub task_retention: usize,
     /// The size limits of stored values and built messages.
     pub size: SizePolicy,
+    /// What boot does with interrupted tasks.
+    pub resume: ResumeMode,
 }
 
 impl std::fmt::Debug for EngineSettings {
@@ -35,6 +48,7 @@ impl std::fmt::Debug for EngineSettings {
             .field("token_secret", &self.token_secret.as_ref().map(|_| "<set>"))
             .field("task_retention", &self.task_retention)
             .field("size", &self.size)
+            .field("resume", &self.resume)
             .finish()
     }
 }
@@ -60,6 +74,7 @@ mod tests {
             token_secret: Some(vec![251, 252, 253]),
             task_retention: 3,
             size: SizePolicy::new(4 << 20, 1 << 20),
+            resume: ResumeMode::Auto,
         };
         let shown = format!("{s:?}");
         assert!(shown.contains("<set>") && !shown.contains("252"), "{shown}");

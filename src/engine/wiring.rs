@@ -14,7 +14,9 @@ use mlua_swarm::{
     RustFnInProcessSpawnerFactory, SeniorEscalationMiddleware, SpawnerRegistry, TaskApplication,
 };
 
-use super::{EngineHost, EngineSettings, Storage, TaskRegistry};
+use super::journal::Journal;
+use super::tasks::EvictHook;
+use super::{EngineHost, EngineSettings, SqliteTaskStore, Storage, TaskRegistry, TaskStore};
 use crate::error::{Error, Result};
 
 /// Engine lock retries: many immediate retries instead of few slow ones (hazard H2).
@@ -51,7 +53,7 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
     ));
 
     let mut bounded_outputs = None;
-    let (blueprints, outputs, driver) = match &settings.storage {
+    let (blueprints, outputs, mut drivers) = match &settings.storage {
         Storage::Ephemeral => {
             let bp: Arc<dyn BlueprintStore> = Arc::new(InMemoryBlueprintStore::new());
             let bounded = Arc::new(super::outputs::BoundedOutputStore::new(
@@ -59,9 +61,31 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
             ));
             bounded_outputs = Some(bounded.clone());
             let out: Arc<dyn OutputStore> = bounded;
-            (bp, out, None)
+            (bp, out, Vec::new())
         }
         Storage::Dir(dir) => open_dir_stores(dir).await?,
+    };
+    let (journal, tasks) = match &settings.storage {
+        Storage::Ephemeral => {
+            let journal = Journal::ephemeral();
+            let tasks: Arc<dyn TaskStore> = Arc::new(
+                TaskRegistry::new(settings.task_retention).with_evict_hook(forget(&journal)),
+            );
+            (journal, tasks)
+        }
+        Storage::Dir(dir) => {
+            let (journal, journal_drivers) = Journal::open(dir).await?;
+            drivers.extend(journal_drivers);
+            let (store, driver) = SqliteTaskStore::open(
+                &dir.join("tasks.sqlite"),
+                settings.task_retention,
+                forget(&journal),
+            )
+            .await?;
+            drivers.push(driver);
+            let tasks: Arc<dyn TaskStore> = Arc::new(store);
+            (journal, tasks)
+        }
     };
     let blueprints: Arc<dyn BlueprintStore> =
         Arc::new(super::blueprints::Archivable::new(blueprints));
@@ -74,28 +98,42 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
         blueprints,
         outputs,
         bounded_outputs,
-        output_driver: Mutex::new(driver),
-        tasks: Arc::new(TaskRegistry::new(settings.task_retention)),
+        drivers: Mutex::new(drivers),
+        tasks,
+        journal,
+        resume: settings.resume,
+        durable: matches!(settings.storage, Storage::Dir(_)),
+        parked: Mutex::new(Default::default()),
         steps: Mutex::new(HashMap::new()),
         running: Mutex::new(HashMap::new()),
         runs_changed: tokio::sync::Notify::new(),
         end_listeners: std::sync::RwLock::new(Vec::new()),
         size: settings.size,
         engine_sessions: Mutex::new(HashMap::new()),
-        worker_handles: Default::default(),
+        worker_handles: super::handles::WorkerHandles::for_storage(&settings.storage)?,
         store_root: settings.blueprint_root(),
+    })
+}
+
+/// Deletes the runs and journal rows of tasks retention dropped.
+fn forget(journal: &Journal) -> EvictHook {
+    let journal = journal.clone();
+    Box::new(move |ids| {
+        let journal = journal.clone();
+        tokio::spawn(async move { journal.forget(&ids).await });
     })
 }
 
 type Stores = (
     Arc<dyn BlueprintStore>,
     Arc<dyn OutputStore>,
-    Option<rusqlite_isle::AsyncIsleDriver>,
+    Vec<rusqlite_isle::AsyncIsleDriver>,
 );
 
 async fn open_dir_stores(dir: &Path) -> Result<Stores> {
+    // Unavailable rather than Internal: the message, naming the file, is what boot prints.
     let fail = |what: &str, e: &dyn std::fmt::Display| {
-        Error::Internal(format!("cannot open {what} under {}: {e}", dir.display()))
+        Error::Unavailable(format!("cannot open {what} under {}: {e}", dir.display()))
     };
     std::fs::create_dir_all(dir).map_err(|e| fail("the data directory", &e))?;
     let bp_root = dir.join("blueprints");
@@ -106,5 +144,5 @@ async fn open_dir_stores(dir: &Path) -> Result<Stores> {
     let (out, driver) = SqliteOutputStore::open(dir.join("outputs.sqlite"))
         .await
         .map_err(|e| fail("the data store", &e))?;
-    Ok((Arc::new(bp), Arc::new(out), Some(driver)))
+    Ok((Arc::new(bp), Arc::new(out), vec![driver]))
 }

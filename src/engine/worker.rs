@@ -87,9 +87,10 @@ impl EngineHost {
     ) -> Result<StepId> {
         let step = match cred {
             Credential::Handle(h) => {
-                let engine_handle = self.worker_handles.resolve(h).ok_or_else(|| {
-                    Error::Unauthenticated("credential unknown, or its step has finished".into())
-                })?;
+                let engine_handle = self
+                    .worker_handles
+                    .resolve(h)
+                    .ok_or_else(|| self.worker_handles.unknown(h))?;
                 self.engine.task_id_from_handle(&engine_handle).await
             }
             Credential::Token(t) => self.engine.task_id_from_token(t).await,

@@ -6,8 +6,8 @@ use prost_types::value::Kind;
 use serde_json::{Map, Number, Value};
 
 use crate::engine::{
-    BlueprintSource, LaunchOperator, OperatorKind, TaskEvent, TaskEventKind, TaskLaunch,
-    TaskRecord, TaskState, TtlSource, VersionPick,
+    BlueprintSource, LaunchOperator, OperatorKind, RunEnd, RunStart, TaskEvent, TaskEventKind,
+    TaskLaunch, TaskRecord, TaskRun, TaskState, TtlSource, VersionPick,
 };
 use crate::error::{Error, Result};
 use crate::pb::v1 as pb;
@@ -164,6 +164,7 @@ pub fn task_state(s: TaskState) -> pb::TaskState {
         TaskState::Completed => pb::TaskState::Completed,
         TaskState::Failed => pb::TaskState::Failed,
         TaskState::Cancelled => pb::TaskState::Cancelled,
+        TaskState::Interrupted => pb::TaskState::Interrupted,
     }
 }
 
@@ -175,6 +176,7 @@ pub fn task_state_filter(raw: i32) -> Result<Option<TaskState>> {
         Ok(pb::TaskState::Completed) => Ok(Some(TaskState::Completed)),
         Ok(pb::TaskState::Failed) => Ok(Some(TaskState::Failed)),
         Ok(pb::TaskState::Cancelled) => Ok(Some(TaskState::Cancelled)),
+        Ok(pb::TaskState::Interrupted) => Ok(Some(TaskState::Interrupted)),
         Err(_) => Err(Error::invalid("state", format!("unknown task state {raw}"))),
     }
 }
@@ -195,6 +197,8 @@ pub fn task(r: TaskRecord) -> pb::Task {
         operator_sid,
         step_ids,
         step_count,
+        runs,
+        launch: _,
     } = r;
     pb::Task {
         task_id,
@@ -214,6 +218,39 @@ pub fn task(r: TaskRecord) -> pb::Task {
         operator_sid: operator_sid.unwrap_or_default(),
         step_ids: step_ids.into(),
         step_count,
+        runs: runs.into_iter().map(task_run).collect(),
+    }
+}
+
+fn ms_timestamp(ms: u64) -> prost_types::Timestamp {
+    timestamp(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+}
+
+/// How a run started → the proto enum and its `from_step`.
+fn run_start(start: RunStart) -> (pb::RunStart, String) {
+    match start {
+        RunStart::Launch => (pb::RunStart::Launch, String::new()),
+        RunStart::Resume => (pb::RunStart::Resume, String::new()),
+        RunStart::Rerun { from_step } => (pb::RunStart::Rerun, from_step),
+    }
+}
+
+fn task_run(r: TaskRun) -> pb::TaskRun {
+    let (start, from_step) = run_start(r.start);
+    pb::TaskRun {
+        run_id: r.run_id,
+        start: start as i32,
+        from_step,
+        end: match r.end {
+            None => pb::RunEnd::Unspecified,
+            Some(RunEnd::Completed) => pb::RunEnd::Completed,
+            Some(RunEnd::Failed) => pb::RunEnd::Failed,
+            Some(RunEnd::Cancelled) => pb::RunEnd::Cancelled,
+            Some(RunEnd::Interrupted) => pb::RunEnd::Interrupted,
+        } as i32,
+        started_at: Some(ms_timestamp(r.started_at_ms)),
+        ended_at: r.ended_at_ms.map(ms_timestamp),
+        replayed_steps: r.replayed_steps,
     }
 }
 
@@ -251,6 +288,18 @@ pub fn task_event(e: TaskEvent) -> pb::TaskEvent {
         }),
         TaskEventKind::Failed { error } => K::Failed(pb::TaskFailed { error }),
         TaskEventKind::Cancelled { reason } => K::Cancelled(pb::TaskCancelled { reason }),
+        TaskEventKind::Interrupted { reason } => K::Interrupted(pb::TaskInterrupted { reason }),
+        TaskEventKind::RunStarted {
+            start,
+            replayed_steps,
+        } => {
+            let (start, from_step) = run_start(start);
+            K::RunStarted(pb::TaskRunStarted {
+                start: start as i32,
+                from_step,
+                replayed_steps,
+            })
+        }
     };
     pb::TaskEvent {
         seq,

@@ -88,6 +88,7 @@ pub fn server_frame(frame: ServerFrame) -> pb::ServerFrame {
             replayed: w.replayed,
             roles: w.roles,
             ping_interval_secs: w.ping_interval_secs,
+            server_restarted: w.server_restarted,
         }),
         ServerBody::Ask {
             req_id,

@@ -168,7 +168,8 @@ impl OperatorService for OperatorSvc {
         let token = bearer(request.metadata())?;
         let session = self
             .hub
-            .authenticate(&request.get_ref().sid, token.as_deref())?;
+            .authenticate(&request.get_ref().sid, token.as_deref())
+            .await?;
         Ok(Response::new(pb::GetSessionResponse {
             session: Some(session_pb(session.info())),
         }))
@@ -178,7 +179,7 @@ impl OperatorService for OperatorSvc {
         &self,
         _request: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
-        let sessions = self.hub.list().into_iter().map(session_pb).collect();
+        let sessions = self.hub.list().await?.into_iter().map(session_pb).collect();
         Ok(Response::new(pb::ListSessionsResponse { sessions }))
     }
 
@@ -188,7 +189,7 @@ impl OperatorService for OperatorSvc {
     ) -> Result<Response<pb::DeleteSessionResponse>, Status> {
         let token = bearer(request.metadata())?;
         let sid = request.into_inner().sid;
-        self.hub.authenticate(&sid, token.as_deref())?;
+        self.hub.authenticate(&sid, token.as_deref()).await?;
         self.hub.delete(&sid, "deleted by DeleteSession").await?;
         Ok(Response::new(pb::DeleteSessionResponse {}))
     }
@@ -221,7 +222,7 @@ impl OperatorService for OperatorSvc {
         let Ok(ClientFrame::Hello { sid, last_seq }) = client_frame(first) else {
             return Err(Error::invalid("first frame", "must be hello{sid, last_seq}").into());
         };
-        let session = self.hub.authenticate(&sid, token.as_deref())?;
+        let session = self.hub.authenticate(&sid, token.as_deref()).await?;
         let attachment = session.attach(last_seq)?;
         let epoch = attachment.epoch();
         let (err_tx, err_rx) = oneshot::channel::<Status>();
@@ -278,7 +279,7 @@ impl OperatorService for OperatorSvc {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let token = bearer(request.metadata())?;
         let pb::SubscribeRequest { sid, last_seq } = request.into_inner();
-        let session = self.hub.authenticate(&sid, token.as_deref())?;
+        let session = self.hub.authenticate(&sid, token.as_deref()).await?;
         let attachment = session.attach(last_seq)?;
         let (_never, abort) = oneshot::channel();
         Ok(Response::new(Box::pin(frames(
@@ -296,7 +297,7 @@ impl OperatorService for OperatorSvc {
         let token = bearer(request.metadata())?;
         let pb::SendRequest { sid, frame } = request.into_inner();
         // A recently deleted session still answers replies (STALE), not NOT_FOUND.
-        let session = self.hub.authenticate_reply(&sid, token.as_deref())?;
+        let session = self.hub.authenticate_reply(&sid, token.as_deref()).await?;
         let frame = frame.ok_or_else(|| Error::invalid("frame", "required"))?;
         let frame = client_frame(frame).map_err(|m| Error::invalid("frame", m))?;
         if matches!(frame, ClientFrame::Hello { .. }) {

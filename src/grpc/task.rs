@@ -108,6 +108,27 @@ impl TaskService for TaskSvc {
             task: Some(convert::task(record)),
         }))
     }
+
+    async fn resume_task(
+        &self,
+        request: Request<pb::ResumeTaskRequest>,
+    ) -> Result<Response<pb::ResumeTaskResponse>, Status> {
+        let record = self.host.resume_task(&request.into_inner().task_id).await?;
+        Ok(Response::new(pb::ResumeTaskResponse {
+            task: Some(convert::task(record)),
+        }))
+    }
+
+    async fn rerun_task(
+        &self,
+        request: Request<pb::RerunTaskRequest>,
+    ) -> Result<Response<pb::RerunTaskResponse>, Status> {
+        let pb::RerunTaskRequest { task_id, from_step } = request.into_inner();
+        let record = self.host.rerun_task(&task_id, &from_step).await?;
+        Ok(Response::new(pb::RerunTaskResponse {
+            task: Some(convert::task(record)),
+        }))
+    }
 }
 
 /// The launch of a StartTask request, and of a RunTask one converted to it.

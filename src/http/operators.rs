@@ -25,7 +25,7 @@ pub(super) async fn create(
     match st.hub.create(body.roles).await {
         Ok(c) => Json(json!({"sid": c.sid, "token": c.token, "roles": c.roles})).into_response(),
         Err(Error::AlreadyExists(_)) => {
-            let conflicts = st.hub.held_roles(&wanted);
+            let conflicts = st.hub.held_roles(&wanted).await.unwrap_or_default();
             (
                 StatusCode::CONFLICT,
                 Json(json!({"error": "roles conflict", "conflicts": conflicts})),
@@ -42,7 +42,7 @@ pub(super) async fn info(
     headers: HeaderMap,
 ) -> ApiResult<Json<serde_json::Value>> {
     let token = bearer(&headers)?;
-    let session = st.hub.authenticate(&sid, token.as_deref())?;
+    let session = st.hub.authenticate(&sid, token.as_deref()).await?;
     let info = session.info();
     Ok(Json(
         json!({"sid": info.sid, "roles": info.roles, "connected": info.connected}),
@@ -55,7 +55,7 @@ pub(super) async fn delete(
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
     let token = bearer(&headers)?;
-    st.hub.authenticate(&sid, token.as_deref())?;
+    st.hub.authenticate(&sid, token.as_deref()).await?;
     st.hub
         .delete(&sid, "deleted by DELETE /v1/operators")
         .await?;

@@ -99,10 +99,10 @@ pub const ALL: &[Metric] = &[
     m(TASKS_COMPLETED, "counter", "", "Tasks that ended COMPLETED."),
     m(TASKS_FAILED, "counter", "", "Tasks that ended FAILED (flow error, TTL, shutdown)."),
     m(TASKS_CANCELLED, "counter", "", "Tasks that ended CANCELLED."),
-    m(TASKS_INTERRUPTED, "counter", "", "Tasks a restart interrupted (durable storage)."),
-    m(TASKS_RESUMED, "counter", "", "Interrupted tasks resumed after a restart."),
+    m(TASKS_INTERRUPTED, "counter", "", "Tasks a shutdown or crash interrupted (--data-dir)."),
+    m(TASKS_RESUMED, "counter", "", "Interrupted tasks resumed (at boot, on attach, ResumeTask)."),
     m(TASK_SECONDS, "histogram", "outcome", "Run time of ended tasks, by outcome."),
-    m(TASKS_IN_FLIGHT, "gauge", "", "Tasks running now."),
+    m(TASKS_IN_FLIGHT, "gauge", "", "Task runs in flight now (started or resumed, not ended)."),
     m(STEPS_DISPATCHED, "counter", "", "Engine steps (agent calls) dispatched by tasks."),
     m(SESSIONS_LIVE, "gauge", "", "Operator sessions that exist, attached or not."),
     m(SESSIONS_ATTACHED, "gauge", "", "Operator sessions with a stream attached."),
@@ -125,7 +125,11 @@ pub const ALL: &[Metric] = &[
 /// A task started.
 pub fn task_started() {
     counter!(TASKS_STARTED).increment(1);
-    gauge!(TASKS_IN_FLIGHT).increment(1.0);
+}
+
+/// Sets the number of task runs in flight (sampled at each scrape).
+pub fn set_tasks_in_flight(n: usize) {
+    gauge!(TASKS_IN_FLIGHT).set(n as f64);
 }
 
 /// How a task ended.
@@ -147,7 +151,6 @@ pub fn task_ended(outcome: TaskOutcome, ran: Duration) {
         TaskOutcome::Cancelled => (TASKS_CANCELLED, "cancelled"),
     };
     counter!(name).increment(1);
-    gauge!(TASKS_IN_FLIGHT).decrement(1.0);
     histogram!(TASK_SECONDS, "outcome" => label).record(ran.as_secs_f64());
 }
 

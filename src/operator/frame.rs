@@ -1,10 +1,12 @@
 //! Operator frames as the session core sees them, independent of any transport. Each door
-//! (gRPC, gRPC-Web, WebSocket) converts its wire form to and from these at its edge.
+//! (gRPC, gRPC-Web, WebSocket) converts its wire form to and from these at its edge. They
+//! are serde types so a frame bus between processes can carry them.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A frame from the server to an operator.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServerFrame {
     /// Session sequence number; 0 for control frames (welcome, ping, notice, closing),
     /// which are never replayed.
@@ -14,7 +16,8 @@ pub struct ServerFrame {
 }
 
 /// The payload of a [`ServerFrame`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerBody {
     /// First frame of every attach.
     Welcome(Welcome),
@@ -97,7 +100,7 @@ pub enum ServerBody {
 }
 
 /// Where a request comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
     /// Our task id.
     pub task_id: String,
@@ -110,7 +113,7 @@ pub struct Step {
 }
 
 /// The first frame of an attach.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Welcome {
     /// Session id.
     pub sid: String,
@@ -124,10 +127,14 @@ pub struct Welcome {
     pub roles: Vec<String>,
     /// Ping interval.
     pub ping_interval_secs: u32,
+    /// First attach since the server restarted: frames from before are not coming again.
+    #[serde(default)]
+    pub server_restarted: bool,
 }
 
 /// What was wrong with a client frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum NoticeCode {
     /// The req_id was already answered.
     Duplicate,
@@ -158,7 +165,8 @@ impl NoticeCode {
 }
 
 /// A frame from an operator to the server.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
     /// Opens a stream.
     Hello {
@@ -207,7 +215,8 @@ pub enum ClientFrame {
 }
 
 /// What became of a client frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum ReplyOutcome {
     /// Used.
     Accepted,
@@ -220,6 +229,18 @@ pub enum ReplyOutcome {
         /// Detail.
         message: String,
     },
+}
+
+impl ReplyOutcome {
+    /// A refusal of a frame about `req_id` ("" when none).
+    pub fn refused(code: NoticeCode, req_id: &str, message: &str) -> Self {
+        crate::metrics::notice(code.label());
+        ReplyOutcome::Refused {
+            code,
+            req_id: req_id.to_string(),
+            message: message.to_string(),
+        }
+    }
 }
 
 impl ServerBody {
@@ -236,5 +257,181 @@ impl ServerBody {
             | ServerBody::Closing { .. }
             | ServerBody::Notice { .. } => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde::de::DeserializeOwned;
+    use serde_json::json;
+
+    use super::*;
+
+    fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(value: &T) {
+        let text = serde_json::to_string(value).expect("serializes");
+        let back: T = serde_json::from_str(&text).expect("deserializes");
+        assert_eq!(&back, value, "{text}");
+    }
+
+    fn step() -> Step {
+        Step {
+            task_id: "task-1".into(),
+            step_id: "ST-1".into(),
+            agent: "writer".into(),
+            attempt: 2,
+        }
+    }
+
+    /// One of each server body; the match makes a new variant a compile error here.
+    fn server_bodies() -> Vec<ServerBody> {
+        let all = vec![
+            ServerBody::Welcome(Welcome {
+                sid: "op-1".into(),
+                epoch: 3,
+                acked_seq: 7,
+                replayed: 2,
+                roles: vec!["lead".into()],
+                ping_interval_secs: 15,
+                server_restarted: true,
+            }),
+            ServerBody::Ask {
+                req_id: "r1".into(),
+                task_id: "task-1".into(),
+                step_id: "ST-1".into(),
+                question: json!({"q": [1, "two", null]}),
+                deadline_unix_ms: 1_700_000_000_000,
+            },
+            ServerBody::HookBefore {
+                req_id: "r2".into(),
+                step: step(),
+                deadline_unix_ms: 9,
+            },
+            ServerBody::HookAfter {
+                req_id: "r3".into(),
+                step: step(),
+                result: json!("done"),
+            },
+            ServerBody::Spawn {
+                req_id: "r4".into(),
+                step: step(),
+                capability_token: "cap".into(),
+                worker_handle: "wh-1".into(),
+                directive: "launch".into(),
+                deadline_unix_ms: u64::MAX,
+                traceparent: String::new(),
+            },
+            ServerBody::Cancel {
+                req_id: "r5".into(),
+                reason: "task ended".into(),
+            },
+            ServerBody::Ping { nonce: 42 },
+            ServerBody::Closing {
+                reason: "bye".into(),
+                retry_after_ms: 1000,
+            },
+            ServerBody::Notice {
+                code: NoticeCode::TooLarge,
+                req_id: "r6".into(),
+                message: "too big".into(),
+            },
+        ];
+        let kinds: BTreeSet<&str> = all
+            .iter()
+            .map(|b| match b {
+                ServerBody::Welcome(_) => "welcome",
+                ServerBody::Ask { .. } => "ask",
+                ServerBody::HookBefore { .. } => "hook_before",
+                ServerBody::HookAfter { .. } => "hook_after",
+                ServerBody::Spawn { .. } => "spawn",
+                ServerBody::Cancel { .. } => "cancel",
+                ServerBody::Ping { .. } => "ping",
+                ServerBody::Closing { .. } => "closing",
+                ServerBody::Notice { .. } => "notice",
+            })
+            .collect();
+        assert_eq!(kinds.len(), 9, "one of each variant");
+        all
+    }
+
+    fn client_frames() -> Vec<ClientFrame> {
+        let all = vec![
+            ClientFrame::Hello {
+                sid: "op-1".into(),
+                last_seq: 4,
+            },
+            ClientFrame::Answer {
+                req_id: "r1".into(),
+                value: json!({"a": 1.5}),
+            },
+            ClientFrame::HookAck {
+                req_id: "r2".into(),
+                ok: false,
+                reason: Some("no".into()),
+            },
+            ClientFrame::HookAck {
+                req_id: "r2".into(),
+                ok: true,
+                reason: None,
+            },
+            ClientFrame::SpawnAck {
+                req_id: "r4".into(),
+                value: Value::Null,
+                ok: true,
+                error: Some("boom".into()),
+            },
+            ClientFrame::Ack { seq: 12 },
+            ClientFrame::Pong { nonce: 42 },
+        ];
+        let kinds: BTreeSet<&str> = all
+            .iter()
+            .map(|f| match f {
+                ClientFrame::Hello { .. } => "hello",
+                ClientFrame::Answer { .. } => "answer",
+                ClientFrame::HookAck { .. } => "hook_ack",
+                ClientFrame::SpawnAck { .. } => "spawn_ack",
+                ClientFrame::Ack { .. } => "ack",
+                ClientFrame::Pong { .. } => "pong",
+            })
+            .collect();
+        assert_eq!(kinds.len(), 6, "one of each variant");
+        all
+    }
+
+    #[test]
+    fn every_server_frame_round_trips_through_json() {
+        for (seq, body) in server_bodies().into_iter().enumerate() {
+            round_trip(&ServerFrame {
+                seq: seq as u64,
+                body,
+            });
+        }
+    }
+
+    #[test]
+    fn every_client_frame_and_outcome_round_trips_through_json() {
+        for frame in client_frames() {
+            round_trip(&frame);
+        }
+        round_trip(&ReplyOutcome::Accepted);
+        for code in [
+            NoticeCode::Duplicate,
+            NoticeCode::UnknownReq,
+            NoticeCode::Stale,
+            NoticeCode::WrongKind,
+            NoticeCode::InvalidFrame,
+            NoticeCode::TooLarge,
+        ] {
+            round_trip(&ReplyOutcome::refused(code, "r1", "why"));
+        }
+    }
+
+    #[test]
+    fn bodies_are_tagged_by_their_wire_names() {
+        let text = serde_json::to_value(ServerBody::Ping { nonce: 1 }).expect("json");
+        assert_eq!(text, json!({"type": "ping", "nonce": 1}));
+        let text = serde_json::to_value(ClientFrame::Ack { seq: 3 }).expect("json");
+        assert_eq!(text, json!({"type": "ack", "seq": 3}));
     }
 }

@@ -2,12 +2,16 @@
 //! withdraw a finished task's requests from every session.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rand::RngCore;
 
-use super::session::{OperatorSession, SessionInfo, SessionLimits};
+use super::bus::Outbound;
+use super::parking::{is_idle, spawn_reaper};
+use super::pending::{ENDED_BYTES_MAX, ENDED_REMEMBERED};
+use super::session::{AttachListener, OperatorSession, SessionCounts, SessionInfo, SessionLinks};
+use super::settings::SessionLimits;
+use super::store::{Claim, SessionRecord};
 use crate::engine::{Bound, EngineHost, StructureCounts, TaskEndListener};
 use crate::error::{Error, Result};
 
@@ -22,29 +26,24 @@ pub struct CreatedSession {
     pub roles: Vec<String>,
 }
 
-/// Deleted sessions remembered (their outboxes emptied), so a late reply is STALE rather
-/// than NOT_FOUND and their sids stay reserved.
+/// Deleted sessions kept alive, so a late reply to one of their requests is answered
+/// STALE (the store keeps their records as long).
 const DELETED_KEPT: usize = 256;
 
+/// The session objects of this process: live ones, and the recently deleted.
 #[derive(Default)]
-struct Inner {
+struct Live {
     sessions: HashMap<String, Arc<OperatorSession>>,
-    roles: HashMap<String, String>,
     deleted: VecDeque<Arc<OperatorSession>>,
 }
 
-impl Inner {
-    /// True if `name` is the sid of a live or recently deleted session.
-    fn is_sid(&self, name: &str) -> bool {
-        self.sessions.contains_key(name) || self.deleted.iter().any(|s| s.sid() == name)
-    }
-}
-
-/// All operator sessions of this server.
+/// All operator sessions of this server. Records and role claims go through the
+/// [`SessionStore`]; frames between the engine and a session through the [`FrameBus`].
 pub struct OperatorHub {
     host: Arc<EngineHost>,
     limits: Arc<SessionLimits>,
-    inner: Mutex<Inner>,
+    links: SessionLinks,
+    live: Mutex<Live>,
 }
 
 impl std::fmt::Debug for OperatorHub {
@@ -54,24 +53,67 @@ impl std::fmt::Debug for OperatorHub {
 }
 
 impl OperatorHub {
-    /// A hub over `host`; starts the task-end listener and the idle reaper.
+    /// A hub over `host` with the in-memory store and the in-process bus; starts the
+    /// task-end listener and the idle reaper.
     pub fn start(host: Arc<EngineHost>, limits: SessionLimits) -> Arc<Self> {
-        let hub = Arc::new(Self {
-            host,
-            limits: Arc::new(limits),
-            inner: Mutex::new(Inner::default()),
+        Self::start_with(host, limits, SessionLinks::in_process())
+    }
+
+    /// As [`Self::start`], on the given store and bus.
+    pub fn start_with(
+        host: Arc<EngineHost>,
+        limits: SessionLimits,
+        mut links: SessionLinks,
+    ) -> Arc<Self> {
+        let hub = Arc::new_cyclic(|me: &std::sync::Weak<Self>| {
+            let listener: std::sync::Weak<dyn AttachListener> = me.clone();
+            links.attached = Some(listener);
+            Self {
+                host,
+                limits: Arc::new(limits),
+                links,
+                live: Mutex::new(Live::default()),
+            }
         });
         let listener: Arc<dyn TaskEndListener> = hub.clone();
         hub.host.add_task_end_listener(Arc::downgrade(&listener));
-        spawn_reaper(&hub);
+        spawn_reaper(&hub, hub.limits.timeouts.idle_horizon);
         hub
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        match self.inner.lock() {
+    /// Loads every session the store kept from a previous process, detached: the same
+    /// sid and token attach again, roles stay claimed, the first welcome says
+    /// `server_restarted`. One nobody attaches to is reaped by the idle rules, counted
+    /// from now. Returns how many were restored.
+    pub async fn restore(self: &Arc<Self>) -> Result<usize> {
+        let records = self.links.store.list().await?;
+        for record in &records {
+            let session = OperatorSession::restore(record, self.limits.clone(), self.links.clone());
+            self.lock()
+                .sessions
+                .insert(record.sid.clone(), session.clone());
+            self.host
+                .register_operator(&record.sid, &record.roles, session)
+                .await;
+            tracing::info!(sid = %record.sid, roles = ?record.roles, "operator session restored");
+        }
+        Ok(records.len())
+    }
+
+    /// Writes what the store buffers and closes it (after [`Self::close_all`]).
+    pub async fn close_store(&self) {
+        self.links.store.close().await;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Live> {
+        match self.live.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         }
+    }
+
+    fn live_sessions(&self) -> Vec<Arc<OperatorSession>> {
+        self.lock().sessions.values().cloned().collect()
     }
 
     /// Creates a session holding `roles`. A role held by a live session, or equal to a
@@ -92,37 +134,30 @@ impl OperatorHub {
         }
         let sid = format!("op-{}", uuid::Uuid::new_v4());
         let token = new_token();
-        let session = OperatorSession::new(
+        let session = OperatorSession::open(
             sid.clone(),
-            token.clone(),
             clean.clone(),
             self.limits.clone(),
+            self.links.clone(),
         );
-        {
-            let mut inner = self.lock();
-            if clean.iter().any(|r| inner.is_sid(r)) {
+        let record = SessionRecord::new(sid.clone(), &token, clean.clone(), session.created_at());
+        match self.links.store.create(record).await? {
+            Claim::Claimed => {}
+            Claim::RoleIsSid => {
                 return Err(Error::AlreadyExists(
                     "a role may not be a session id (each sid is its own session's seat); \
                      pick another role"
                         .into(),
-                ));
+                ))
             }
-            let held: Vec<&String> = clean
-                .iter()
-                .filter(|r| inner.roles.contains_key(*r))
-                .collect();
-            if !held.is_empty() {
-                let names: Vec<&str> = held.iter().map(|r| r.as_str()).collect();
+            Claim::Held(held) => {
                 return Err(Error::AlreadyExists(format!(
                     "role {} is held by a live session; delete that session or pick another role",
-                    names.join(", ")
-                )));
+                    held.join(", ")
+                )))
             }
-            for role in &clean {
-                inner.roles.insert(role.clone(), sid.clone());
-            }
-            inner.sessions.insert(sid.clone(), session.clone());
         }
+        self.lock().sessions.insert(sid.clone(), session.clone());
         self.host.register_operator(&sid, &clean, session).await;
         tracing::info!(sid = %sid, roles = ?clean, "operator session created");
         Ok(CreatedSession {
@@ -134,7 +169,11 @@ impl OperatorHub {
 
     /// The session `sid` if `token` is its token. Missing token → UNAUTHENTICATED, unknown
     /// sid → NOT_FOUND, wrong token → UNAUTHENTICATED (in that order, as v0.1.0).
-    pub fn authenticate(&self, sid: &str, token: Option<&str>) -> Result<Arc<OperatorSession>> {
+    pub async fn authenticate(
+        &self,
+        sid: &str,
+        token: Option<&str>,
+    ) -> Result<Arc<OperatorSession>> {
         let token = token.ok_or_else(|| {
             Error::Unauthenticated(
                 "missing bearer token: send 'authorization: Bearer <session token>' (the token \
@@ -142,80 +181,80 @@ impl OperatorHub {
                     .into(),
             )
         })?;
-        let session = self.get(sid)?;
-        if !session.token_matches(token) {
+        let record = self
+            .links
+            .store
+            .get(sid)
+            .await?
+            .filter(SessionRecord::is_live);
+        let Some(record) = record else {
+            return Err(not_found(sid));
+        };
+        if !record.token_matches(token) {
             return Err(Error::Unauthenticated(format!(
                 "token does not match session {sid}"
             )));
         }
-        Ok(session)
+        self.find(sid)
     }
 
     /// As [`Self::authenticate`], but also finds a recently deleted session, so a reply
     /// to one of its requests is answered STALE.
-    pub fn authenticate_reply(
+    pub async fn authenticate_reply(
         &self,
         sid: &str,
         token: Option<&str>,
     ) -> Result<Arc<OperatorSession>> {
-        let deleted = {
-            let inner = self.lock();
-            if inner.sessions.contains_key(sid) {
-                None
-            } else {
-                inner.deleted.iter().find(|s| s.sid() == sid).cloned()
+        if let (Some(record), Some(token)) = (self.links.store.get(sid).await?, token) {
+            if !record.is_live() && record.token_matches(token) {
+                let deleted = self.lock().deleted.iter().find(|s| s.sid() == sid).cloned();
+                if let Some(session) = deleted {
+                    return Ok(session);
+                }
             }
-        };
-        match (deleted, token) {
-            (Some(session), Some(token)) if session.token_matches(token) => Ok(session),
-            _ => self.authenticate(sid, token),
         }
+        self.authenticate(sid, token).await
     }
 
-    /// The session `sid` without checking a token (NOT_FOUND if unknown).
+    /// The live session `sid` without checking a token (NOT_FOUND if unknown).
     pub fn find(&self, sid: &str) -> Result<Arc<OperatorSession>> {
-        self.get(sid)
-    }
-
-    fn get(&self, sid: &str) -> Result<Arc<OperatorSession>> {
-        self.lock().sessions.get(sid).cloned().ok_or_else(|| {
-            Error::NotFound(format!(
-                "operator session '{sid}' not found; create a session first"
-            ))
-        })
+        self.lock()
+            .sessions
+            .get(sid)
+            .cloned()
+            .ok_or_else(|| not_found(sid))
     }
 
     /// Which of `roles` are held by live sessions.
-    pub fn held_roles(&self, roles: &[String]) -> Vec<String> {
-        let inner = self.lock();
-        roles
-            .iter()
-            .map(|r| r.trim().to_string())
-            .filter(|r| inner.roles.contains_key(r))
-            .collect()
+    pub async fn held_roles(&self, roles: &[String]) -> Result<Vec<String>> {
+        let roles: Vec<String> = roles.iter().map(|r| r.trim().to_string()).collect();
+        self.links.store.held_roles(&roles).await
     }
 
     /// Every live session.
-    pub fn list(&self) -> Vec<SessionInfo> {
-        let sessions: Vec<_> = self.lock().sessions.values().cloned().collect();
-        let mut out: Vec<SessionInfo> = sessions.iter().map(|s| s.info()).collect();
+    pub async fn list(&self) -> Result<Vec<SessionInfo>> {
+        let records = self.links.store.list().await?;
+        let live = self.lock();
+        let mut out: Vec<SessionInfo> = records
+            .iter()
+            .filter_map(|r| live.sessions.get(&r.sid).map(|s| s.info()))
+            .collect();
+        drop(live);
         out.sort_by_key(|s| s.created_at);
-        out
+        Ok(out)
     }
 
     /// Deletes a session: `closing` to its stream, its pending requests failed at once, its
     /// roles freed.
     pub async fn delete(&self, sid: &str, reason: &str) -> Result<()> {
+        let gone = || Error::NotFound(format!("operator session '{sid}' not found"));
+        self.links.store.delete(sid).await?.ok_or_else(gone)?;
         let session = {
-            let mut inner = self.lock();
-            let session = inner
-                .sessions
-                .remove(sid)
-                .ok_or_else(|| Error::NotFound(format!("operator session '{sid}' not found")))?;
-            inner.roles.retain(|_, holder| holder != sid);
-            inner.deleted.push_back(session.clone());
-            while inner.deleted.len() > DELETED_KEPT {
-                inner.deleted.pop_front();
+            let mut live = self.lock();
+            let session = live.sessions.remove(sid).ok_or_else(gone)?;
+            live.deleted.push_back(session.clone());
+            while live.deleted.len() > DELETED_KEPT {
+                live.deleted.pop_front();
             }
             session
         };
@@ -227,8 +266,7 @@ impl OperatorHub {
 
     /// Closes every session's stream with `closing` and fails what is pending (shutdown).
     pub fn close_all(&self, reason: &str, retry_after_ms: u64) {
-        let sessions: Vec<_> = self.lock().sessions.values().cloned().collect();
-        for s in sessions {
+        for s in self.live_sessions() {
             s.close(reason, retry_after_ms);
         }
     }
@@ -236,12 +274,10 @@ impl OperatorHub {
     /// Counts what the engine host and every session hold (issue 18): the host's
     /// [`EngineHost::structure_counts`] plus `hub.*` and the `session.*` sums.
     pub async fn structure_counts(&self) -> StructureCounts {
-        let (sessions, roles) = {
-            let inner = self.lock();
-            let sessions: Vec<_> = inner.sessions.values().cloned().collect();
-            (sessions, inner.roles.len())
-        };
-        let mut sum = super::session::SessionCounts::default();
+        let sessions = self.live_sessions();
+        // Every role of a live session is one claim.
+        let roles: usize = sessions.iter().map(|s| s.roles().len()).sum();
+        let mut sum = SessionCounts::default();
         for s in &sessions {
             let n = s.structure_counts();
             sum.pending += n.pending;
@@ -250,7 +286,7 @@ impl OperatorHub {
             sum.outbox += n.outbox;
             sum.control += n.control;
         }
-        let remembered = Bound::Retained(sessions.len() * super::session::ENDED_REMEMBERED);
+        let remembered = Bound::Retained(sessions.len() * ENDED_REMEMBERED);
         let mut c = self.host.structure_counts().await;
         c.insert("hub.sessions", sessions.len(), Bound::PerClient);
         c.insert("hub.roles", roles, Bound::PerClient);
@@ -259,7 +295,7 @@ impl OperatorHub {
         c.insert(
             "session.ended_bytes",
             sum.ended_bytes,
-            Bound::Retained(sessions.len() * super::session::ENDED_BYTES_MAX),
+            Bound::Retained(sessions.len() * ENDED_BYTES_MAX),
         );
         c.insert(
             "session.outbox",
@@ -277,7 +313,7 @@ impl OperatorHub {
     /// The operator gauges of `/metrics`, read now.
     pub fn metric_gauges(&self) -> crate::metrics::OperatorGauges {
         let sessions: Vec<_> = self.lock().sessions.values().cloned().collect();
-        let mut pending = super::session::KIND_NAMES.map(|k| (k, 0));
+        let mut pending = super::pending::KIND_NAMES.map(|k| (k, 0));
         let mut g = crate::metrics::OperatorGauges {
             live: sessions.len(),
             ..Default::default()
@@ -291,13 +327,13 @@ impl OperatorHub {
         g
     }
 
-    async fn reap_idle(&self) {
+    /// Deletes the sessions without a stream for longer than the idle horizon.
+    pub(super) async fn reap_idle(&self) {
         let horizon = self.limits.timeouts.idle_horizon;
         let idle: Vec<String> = self
-            .lock()
-            .sessions
-            .values()
-            .filter(|s| s.detached_for().is_some_and(|d| d > horizon))
+            .live_sessions()
+            .iter()
+            .filter(|s| is_idle(s, horizon))
             .map(|s| s.sid().to_string())
             .collect();
         for sid in idle {
@@ -308,31 +344,35 @@ impl OperatorHub {
     }
 }
 
+fn not_found(sid: &str) -> Error {
+    Error::NotFound(format!(
+        "operator session '{sid}' not found; create a session first"
+    ))
+}
+
 fn new_token() -> String {
     let mut bytes = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     hex::encode(bytes)
 }
 
-fn spawn_reaper(hub: &Arc<OperatorHub>) {
-    let weak: Weak<OperatorHub> = Arc::downgrade(hub);
-    let period = (hub.limits.timeouts.idle_horizon / 4)
-        .clamp(Duration::from_secs(1), Duration::from_secs(60));
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        loop {
-            tick.tick().await;
-            let Some(hub) = weak.upgrade() else { break };
-            hub.reap_idle().await;
-        }
-    });
+impl AttachListener for OperatorHub {
+    /// Tells the engine host, so runs waiting for this session after a restart resume.
+    fn attached(&self, sid: &str, roles: &[String]) {
+        let (host, sid, roles) = (self.host.clone(), sid.to_string(), roles.to_vec());
+        tokio::spawn(async move { host.on_session_attached(&sid, &roles).await });
+    }
 }
 
 impl TaskEndListener for OperatorHub {
+    /// A task's end crosses from the engine to every session through the bus.
     fn task_ended(&self, task_id: &str, reason: &str) {
-        let sessions: Vec<_> = self.lock().sessions.values().cloned().collect();
-        for s in sessions {
-            s.withdraw_task(task_id, reason);
+        for s in self.live_sessions() {
+            let withdraw = Outbound::WithdrawTask {
+                task_id: task_id.to_string(),
+                reason: reason.to_string(),
+            };
+            let _ = self.links.bus.deliver(s.sid(), withdraw);
         }
     }
 }

@@ -49,7 +49,7 @@ pub async fn connect(
         Err(e) => return ApiError(e).into_response(),
     };
     let session = match token {
-        Some(t) => match st.hub.authenticate(&sid, Some(&t)) {
+        Some(t) => match st.hub.authenticate(&sid, Some(&t)).await {
             Ok(s) => Some(s),
             Err(e) => return ApiError(e).into_response(),
         },
@@ -92,7 +92,7 @@ async fn authenticate_in_band(
     let first = tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await;
     let why = match first {
         Ok(Some(Ok(Message::Text(text)))) => match decode(&text) {
-            Ok(ClientMsg::Auth { token }) => match hub.authenticate(sid, Some(&token)) {
+            Ok(ClientMsg::Auth { token }) => match hub.authenticate(sid, Some(&token)).await {
                 Ok(s) => return Some(s),
                 Err(e) => e.public_message(),
             },

@@ -177,12 +177,12 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// A worker handle as the server mints it: `wh-` + 32 hex digits (128 bits), never the
-/// engine's short one.
+/// A worker handle as the server mints it: `wh-` + the 8-hex boot id + 32 hex digits
+/// (128 random bits), never the engine's short one.
 pub fn assert_minted_handle(handle: &str) {
     let digits = handle.strip_prefix("wh-").unwrap_or_default();
     assert!(
-        handle.len() == 35 && digits.chars().all(|c| c.is_ascii_hexdigit()),
+        handle.len() == 3 + 8 + 32 && digits.chars().all(|c| c.is_ascii_hexdigit()),
         "not a 128-bit handle: {handle}"
     );
 }
@@ -236,6 +236,16 @@ impl Op {
         token: &str,
         last_seq: u64,
     ) -> Result<Op, tonic::Status> {
+        Op::connect_on(&ts.channel, sid, token, last_seq).await
+    }
+
+    /// As [`Op::connect`], on any channel (a server in a child process).
+    pub async fn connect_on(
+        channel: &Channel,
+        sid: &str,
+        token: &str,
+        last_seq: u64,
+    ) -> Result<Op, tonic::Status> {
         let (tx, rx_out) = tokio::sync::mpsc::channel(1024);
         tx.send(pb::ClientFrame {
             body: Some(C::Hello(pb::Hello {
@@ -246,8 +256,7 @@ impl Op {
         .await
         .expect("queue hello");
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx_out);
-        let mut rx = ts
-            .operators()
+        let mut rx = OperatorServiceClient::new(channel.clone())
             .connect(authed(stream, token))
             .await?
             .into_inner();
@@ -391,4 +400,48 @@ pub async fn work(
         .await
         .expect("submit");
     prompt
+}
+
+/// The next text message of a WebSocket as JSON, skipping pings (10 s); a Close frame is
+/// `{"type":"__closed","frame":…}`.
+pub async fn next_json<W>(ws: &mut W) -> Value
+where
+    W: futures::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message within 10s")
+            .expect("socket open")
+            .expect("no ws error");
+        match msg {
+            Message::Text(t) => return serde_json::from_str(&t).expect("json frame"),
+            Message::Close(c) => {
+                return serde_json::json!({"type": "__closed", "frame": format!("{c:?}")})
+            }
+            _ => continue,
+        }
+    }
+}
+
+/// `POST /v1/operators {roles}` (v0.1.0 login) → (sid, token).
+pub async fn legacy_login(http: &reqwest::Client, base: &str, roles: &[&str]) -> (String, String) {
+    let login: Value = http
+        .post(format!("{base}/v1/operators"))
+        .json(&serde_json::json!({ "roles": roles }))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let field = |k: &str| login[k].as_str().expect("sid and token").to_string();
+    (field("sid"), field("token"))
 }

@@ -2,6 +2,7 @@
 
 mod e2e;
 mod idle;
+mod recovery;
 mod resume;
 mod round_trip;
 mod soak;
@@ -28,6 +29,18 @@ pub(crate) async fn run(plan: &Plan) -> Result<Vec<Row>, BoxError> {
                 rows.push(e2e::b1(&t, ws, n, dur).await?);
             }
         }
+        if plan.target.is_none() || plan.smoke {
+            // The same over native gRPC on a durable server (state in SQLite).
+            let dir = recovery::scratch_dir("b1")?;
+            let t = Target::spawn_durable(&dir).await?;
+            for n in [1, 64] {
+                let mut row = e2e::b1(&t, false, n, dur).await?;
+                row.scenario.push_str(" (durable, --data-dir)");
+                rows.push(row);
+            }
+            drop(t);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
     if plan.wants("B2") {
         eprintln!("bench: B2 operator stream round trips…");
@@ -44,6 +57,10 @@ pub(crate) async fn run(plan: &Plan) -> Result<Vec<Row>, BoxError> {
         eprintln!("bench: B4 resume…");
         let t = Target::start(plan).await?;
         rows.push(resume::b4(&t, plan.pending).await?);
+    }
+    if plan.wants("B6") {
+        eprintln!("bench: B6 recovery of {} interrupted runs…", plan.pending);
+        rows.push(recovery::b6(plan.pending).await?);
     }
     if plan.wants("B5") {
         eprintln!("bench: B5 gRPC-Web vs native…");

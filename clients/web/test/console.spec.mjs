@@ -3,8 +3,10 @@
 //
 //   node test/console.spec.mjs        (after `npm run build`; clients/web/test.sh does both)
 //
-// The last step serves the console over HTTPS (--tls-cert/--tls-key, a test CA made in
+// Step 9 serves the console over HTTPS (--tls-cert/--tls-key, a test CA made in
 // Node by test/tls-certs.mjs) and Chromium trusts exactly that server certificate.
+// The last one runs a durable server (--data-dir), kills it with SIGKILL mid-task and
+// restarts it: the task shows INTERRUPTED, is resumed, then rerun from a step.
 //
 // Env: MSE_GRPC_BIN (default <repo>/target/debug/mse-grpc), CHROMIUM (default
 // /usr/bin/chromium), UPDATE_SCREENSHOT=1 to refresh docs/console.png.
@@ -36,6 +38,7 @@ const servers = [];
 let context;
 let profileDir;
 let certDir;
+let durableDir;
 let proxy;
 let currentPage;
 const pageErrors = [];
@@ -197,10 +200,12 @@ async function call(url, { method = "GET", headers = {}, body, timeoutMs = 10_00
 /**
  * Starts `mse-grpc serve --ephemeral` on a free port (plus `extra` arguments). With `tls`
  * ({cert, key, caPem}) it serves HTTPS with that certificate and the base is https://.
+ * With `durable` ({dataDir, port?}) it keeps its data in `dataDir` (no --ephemeral), on
+ * `port` if given (a restart on the same origin).
  */
-async function startServer(extra = [], name = "server", tls = null) {
+async function startServer(extra = [], name = "server", tls = null, durable = null) {
   assert(existsSync(BIN), `server binary ${BIN} exists (cargo build, or set MSE_GRPC_BIN)`);
-  const port = await freePort();
+  const port = durable?.port ?? (await freePort());
   const base = `${tls ? "https" : "http"}://127.0.0.1:${port}`;
   if (tls) {
     extra = [...extra, "--tls-cert", tls.cert, "--tls-key", tls.key];
@@ -209,7 +214,8 @@ async function startServer(extra = [], name = "server", tls = null) {
   const logFile = join(ARTIFACTS, `${name}.log`);
   const out = createWriteStream(logFile);
   const cwd = mkdtempSync(join(tmpdir(), "mse-console-srv-"));
-  const child = spawn(BIN, ["serve", "--ephemeral", "--bind", `127.0.0.1:${port}`, ...extra], {
+  const storage = durable ? ["--data-dir", durable.dataDir] : ["--ephemeral"];
+  const child = spawn(BIN, ["serve", ...storage, "--bind", `127.0.0.1:${port}`, ...extra], {
     cwd,
     env: { ...process.env, MSE_CONSOLE_DIR: join(WEB, "dist"), RUST_LOG: process.env.RUST_LOG || "info" },
     stdio: ["ignore", "pipe", "pipe"],
@@ -269,8 +275,26 @@ async function actAsWorker(base, stepId, handle, body) {
   return prompt;
 }
 
-const card = (page, kind, taskId) => page.locator(`[data-testid="frame-${kind}"][data-task-id="${taskId}"]`);
+/** `skipReq`: not the card of that request (one from before a server restart). */
+const card = (page, kind, taskId, skipReq) =>
+  page.locator(`[data-testid="frame-${kind}"][data-task-id="${taskId}"]${skipReq ? `:not([data-req-id="${skipReq}"])` : ""}`);
 const taskRow = (page, taskId) => page.locator(`[data-testid="task-row"][data-task-id="${taskId}"]`);
+
+/** Creates a session with the role "remote" in the UI; its Subscribe connects (epoch 1). */
+async function createSession(page) {
+  await page.getByTestId("roles-input").fill("remote");
+  await page.getByTestId("create-session").click();
+  await page.locator('[data-testid="conn-state"][data-state="connected"]', { hasText: "epoch 1" }).waitFor();
+}
+
+/** Stores tests/fixtures/operator.json as op-one (a new server: "stored") and picks it. */
+async function storeFixture(page, fixture) {
+  await page.getByTestId("bp-id").fill("op-one");
+  await page.getByTestId("bp-json").fill(fixture);
+  await page.getByTestId("bp-store").click();
+  await page.getByTestId("bp-result").filter({ hasText: /stored op-one @ [0-9a-f]{12}/ }).waitFor();
+  await page.getByTestId("bp-select").selectOption("op-one");
+}
 
 async function startTask(page, input) {
   await page.getByTestId("init-ctx").fill(JSON.stringify({ input }));
@@ -283,8 +307,8 @@ async function startTask(page, input) {
 }
 
 /** Approves the task's hook, then serves its spawn as the worker and acks it in the UI. */
-async function runSpawn(page, base, taskId, input, result, beforeAck) {
-  const spawnCard = card(page, "spawn", taskId);
+async function runSpawn(page, base, taskId, input, result, beforeAck, skipReq) {
+  const spawnCard = card(page, "spawn", taskId, skipReq);
   await spawnCard.waitFor();
   const stepId = (await spawnCard.getByTestId("spawn-step-id").textContent()).trim();
   const handle = (await spawnCard.getByTestId("spawn-worker-handle").textContent()).trim();
@@ -547,14 +571,8 @@ async function main() {
   });
 
   await check("with the token: create a session, store the Blueprint, run a task → COMPLETED", async () => {
-    await page2.getByTestId("roles-input").fill("remote");
-    await page2.getByTestId("create-session").click();
-    await page2.locator('[data-testid="conn-state"][data-state="connected"]', { hasText: "epoch 1" }).waitFor();
-    await page2.getByTestId("bp-id").fill("op-one");
-    await page2.getByTestId("bp-json").fill(fixture);
-    await page2.getByTestId("bp-store").click();
-    await page2.getByTestId("bp-result").filter({ hasText: /stored op-one @ [0-9a-f]{12}/ }).waitFor();
-    await page2.getByTestId("bp-select").selectOption("op-one");
+    await createSession(page2);
+    await storeFixture(page2, fixture);
     const input = "behind an API token";
     const result = "token accepted, task done";
     const task = await startTask(page2, input);
@@ -653,14 +671,8 @@ async function main() {
   });
 
   await check("HTTPS: create a session, store the operator Blueprint, run a task → COMPLETED", async () => {
-    await page3.getByTestId("roles-input").fill("remote");
-    await page3.getByTestId("create-session").click();
-    await page3.locator('[data-testid="conn-state"][data-state="connected"]', { hasText: "epoch 1" }).waitFor();
-    await page3.getByTestId("bp-id").fill("op-one");
-    await page3.getByTestId("bp-json").fill(fixture);
-    await page3.getByTestId("bp-store").click();
-    await page3.getByTestId("bp-result").filter({ hasText: /stored op-one @ [0-9a-f]{12}/ }).waitFor();
-    await page3.getByTestId("bp-select").selectOption("op-one");
+    await createSession(page3);
+    await storeFixture(page3, fixture);
     const input = "over HTTPS";
     const result = "served over TLS, end to end";
     const task = await startTask(page3, input);
@@ -704,6 +716,144 @@ async function main() {
     const how = await stopServer(tlsSrv);
     assert(how.code === 0, `exit code 0 after SIGTERM: ${JSON.stringify(how)}`);
   });
+
+  await durableSteps(fixture);
+}
+
+/** SIGKILL, no goodbye: the server dies mid-run, as on a crash. */
+async function killServer(base) {
+  const srv = servers.splice(servers.findIndex((s) => s.base === base), 1)[0];
+  const gone = new Promise((r) => srv.child.once("exit", (code, signal) => r(signal)));
+  srv.child.kill("SIGKILL");
+  assert((await gone) === "SIGKILL", "the server died of SIGKILL");
+  rmSync(srv.cwd, { recursive: true, force: true });
+}
+
+/** The task's runs as shown: [{start, end, fromStep, replayed}]. */
+async function shownRuns(page, taskId) {
+  return page
+    .locator(`tr.detail[data-task-id="${taskId}"] [data-testid="task-run"]`)
+    .evaluateAll((els) => els.map((e) => ({ start: e.dataset.start, end: e.dataset.end, fromStep: e.dataset.fromStep, replayed: Number(e.dataset.replayed) })));
+}
+
+/**
+ * A durable server (--data-dir, --resume-interrupted manual): a task waiting on its
+ * operator step survives a kill -9 as INTERRUPTED; Resume finishes it; Rerun from a step
+ * adds a run; a rerun the server refuses shows the server's message.
+ */
+async function durableSteps(fixture) {
+  durableDir = mkdtempSync(join(tmpdir(), "mse-console-durable-"));
+  const durable = { dataDir: join(durableDir, "data") };
+  const flags = ["--resume-interrupted", "manual"];
+  const base = await startServer(flags, "server-durable", null, durable);
+  durable.port = Number(new URL(base).port);
+  const page = await context.newPage();
+  watchPage(page);
+  const input = "across a kill -9";
+  let task;
+  let oldSpawn;
+
+  await check("durable server: a task waits on its operator step (spawn pending); kill -9", async () => {
+    await page.goto(`${base}/`);
+    await createSession(page);
+    await storeFixture(page, fixture);
+    task = await startTask(page, input);
+    const hook = card(page, "hook-before", task);
+    await hook.getByTestId("hook-approve").click();
+    await hook.waitFor({ state: "detached" });
+    oldSpawn = await card(page, "spawn", task).getAttribute("data-req-id");
+    await killServer(base);
+  });
+
+  let errorsBefore = 0;
+  await check("restarted on the same data dir: the console shows the task INTERRUPTED, its launch run interrupted", async () => {
+    await startServer(flags, "server-durable-2", null, durable);
+    const row = taskRow(page, task);
+    await row.locator('[data-testid="task-state"][data-state="INTERRUPTED"]').waitFor();
+    assert(await row.getByTestId("task-resume").isVisible(), "an INTERRUPTED task offers Resume");
+    assert(!(await row.getByTestId("task-cancel").isVisible()), "and no cancel");
+    assert((await row.getByTestId("task-result").textContent()) === "server restart", "the Result column says why");
+    await row.getByTestId("task-toggle").click();
+    await page.locator(`tr.detail[data-task-id="${task}"] [data-testid="task-run"][data-end="interrupted"]`).waitFor();
+    const runs = await shownRuns(page, task);
+    assert(runs.length === 1 && runs[0].start === "launch", `one run, the launch: ${JSON.stringify(runs)}`);
+    // The session: a server that keeps operator sessions takes the stream back; one that
+    // does not says NOT_FOUND, and a new session takes the seat "remote".
+    const conn = page.locator('[data-testid="conn-state"][data-state="connected"], [data-testid="conn-state"][data-state="closed"]');
+    await conn.waitFor();
+    if ((await page.getByTestId("conn-state").getAttribute("data-state")) === "closed") {
+      log(`the session did not survive the restart: ${await page.getByTestId("conn-state").textContent()}`);
+      await page.getByTestId("leave-session").click();
+      await createSession(page);
+    }
+    // The outage itself (ListTasks, Subscribe refused while the server was down) is not
+    // what this step checks: from here on, no error is expected but the one provoked below.
+    const banner = page.getByTestId("error-banner");
+    if (await banner.isVisible()) await banner.getByRole("button", { name: "dismiss all" }).click();
+    errorsBefore = pageErrors.length;
+    await page.screenshot({ path: join(ARTIFACTS, "console-interrupted.png") });
+  });
+
+  const result = "finished after the restart";
+  await check("Resume → RUNNING; the step in flight is dispatched again; served → COMPLETED", async () => {
+    const row = taskRow(page, task);
+    await row.getByTestId("task-resume").click();
+    await row.locator('[data-testid="task-state"][data-state="RUNNING"]').waitFor();
+    assert(!(await row.getByTestId("task-resume").isVisible()), "no Resume on a running task");
+    const hook = card(page, "hook-before", task);
+    await hook.getByTestId("hook-approve").click();
+    await hook.waitFor({ state: "detached" });
+    await runSpawn(page, base, task, input, result, null, oldSpawn);
+    await expectCompleted(page, task, input, result);
+    await page.locator(`tr.detail[data-task-id="${task}"] [data-testid="task-run"][data-start="resume"][data-end="completed"]`).waitFor();
+    const runs = await shownRuns(page, task);
+    assert(runs.length === 2, `two runs: ${JSON.stringify(runs)}`);
+    assert(runs[0].end === "interrupted" && runs[1].start === "resume", `launch interrupted, then resume: ${JSON.stringify(runs)}`);
+  });
+
+  await check("Rerun from step worker → a new run in the history; served again → COMPLETED", async () => {
+    const row = taskRow(page, task);
+    const detail = page.locator(`tr.detail[data-task-id="${task}"]`);
+    await detail.locator('[data-testid="task-rerun-step"] option[value="worker"]').waitFor({ state: "attached" });
+    await detail.getByTestId("task-rerun-step").selectOption("worker");
+    await detail.getByTestId("task-rerun").click();
+    await detail.getByTestId("task-run-result").filter({ hasText: /rerun from worker/ }).waitFor();
+    await detail.locator('[data-testid="task-run"][data-start="rerun"][data-from-step="worker"]').waitFor();
+    await row.locator('[data-testid="task-state"][data-state="RUNNING"]').waitFor();
+    const hook = card(page, "hook-before", task);
+    await hook.getByTestId("hook-approve").click();
+    await hook.waitFor({ state: "detached" });
+    const again = "rerun from worker, done";
+    await runSpawn(page, base, task, input, again, null, oldSpawn);
+    await expectCompleted(page, task, input, again);
+    await detail.locator('[data-testid="task-run"][data-start="rerun"][data-end="completed"]').waitFor();
+    const runs = await shownRuns(page, task);
+    assert(runs.length === 3, `three runs: ${JSON.stringify(runs)}`);
+    assert(runs[2].fromStep === "worker", `the rerun names its step: ${JSON.stringify(runs)}`);
+    await page.screenshot({ path: join(ARTIFACTS, "console-runs.png") });
+  });
+
+  await check("a rerun the server refuses shows the server's message (a step the journal does not hold)", async () => {
+    const rejected = await startTask(page, "rejected, so nothing journaled");
+    const hook = card(page, "hook-before", rejected);
+    await hook.getByTestId("hook-reason").fill("no");
+    await hook.getByTestId("hook-reject").click();
+    const row = taskRow(page, rejected);
+    await row.locator('[data-testid="task-state"][data-state="FAILED"]').waitFor();
+    await row.getByTestId("task-toggle").click();
+    const detail = page.locator(`tr.detail[data-task-id="${rejected}"]`);
+    await detail.locator('[data-testid="task-rerun-step"] option[value="worker"]').waitFor({ state: "attached" });
+    await detail.getByTestId("task-rerun").click();
+    const said = detail.getByTestId("task-run-result").filter({ hasText: /^INVALID_ARGUMENT: / });
+    await said.waitFor();
+    const text = await said.textContent();
+    assert(/holds no step 'worker'/.test(text), `the server's words: ${text}`);
+    const shown = await page.getByTestId("error").allTextContents();
+    assert(shown.length === 1 && shown[0].includes(`RerunTask`) && shown[0].includes("INVALID_ARGUMENT"), `the banner shows it: ${JSON.stringify(shown)}`);
+    const others = pageErrors.slice(errorsBefore).filter((e) => !e.includes("RerunTask"));
+    assert(others.length === 0, `no other page errors: ${JSON.stringify(others)}`);
+    await page.close();
+  });
 }
 
 const watchdog = setTimeout(() => {
@@ -721,6 +871,7 @@ async function finish(code) {
   }
   if (profileDir) rmSync(profileDir, { recursive: true, force: true });
   if (certDir) rmSync(certDir, { recursive: true, force: true });
+  if (durableDir) rmSync(durableDir, { recursive: true, force: true });
   proxy?.close();
   await stopServers();
   if (failed && pageErrors.length) log(`page errors:\n  ${pageErrors.join("\n  ")}`);

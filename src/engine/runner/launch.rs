@@ -11,14 +11,15 @@ use serde_json::Value;
 
 use crate::engine::blueprints::{check_id, parse_blueprint, parse_version};
 use crate::engine::errors::from_application;
-use crate::engine::{compat, EngineHost, TaskRecord, TaskState, TtlSource};
+use crate::engine::tasks::unix_ms;
+use crate::engine::{compat, EngineHost, RunStart, TaskRecord, TaskRun, TaskState, TtlSource};
 use crate::error::{Error, Result};
 
 /// TTL of a task's engine session when neither the request nor the Blueprint sets one.
 pub const SERVER_DEFAULT_TTL_SECS: u64 = 1800;
 
 /// Operator kind (the tier that makes spawn hooks fire).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum OperatorKind {
     /// Hooks fire.
     MainAi,
@@ -29,7 +30,7 @@ pub enum OperatorKind {
 }
 
 /// Which stored version to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum VersionPick {
     /// The head.
     Latest,
@@ -40,7 +41,7 @@ pub enum VersionPick {
 }
 
 /// Where a task's Blueprint comes from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum BlueprintSource {
     /// A document passed with the request.
     Inline(Value),
@@ -54,7 +55,7 @@ pub enum BlueprintSource {
 }
 
 /// Runtime operator options of a launch.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct LaunchOperator {
     /// Runtime-global kind.
     pub kind: Option<OperatorKind>,
@@ -69,7 +70,7 @@ pub struct LaunchOperator {
 }
 
 /// A request to run a Blueprint.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TaskLaunch {
     /// Which Blueprint.
     pub blueprint: BlueprintSource,
@@ -83,8 +84,9 @@ pub struct TaskLaunch {
     pub operator_sid: Option<String>,
 }
 
-/// A launch made ready: the engine's input and the record of the new task.
-pub(super) struct Prepared {
+/// A launch made ready: the engine's input and the record of the new task (its `launch`
+/// holds the launch with the Blueprint pinned, to resume or rerun it the same way).
+pub(in crate::engine) struct Prepared {
     pub(super) input: TaskApplicationInput,
     pub(super) record: TaskRecord,
 }
@@ -101,7 +103,15 @@ impl EngineHost {
             operator_sid,
         } = launch;
         self.size.check_value("init_ctx", &init_ctx)?;
+        let pinned_source = blueprint.clone();
         let (bp, bound_version) = self.resolve(blueprint).await?;
+        let pinned_source = match (pinned_source, &bound_version) {
+            (BlueprintSource::Stored { id, .. }, Some(v)) => BlueprintSource::Stored {
+                id,
+                version: VersionPick::Fixed(v.to_hex()),
+            },
+            (source, _) => source,
+        };
         let (ttl, ttl_source) = effective_ttl(ttl_secs, bp.metadata.default_run_ttl_secs)?;
         let registered = self.engine.list_operator_ids().await;
         let known = |field: &str, id: &Option<String>| -> Result<()> {
@@ -114,8 +124,15 @@ impl EngineHost {
             }
         };
         let operator_sid = non_empty(operator_sid);
-        let spawn_hook_id = non_empty(operator.spawn_hook_id);
-        let senior_bridge_id = non_empty(operator.senior_bridge_id);
+        let spawn_hook_id = non_empty(operator.spawn_hook_id.clone());
+        let senior_bridge_id = non_empty(operator.senior_bridge_id.clone());
+        let pinned = TaskLaunch {
+            blueprint: pinned_source,
+            init_ctx: init_ctx.clone(),
+            ttl_secs: Some(ttl),
+            operator: operator.clone(),
+            operator_sid: operator_sid.clone(),
+        };
         known("operator_sid", &operator_sid)?;
         known("operator.spawn_hook_id", &spawn_hook_id)?;
         known("operator.senior_bridge_id", &senior_bridge_id)?;
@@ -156,6 +173,7 @@ impl EngineHost {
             task_input: None,
             check_policy: None,
         };
+        let now = SystemTime::now();
         let record = TaskRecord {
             task_id: task_id.to_string(),
             state: TaskState::Running,
@@ -164,17 +182,28 @@ impl EngineHost {
             bound_version: bound_version.map(|v| v.to_hex()),
             effective_ttl_secs: ttl,
             ttl_source,
-            created_at: SystemTime::now(),
+            created_at: now,
             finished_at: None,
             blueprint_id,
             operator_sid,
             step_ids: VecDeque::new(),
             step_count: 0,
+            runs: vec![TaskRun {
+                run_id: TaskRecord::run_id_of(task_id),
+                start: RunStart::Launch,
+                end: None,
+                started_at_ms: unix_ms(now),
+                ended_at_ms: None,
+                replayed_steps: 0,
+            }],
+            launch: Some(std::sync::Arc::new(
+                serde_json::to_value(&pinned).map_err(|e| Error::Internal(e.to_string()))?,
+            )),
         };
         Ok(Prepared { input, record })
     }
 
-    async fn resolve(
+    pub(super) async fn resolve(
         &self,
         source: BlueprintSource,
     ) -> Result<(Blueprint, Option<BlueprintVersion>)> {

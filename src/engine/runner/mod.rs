@@ -3,12 +3,14 @@
 
 mod launch;
 mod paging;
+mod resume;
 mod router;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
+use mlua_swarm::store::run::RunStatus;
 use mlua_swarm::TaskApplicationError;
 use tracing::Instrument;
 
@@ -32,26 +34,40 @@ impl EngineHost {
         let task_id = format!("task-{}", uuid::Uuid::new_v4());
         let Prepared { input, record } = self.prepare(&task_id, launch).await?;
         self.tasks.create(record.clone()).await?;
+        let run = self
+            .journal
+            .begin(&task_id, record.operator_sid.clone())
+            .await;
+        let ttl = Duration::from_secs(record.effective_ttl_secs);
+        self.drive(&task_id, input, run, ttl);
+        crate::metrics::task_started();
+        tracing::info!(task_id = %task_id, blueprint_id = %record.blueprint_id, "task started");
+        Ok(record)
+    }
+
+    /// Runs a flow on its own tokio task, journaled in `run`, until it ends or `ttl`
+    /// passes (the TTL is a run deadline).
+    fn drive(
+        self: &Arc<Self>,
+        task_id: &str,
+        input: mlua_swarm::TaskApplicationInput,
+        run: mlua_swarm::store::run::RunContext,
+        ttl: Duration,
+    ) {
         let span = tracing::info_span!("task", task_id = %task_id);
-        crate::telemetry::task_started(&task_id, &span);
+        crate::telemetry::task_started(task_id, &span);
         let host = Arc::clone(self);
         let mut running = lock(&self.running);
-        let id = task_id.clone();
-        let ttl = Duration::from_secs(record.effective_ttl_secs);
+        let id = task_id.to_string();
         let handle = tokio::spawn(
             async move {
-                let mut flow = Box::pin(host.app.handle_with_run(input, None));
+                let mut flow = Box::pin(host.app.handle_with_run(input, Some(run)));
                 tokio::select! {
                     outcome = &mut flow => {
                         host.finish(&id, host.outcome_event(outcome)).await;
                     }
-                    // The TTL is a run deadline.
                     _ = tokio::time::sleep(ttl) => {
-                        let error = format!(
-                            "ttl expired: the task ran longer than its {}s ttl; raise ttl_secs \
-                             (or the Blueprint's metadata.default_run_ttl_secs)",
-                            ttl.as_secs()
-                        );
+                        let error = ttl_expired(ttl);
                         if host.claim(&id).is_some() {
                             host.announce_end(&id, &format!("task failed: {error}"));
                             drop(flow);
@@ -62,11 +78,7 @@ impl EngineHost {
             }
             .instrument(span),
         );
-        running.insert(task_id.clone(), handle.abort_handle());
-        drop(running);
-        crate::metrics::task_started();
-        tracing::info!(task_id = %task_id, blueprint_id = %record.blueprint_id, "task started");
-        Ok(record)
+        running.insert(task_id.to_string(), handle.abort_handle());
     }
 
     /// Starts a task and waits for its end, at most `deadline`.
@@ -120,6 +132,13 @@ impl EngineHost {
         } else {
             clip_text(reason.trim())
         };
+        if current.state == TaskState::Interrupted {
+            lock(&self.parked).remove(task_id);
+            return self
+                .record_end(task_id, TaskEventKind::Cancelled { reason })
+                .await?
+                .ok_or_else(|| already_ended(&current));
+        }
         // The cancel owns the end from here: a flow failing because its requests were
         // withdrawn cannot record that failure first.
         let Some(run) = self.claim(task_id) else {
@@ -174,16 +193,27 @@ impl EngineHost {
         }
     }
 
-    /// Aborts every running task (shutdown): each ends FAILED with `why`.
+    /// Aborts every running task (shutdown). With state on disk each becomes
+    /// INTERRUPTED and resumes after the restart; in memory each ends FAILED with `why`.
     pub async fn abort_runs(&self, why: &str) {
         let ids: Vec<String> = lock(&self.running).keys().cloned().collect();
         for id in ids {
             let Some(run) = self.claim(&id) else { continue };
-            self.announce_end(&id, &format!("task failed: {why}"));
             run.abort();
+            if self.durable {
+                self.announce_end(&id, "task interrupted: server shutdown");
+                self.interrupt(&id, "server shutdown").await;
+                continue;
+            }
+            self.announce_end(&id, &format!("task failed: {why}"));
             let error = why.to_string();
             let _ = self.record_end(&id, TaskEventKind::Failed { error }).await;
         }
+    }
+
+    /// Task runs in flight now (metrics).
+    pub fn runs_in_flight(&self) -> usize {
+        lock(&self.running).len()
     }
 
     /// Takes the right to end a running task; exactly one caller gets its abort handle.
@@ -237,10 +267,16 @@ impl EngineHost {
             TaskEventKind::Failed { error } => format!("task failed: {error}"),
             _ => "task completed".to_string(),
         };
+        let status = match &end {
+            TaskEventKind::Completed { .. } => RunStatus::Done,
+            TaskEventKind::Cancelled { .. } => RunStatus::Cancelled,
+            _ => RunStatus::Failed,
+        };
         let outcome = metric_outcome(&end);
         crate::telemetry::task_ended(task_id);
         let ended = self.tasks.finish(task_id, end).await;
         crate::metrics::task_ended(outcome, ran_for(&ended));
+        self.journal.set_status(task_id, status).await;
         match &ended {
             Ok(None) => return ended,
             Ok(Some(record)) if record.state == TaskState::Completed => {
@@ -290,6 +326,14 @@ fn ran_for(ended: &Result<Option<TaskRecord>>) -> Duration {
     rec.finished_at
         .and_then(|end| end.duration_since(rec.created_at).ok())
         .unwrap_or_default()
+}
+
+fn ttl_expired(ttl: Duration) -> String {
+    format!(
+        "ttl expired: the task ran longer than its {}s ttl; raise ttl_secs \
+         (or the Blueprint's metadata.default_run_ttl_secs)",
+        ttl.as_secs()
+    )
 }
 
 /// How long before the client's deadline RunTask answers, so the client reads our

@@ -127,6 +127,8 @@ mod tests {
             operator_sid: None,
             step_ids: VecDeque::new(),
             step_count: 0,
+            runs: Vec::new(),
+            launch: None,
         }
     }
 

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::{
-    TaskEvent, TaskEventKind, TaskPosition, TaskRecord, TaskState, TaskStore, EVENTS_KEPT,
+    RunStart, TaskEvent, TaskEventKind, TaskPosition, TaskRecord, TaskState, TaskStore, EVENTS_KEPT,
 };
 use crate::engine::census::{Bound, StructureCounts};
 use crate::error::Result;
@@ -54,10 +54,14 @@ struct Inner {
     finished_order: VecDeque<String>,
 }
 
+/// Told the ids of tasks retention dropped, so their runs and journals go too.
+pub(crate) type EvictHook = Box<dyn Fn(Vec<String>) + Send + Sync>;
+
 /// The in-memory [`TaskStore`].
 pub struct TaskRegistry {
     inner: Mutex<Inner>,
     retention: usize,
+    on_evict: Option<EvictHook>,
 }
 
 impl std::fmt::Debug for TaskRegistry {
@@ -74,7 +78,202 @@ impl TaskRegistry {
         Self {
             inner: Mutex::new(Inner::default()),
             retention: retention.max(1),
+            on_evict: None,
         }
+    }
+
+    /// The same registry, telling `hook` which tasks retention dropped.
+    pub fn with_evict_hook(mut self, hook: EvictHook) -> Self {
+        self.on_evict = Some(hook);
+        self
+    }
+
+    /// Puts back a task read from a durable store, with its newest events (oldest
+    /// first). A finished task joins the retention order in the order restored.
+    pub(super) fn restore(&self, record: TaskRecord, events: Vec<TaskEvent>) {
+        let next_seq = events.last().map_or(1, |e| e.seq + 1);
+        let mut dispatched = HashSet::new();
+        let mut finished_steps = HashSet::new();
+        for e in &events {
+            match &e.kind {
+                TaskEventKind::StepDispatched { step_id, .. } => {
+                    dispatched.insert(step_id.clone());
+                }
+                TaskEventKind::StepFinished { step_id, .. } => {
+                    finished_steps.insert(step_id.clone());
+                }
+                _ => {}
+            }
+        }
+        let entry = Entry {
+            events: events.into(),
+            next_seq,
+            dispatched,
+            finished_steps,
+            notify: watch::channel(next_seq - 1).0,
+            record,
+        };
+        self.with(|inner| {
+            let id = entry.record.task_id.clone();
+            if entry.record.state.is_terminal() {
+                inner.finished_order.push_back(id.clone());
+            }
+            inner.tasks.insert(id, entry);
+        });
+    }
+
+    /// [`TaskStore::finish`], also returning the ids retention dropped.
+    pub(super) fn finish_evicting(
+        &self,
+        task_id: &str,
+        end: TaskEventKind,
+    ) -> Option<(TaskRecord, u64, Vec<String>)> {
+        let retention = self.retention;
+        self.with(|inner| {
+            let entry = inner.tasks.get_mut(task_id)?;
+            if entry.record.state.is_terminal() || !entry.record.end(&end, SystemTime::now()) {
+                return None;
+            }
+            let record = entry.record.clone();
+            entry.append(end);
+            let seq = entry.next_seq - 1;
+            inner.finished_order.push_back(task_id.to_string());
+            let mut dropped = Vec::new();
+            while inner.finished_order.len() > retention {
+                if let Some(old) = inner.finished_order.pop_front() {
+                    if inner
+                        .tasks
+                        .get(&old)
+                        .is_some_and(|e| e.record.state.is_terminal())
+                    {
+                        inner.tasks.remove(&old);
+                        dropped.push(old);
+                    }
+                }
+            }
+            Some((record, seq, dropped))
+        })
+    }
+
+    /// Tells the hook which tasks were dropped.
+    pub(super) fn evicted(&self, dropped: Vec<String>) {
+        if let (Some(hook), false) = (&self.on_evict, dropped.is_empty()) {
+            hook(dropped);
+        }
+    }
+
+    /// Changes the record of a task and appends `kind`; the record and the event's seq,
+    /// or None if `change` refused (returned false) or the task is unknown.
+    pub(super) fn change(
+        &self,
+        task_id: &str,
+        kind: TaskEventKind,
+        change: impl FnOnce(&mut TaskRecord) -> bool,
+    ) -> Option<(TaskRecord, u64)> {
+        self.with(|inner| {
+            let was_finished = inner
+                .tasks
+                .get(task_id)
+                .is_some_and(|e| e.record.state.is_terminal());
+            let entry = inner.tasks.get_mut(task_id)?;
+            if !change(&mut entry.record) {
+                return None;
+            }
+            entry.append(kind);
+            let out = (entry.record.clone(), entry.next_seq - 1);
+            if was_finished && !entry.record.state.is_terminal() {
+                inner.finished_order.retain(|id| id != task_id);
+            }
+            Some(out)
+        })
+    }
+
+    /// [`TaskStore::interrupt`], also returning the event's seq.
+    pub(super) fn interrupt_noting(
+        &self,
+        task_id: &str,
+        reason: &str,
+    ) -> Option<(TaskRecord, u64)> {
+        let kind = TaskEventKind::Interrupted {
+            reason: reason.to_string(),
+        };
+        let now = SystemTime::now();
+        self.change(task_id, kind, |r| r.interrupt(reason, now))
+    }
+
+    /// [`TaskStore::reopen`], also returning the event's seq.
+    pub(super) fn reopen_noting(
+        &self,
+        task_id: &str,
+        start: RunStart,
+        replayed_steps: u64,
+    ) -> Option<(TaskRecord, u64)> {
+        let now = SystemTime::now();
+        let kind = TaskEventKind::RunStarted {
+            start: start.clone(),
+            replayed_steps,
+        };
+        self.change(task_id, kind, |r| r.reopen(&start, replayed_steps, now))
+    }
+
+    /// [`TaskStore::push`], also returning the record and the event's seq.
+    pub(super) fn push_noting(
+        &self,
+        task_id: &str,
+        kind: TaskEventKind,
+    ) -> Option<(TaskRecord, u64)> {
+        self.with_entry(task_id, |entry| {
+            if entry.record.state != TaskState::Running {
+                return None;
+            }
+            match &kind {
+                TaskEventKind::StepDispatched { step_id, .. } => {
+                    if !entry.dispatched.insert(step_id.clone()) {
+                        return None;
+                    }
+                    entry.record.note_step(step_id.clone());
+                }
+                TaskEventKind::StepFinished { step_id, .. }
+                    if !entry.finished_steps.insert(step_id.clone()) =>
+                {
+                    return None;
+                }
+                TaskEventKind::Started { .. }
+                | TaskEventKind::Interrupted { .. }
+                | TaskEventKind::RunStarted { .. } => return None,
+                _ if kind.is_terminal() => return None,
+                _ => {}
+            }
+            entry.append(kind);
+            Some((entry.record.clone(), entry.next_seq - 1))
+        })
+        .flatten()
+    }
+
+    /// [`TaskStore::create`], returning the `Started` event.
+    pub(super) fn create_noting(&self, record: TaskRecord) -> TaskEvent {
+        let started = TaskEventKind::Started {
+            blueprint_id: record.blueprint_id.clone(),
+            bound_version: record.bound_version.clone(),
+        };
+        let mut entry = Entry {
+            record,
+            events: VecDeque::new(),
+            next_seq: 1,
+            dispatched: HashSet::new(),
+            finished_steps: HashSet::new(),
+            notify: watch::channel(0).0,
+        };
+        entry.append(started);
+        let event = entry.events[0].clone();
+        self.with(|inner| inner.tasks.insert(entry.record.task_id.clone(), entry));
+        event
+    }
+
+    /// The event with seq `seq` of a task, if still held.
+    pub(super) fn event(&self, task_id: &str, seq: u64) -> Option<TaskEvent> {
+        self.with_entry(task_id, |e| e.events_after(seq - 1, 1).pop())
+            .flatten()
     }
 
     /// Runs `f` under the lock; `f` cannot await, so the lock is never held across one.
@@ -94,67 +293,35 @@ impl TaskRegistry {
 #[async_trait]
 impl TaskStore for TaskRegistry {
     async fn create(&self, record: TaskRecord) -> Result<()> {
-        let started = TaskEventKind::Started {
-            blueprint_id: record.blueprint_id.clone(),
-            bound_version: record.bound_version.clone(),
-        };
-        let mut entry = Entry {
-            record,
-            events: VecDeque::new(),
-            next_seq: 1,
-            dispatched: HashSet::new(),
-            finished_steps: HashSet::new(),
-            notify: watch::channel(0).0,
-        };
-        entry.append(started);
-        self.with(|inner| inner.tasks.insert(entry.record.task_id.clone(), entry));
+        self.create_noting(record);
         Ok(())
     }
 
     async fn push(&self, task_id: &str, kind: TaskEventKind) -> Result<bool> {
-        let pushed = self.with_entry(task_id, |entry| {
-            if entry.record.state.is_terminal() {
-                return false;
-            }
-            match &kind {
-                TaskEventKind::StepDispatched { step_id, .. } => {
-                    if !entry.dispatched.insert(step_id.clone()) {
-                        return false;
-                    }
-                    entry.record.note_step(step_id.clone());
-                }
-                TaskEventKind::StepFinished { step_id, .. }
-                    if !entry.finished_steps.insert(step_id.clone()) =>
-                {
-                    return false;
-                }
-                TaskEventKind::Started { .. } => return false,
-                _ if kind.is_terminal() => return false,
-                _ => {}
-            }
-            entry.append(kind);
-            true
-        });
-        Ok(pushed.unwrap_or(false))
+        Ok(self.push_noting(task_id, kind).is_some())
     }
 
     async fn finish(&self, task_id: &str, end: TaskEventKind) -> Result<Option<TaskRecord>> {
-        let retention = self.retention;
-        Ok(self.with(|inner| {
-            let entry = inner.tasks.get_mut(task_id)?;
-            if entry.record.state.is_terminal() || !entry.record.end(&end, SystemTime::now()) {
-                return None;
-            }
-            let record = entry.record.clone();
-            entry.append(end);
-            inner.finished_order.push_back(task_id.to_string());
-            while inner.finished_order.len() > retention {
-                if let Some(old) = inner.finished_order.pop_front() {
-                    inner.tasks.remove(&old);
-                }
-            }
-            Some(record)
-        }))
+        let Some((record, _, dropped)) = self.finish_evicting(task_id, end) else {
+            return Ok(None);
+        };
+        self.evicted(dropped);
+        Ok(Some(record))
+    }
+
+    async fn interrupt(&self, task_id: &str, reason: &str) -> Result<Option<TaskRecord>> {
+        Ok(self.interrupt_noting(task_id, reason).map(|(r, _)| r))
+    }
+
+    async fn reopen(
+        &self,
+        task_id: &str,
+        start: RunStart,
+        replayed_steps: u64,
+    ) -> Result<Option<TaskRecord>> {
+        Ok(self
+            .reopen_noting(task_id, start, replayed_steps)
+            .map(|(r, _)| r))
     }
 
     async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>> {
@@ -163,7 +330,7 @@ impl TaskStore for TaskRegistry {
 
     async fn is_running(&self, task_id: &str) -> Result<bool> {
         Ok(self
-            .with_entry(task_id, |e| !e.record.state.is_terminal())
+            .with_entry(task_id, |e| e.record.state == TaskState::Running)
             .unwrap_or(false))
     }
 

@@ -3,12 +3,17 @@
 
 mod memory;
 mod record;
+mod sqlite;
 mod store;
 mod watch;
 
+pub(crate) use memory::EvictHook;
 pub use memory::TaskRegistry;
+pub(crate) use record::unix_ms;
 pub use record::{
-    TaskEvent, TaskEventKind, TaskPosition, TaskRecord, TaskState, TtlSource, STEP_IDS_KEPT,
+    RunEnd, RunStart, TaskEvent, TaskEventKind, TaskPosition, TaskRecord, TaskRun, TaskState,
+    TtlSource, STEP_IDS_KEPT,
 };
+pub use sqlite::SqliteTaskStore;
 pub use store::{TaskStore, EVENTS_KEPT};
 pub(crate) use watch::follow;

@@ -9,7 +9,7 @@ use serde_json::Value;
 pub const STEP_IDS_KEPT: usize = 100;
 
 /// Lifecycle of a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TaskState {
     /// The flow is running.
     Running,
@@ -19,17 +19,77 @@ pub enum TaskState {
     Failed,
     /// CancelTask stopped it.
     Cancelled,
+    /// Its run was cut by a server restart; it waits to be resumed (at once, when its
+    /// operator session attaches, or by ResumeTask).
+    Interrupted,
 }
 
 impl TaskState {
-    /// True once the task can change no more.
+    /// True once the run is over: completed, failed or cancelled (RerunTask can still
+    /// start it again). An interrupted task is not over.
     pub fn is_terminal(self) -> bool {
-        !matches!(self, TaskState::Running)
+        matches!(
+            self,
+            TaskState::Completed | TaskState::Failed | TaskState::Cancelled
+        )
     }
 }
 
+/// How one run of a task started.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum RunStart {
+    /// StartTask / RunTask.
+    Launch,
+    /// An interrupted run continued from its journal.
+    Resume,
+    /// RerunTask: the journal cut at `from_step`, the flow driven again.
+    Rerun {
+        /// The step ref the journal was cut at.
+        from_step: String,
+    },
+}
+
+/// One run of a task: a launch, a resume or a rerun. Every run of a task shares the
+/// task's engine run id (and journal).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TaskRun {
+    /// The engine run id (`R-<uuid of the task>`), the key of the task's journal.
+    pub run_id: String,
+    /// How it started.
+    pub start: RunStart,
+    /// How it ended; None while it runs.
+    pub end: Option<RunEnd>,
+    /// Unix milliseconds it started.
+    pub started_at_ms: u64,
+    /// Unix milliseconds it ended.
+    pub ended_at_ms: Option<u64>,
+    /// Steps the journal could answer when it started (0 for a launch).
+    pub replayed_steps: u64,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunEnd {
+    /// The flow finished.
+    Completed,
+    /// The flow failed.
+    Failed,
+    /// CancelTask stopped it.
+    Cancelled,
+    /// A server restart cut it.
+    Interrupted,
+}
+
+/// Unix milliseconds of `t`.
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Where the effective TTL came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TtlSource {
     /// The request's `ttl_secs`.
     RequestBody,
@@ -40,7 +100,7 @@ pub enum TtlSource {
 }
 
 /// One task run as callers see it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TaskRecord {
     /// `task-<uuid>`.
     pub task_id: String,
@@ -68,9 +128,67 @@ pub struct TaskRecord {
     pub step_ids: VecDeque<String>,
     /// Steps dispatched so far.
     pub step_count: u64,
+    /// Its runs, oldest first: the launch, then each resume or rerun.
+    pub runs: Vec<TaskRun>,
+    /// The launch as stored, to resume or rerun it (never sent to callers; a durable
+    /// store keeps it in a column of its own).
+    #[serde(skip)]
+    pub launch: Option<std::sync::Arc<Value>>,
 }
 
 impl TaskRecord {
+    /// The engine run id of `task_id` (`task-<uuid>` → `R-<uuid>`), shared by its runs.
+    pub fn run_id_of(task_id: &str) -> String {
+        format!("R-{}", task_id.strip_prefix("task-").unwrap_or(task_id))
+    }
+
+    /// Closes the current run with `end`.
+    fn close_run(&mut self, end: RunEnd, at: SystemTime) {
+        if let Some(run) = self.runs.last_mut().filter(|r| r.end.is_none()) {
+            run.end = Some(end);
+            run.ended_at_ms = Some(unix_ms(at));
+        }
+    }
+
+    /// Marks a running task interrupted; false (and unchanged) unless it was running.
+    pub(super) fn interrupt(&mut self, reason: &str, at: SystemTime) -> bool {
+        if self.state != TaskState::Running {
+            return false;
+        }
+        self.state = TaskState::Interrupted;
+        self.error = Some(reason.to_string());
+        self.close_run(RunEnd::Interrupted, at);
+        true
+    }
+
+    /// Starts a new run: a resume needs an interrupted task, a rerun an interrupted or
+    /// ended one; false (and unchanged) otherwise.
+    pub(super) fn reopen(&mut self, start: &RunStart, replayed: u64, at: SystemTime) -> bool {
+        let allowed = match start {
+            RunStart::Launch => false,
+            RunStart::Resume => self.state == TaskState::Interrupted,
+            RunStart::Rerun { .. } => {
+                self.state == TaskState::Interrupted || self.state.is_terminal()
+            }
+        };
+        if !allowed {
+            return false;
+        }
+        self.state = TaskState::Running;
+        self.final_ctx = None;
+        self.error = None;
+        self.finished_at = None;
+        self.runs.push(TaskRun {
+            run_id: Self::run_id_of(&self.task_id),
+            start: start.clone(),
+            end: None,
+            started_at_ms: unix_ms(at),
+            ended_at_ms: None,
+            replayed_steps: replayed,
+        });
+        true
+    }
+
     /// About how many bytes this record takes in a response.
     pub fn wire_len(&self) -> usize {
         let ids: usize = self.step_ids.iter().map(|s| s.len() + 2).sum();
@@ -80,6 +198,7 @@ impl TaskRecord {
             + self.task_id.len()
             + self.blueprint_id.len()
             + self.operator_sid.as_ref().map_or(0, String::len)
+            + self.runs.len() * 96
             + 256
     }
 
@@ -98,14 +217,17 @@ impl TaskRecord {
             TaskEventKind::Completed { final_ctx } => {
                 self.state = TaskState::Completed;
                 self.final_ctx = Some(final_ctx.clone());
+                self.close_run(RunEnd::Completed, at);
             }
             TaskEventKind::Failed { error } => {
                 self.state = TaskState::Failed;
                 self.error = Some(error.clone());
+                self.close_run(RunEnd::Failed, at);
             }
             TaskEventKind::Cancelled { reason } => {
                 self.state = TaskState::Cancelled;
                 self.error = Some(reason.clone());
+                self.close_run(RunEnd::Cancelled, at);
             }
             _ => return false,
         }
@@ -134,7 +256,8 @@ impl TaskPosition {
 }
 
 /// What happened.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
 pub enum TaskEventKind {
     /// The task was accepted and its flow started.
     Started {
@@ -173,6 +296,18 @@ pub enum TaskEventKind {
     Cancelled {
         /// Why.
         reason: String,
+    },
+    /// The task's run was cut by a server restart (not an end: a resume follows).
+    Interrupted {
+        /// Why ("server restart").
+        reason: String,
+    },
+    /// A new run of the task started: a resume or a rerun.
+    RunStarted {
+        /// How it started.
+        start: RunStart,
+        /// Steps the journal could answer.
+        replayed_steps: u64,
     },
 }
 
@@ -217,6 +352,8 @@ pub(super) fn running(id: &str) -> TaskRecord {
         operator_sid: None,
         step_ids: VecDeque::new(),
         step_count: 0,
+        runs: Vec::new(),
+        launch: None,
     }
 }
 

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use super::{TaskEvent, TaskEventKind, TaskPosition, TaskRecord, TaskState};
+use super::{RunStart, TaskEvent, TaskEventKind, TaskPosition, TaskRecord, TaskState};
 use crate::engine::census::{Bound, StructureCounts};
 use crate::error::Result;
 
@@ -19,7 +19,8 @@ pub const EVENTS_KEPT: usize = 10_000;
 ///   newest are kept;
 /// - step events are de-duplicated by step id (the engine's event stream and the end of a
 ///   task can both report a step);
-/// - a task ends once: the first terminal event wins, and nothing is appended after it;
+/// - a run ends once: the first terminal event wins, and no step event is appended
+///   after it (only a rerun's `RunStarted` starts another run);
 /// - finished tasks past the store's retention are dropped oldest first.
 ///
 /// Errors are the store failing (an I/O error, say), never "unknown task": that is `None`
@@ -37,6 +38,20 @@ pub trait TaskStore: Send + Sync {
     /// the task is unknown or already ended, or `end` is not a terminal event.
     async fn finish(&self, task_id: &str, end: TaskEventKind) -> Result<Option<TaskRecord>>;
 
+    /// Marks a running task INTERRUPTED (a server restart cut its run) with an
+    /// `Interrupted` event; None if it is unknown or not running.
+    async fn interrupt(&self, task_id: &str, reason: &str) -> Result<Option<TaskRecord>>;
+
+    /// Starts a new run of a task with a `RunStarted` event: a resume of an interrupted
+    /// task, or a rerun of an interrupted or ended one. None if the task is unknown or in
+    /// a state `start` does not allow.
+    async fn reopen(
+        &self,
+        task_id: &str,
+        start: RunStart,
+        replayed_steps: u64,
+    ) -> Result<Option<TaskRecord>>;
+
     /// Reads one task.
     async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>>;
 
@@ -45,7 +60,7 @@ pub trait TaskStore: Send + Sync {
         Ok(self
             .get(task_id)
             .await?
-            .is_some_and(|r| !r.state.is_terminal()))
+            .is_some_and(|r| r.state == TaskState::Running))
     }
 
     /// Up to `limit` tasks newest first, optionally only those in `state`, starting after

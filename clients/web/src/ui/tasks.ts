@@ -1,6 +1,7 @@
 // Center: the tasks, live. ListTasks is polled; tasks started here (and running ones found
 // on load) are also followed with WatchTask, a few at a time (each watch holds one of the
-// browser's ~6 HTTP/1.1 connections to this origin, and Subscribe holds another).
+// browser's ~6 HTTP/1.1 connections to this origin, and Subscribe holds another). Each
+// task's details hold its runs, with Resume / Rerun from step (./runs).
 
 import { duration, h, replace } from "../dom";
 import { TaskState, type Task, type TaskEvent } from "../gen/mlua_swarm/v1/task_pb";
@@ -8,6 +9,7 @@ import { backoff } from "../operator";
 import { Code, errorCode, errorText, pretty, tasks, tsMillis, valueToJson } from "../rpc";
 import type { Ctx } from "./context";
 import { shortId } from "./frames";
+import { RunsPanel, startName } from "./runs";
 
 const POLL_MS = 1500;
 const MAX_WATCHES = 2;
@@ -27,6 +29,7 @@ interface Row {
   finalPre: HTMLPreElement;
   eventsEl: HTMLOListElement;
   infoEl: HTMLElement;
+  runs: RunsPanel;
   events: TaskEvent[];
   watching: boolean;
   watchRetries: number;
@@ -55,7 +58,7 @@ export class TasksView {
       "select",
       { "aria-label": "filter by state", testid: "task-filter", onchange: () => this.applyFilter() },
       h("option", { value: "" }, "all states"),
-      ["RUNNING", "COMPLETED", "FAILED", "CANCELLED"].map((s) => h("option", { value: s }, s.toLowerCase())),
+      ["RUNNING", "INTERRUPTED", "COMPLETED", "FAILED", "CANCELLED"].map((s) => h("option", { value: s }, s.toLowerCase())),
     );
     this.el = h(
       "section",
@@ -108,11 +111,12 @@ export class TasksView {
       this.pollError = "";
       this.pollFailures = 0;
       for (const t of r.tasks) {
-        const known = this.rows.has(t.taskId);
         const row = this.row(t.taskId);
+        const was = row.task?.state;
         this.setTask(row, t);
-        // Running tasks seen for the first time (e.g. after a reload) are watched too.
-        if (!known && t.state === TaskState.RUNNING) this.watch(t.taskId);
+        // Running tasks seen for the first time (e.g. after a reload), or running again
+        // (resumed, rerun), are watched too.
+        if (t.state === TaskState.RUNNING && was !== TaskState.RUNNING) this.watch(t.taskId);
       }
       this.order();
     } catch (e) {
@@ -145,10 +149,14 @@ export class TasksView {
     const finalPre = h("pre", { class: "final", testid: "task-final" }, "");
     const eventsEl = h("ol", { class: "events", testid: "task-events" });
     const infoEl = h("dl", { class: "kv compact" });
+    const runs = new RunsPanel(this.ctx, id, (t) => {
+      this.setTask(this.row(id), t);
+      this.watch(id);
+    });
     const detailTr = h(
       "tr",
       { class: "detail", hidden: true, data: { taskId: id } },
-      h("td", { colspan: "6" }, h("div", { class: "detail-grid" }, h("div", null, h("h3", null, "Task"), infoEl, h("h3", null, "Events"), eventsEl), h("div", null, h("h3", null, "Final context"), finalPre))),
+      h("td", { colspan: "6" }, h("div", { class: "detail-grid" }, h("div", null, h("h3", null, "Task"), infoEl, runs.el, h("h3", null, "Events"), eventsEl), h("div", null, h("h3", null, "Final context"), finalPre))),
     );
     const tr = h(
       "tr",
@@ -158,7 +166,7 @@ export class TasksView {
       h("td", null, durEl),
       h("td", null, stepsEl),
       h("td", { class: "result-cell" }, resultEl),
-      h("td", { class: "actions" }, toggle, cancelBtn),
+      h("td", { class: "actions" }, toggle, cancelBtn, runs.resumeBtn),
     );
     toggle.addEventListener("click", () => {
       detailTr.hidden = !detailTr.hidden;
@@ -172,7 +180,7 @@ export class TasksView {
       }
     });
     cancelBtn.addEventListener("click", () => void this.cancel(id, cancelBtn));
-    r = { id, created: 0, tr, detailTr, stateEl, durEl, stepsEl, resultEl, bpEl, cancelBtn, finalPre, eventsEl, infoEl, events: [], watching: false, watchRetries: 0 };
+    r = { id, created: 0, tr, detailTr, stateEl, durEl, stepsEl, resultEl, bpEl, cancelBtn, finalPre, eventsEl, infoEl, runs, events: [], watching: false, watchRetries: 0 };
     this.rows.set(id, r);
     this.tbody.append(tr, detailTr);
     this.empty.hidden = true;
@@ -190,8 +198,13 @@ export class TasksView {
     r.bpEl.title = t.boundVersion ? `version ${t.boundVersion}` : "inline Blueprint";
     r.stepsEl.textContent = String(t.stepIds.length);
     r.cancelBtn.hidden = t.state !== TaskState.RUNNING;
+    r.runs.update(t);
     const final = valueToJson(t.finalCtx);
-    if (t.state === TaskState.COMPLETED) {
+    if (t.state === TaskState.RUNNING) {
+      r.resultEl.textContent = "";
+      r.resultEl.title = "";
+      r.resultEl.className = "result";
+    } else if (t.state === TaskState.COMPLETED) {
       r.finalPre.textContent = pretty(final);
       const out = final && typeof final === "object" && !Array.isArray(final) && "output" in final ? final.output : final;
       r.resultEl.textContent = compact(out);
@@ -201,7 +214,7 @@ export class TasksView {
       r.finalPre.textContent = "";
       r.resultEl.textContent = t.error;
       r.resultEl.title = t.error;
-      r.resultEl.className = "result err";
+      r.resultEl.className = t.state === TaskState.INTERRUPTED ? "result warn" : "result err";
     }
     replace(
       r.infoEl,
@@ -210,6 +223,7 @@ export class TasksView {
         ["blueprint", t.blueprintId + (t.boundVersion ? ` @ ${t.boundVersion.slice(0, 12)}` : " (inline)")],
         ["operator", t.operatorSid || "–"],
         ["ttl", `${t.effectiveTtlSecs}s`],
+        ["runs", t.runs.length ? `${t.runs.length} (engine run ${t.runs[0].runId})` : "–"],
         ["steps", t.stepIds.join(", ") || "–"],
       ].map(([k, v]) => [h("dt", null, k), h("dd", null, h("code", null, v))]),
     );
@@ -219,7 +233,9 @@ export class TasksView {
 
   private renderDuration(r: Row): void {
     if (!r.created) return;
-    const end = tsMillis(r.task?.finishedAt) ?? (r.task && r.task.state !== TaskState.RUNNING ? r.created : Date.now());
+    // An INTERRUPTED task has no finished_at: its last run's end is where it stopped.
+    const stopped = tsMillis(r.task?.finishedAt) ?? tsMillis(r.task?.runs.at(-1)?.endedAt);
+    const end = stopped ?? (r.task && r.task.state !== TaskState.RUNNING ? r.created : Date.now());
     r.durEl.textContent = duration(end - r.created);
   }
 
@@ -273,9 +289,13 @@ export class TasksView {
         if (r.events.some((e) => e.seq === event.seq)) continue;
         r.events.push(event);
         r.eventsEl.append(h("li", null, h("time", null, new Date(tsMillis(event.at) ?? Date.now()).toLocaleTimeString([], { hour12: false })), " ", describe(event)));
-        const k = event.kind.case;
-        if (k === "stepDispatched") r.stepsEl.textContent = String(r.events.filter((e) => e.kind.case === "stepDispatched").length);
-        if (k === "completed" || k === "failed" || k === "cancelled") terminal = true;
+        const k = event.kind;
+        if (k.case === "stepDispatched") {
+          r.stepsEl.textContent = String(r.events.filter((e) => e.kind.case === "stepDispatched").length);
+          r.runs.addRefs([k.value.agent]);
+        }
+        // A rerun or resume follows an end: only the last event says whether it ended.
+        terminal = k.case === "completed" || k.case === "failed" || k.case === "cancelled";
       }
     } catch (e) {
       const code = errorCode(e);
@@ -331,6 +351,13 @@ function describe(e: TaskEvent): string {
       return `failed: ${k.value.error}`;
     case "cancelled":
       return `cancelled: ${k.value.reason}`;
+    case "interrupted":
+      return `interrupted: ${k.value.reason}`;
+    case "runStarted": {
+      const v = k.value;
+      const from = v.fromStep ? ` from ${v.fromStep}` : "";
+      return `run started (${startName(v.start)}${from}), ${v.replayedSteps} step(s) from the journal`;
+    }
     default:
       return "(unknown event)";
   }

@@ -1,0 +1,216 @@
+//! The outbox of one session: every sequenced frame sent and not yet acknowledged, in seq
+//! order, with the seq / cumulative-ack marks. A stream reads it through a cursor, so a
+//! re-attach re-sends exactly the unacknowledged frames, in order.
+
+use std::collections::VecDeque;
+
+use super::frame::{ServerBody, ServerFrame};
+
+/// The seq / ack watermark of a session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// Highest seq assigned.
+    pub last_seq: u64,
+    /// Highest seq acknowledged (cumulative).
+    pub acked: u64,
+}
+
+/// Sent, unacknowledged frames, at most `window` of them.
+#[derive(Debug)]
+pub(super) struct Outbox {
+    marks: Marks,
+    frames: VecDeque<ServerFrame>,
+    window: usize,
+}
+
+impl Outbox {
+    /// An empty outbox holding at most `window` unacknowledged frames.
+    pub(super) fn new(window: usize) -> Self {
+        Self {
+            marks: Marks::default(),
+            frames: VecDeque::new(),
+            window,
+        }
+    }
+
+    /// An empty outbox continuing after the marks of a previous process: every frame up
+    /// to `last_seq` counts as sent and acknowledged (none of them will come again).
+    pub(super) fn resumed(window: usize, last_seq: u64) -> Self {
+        let mut outbox = Self::new(window);
+        outbox.skip_to(last_seq);
+        outbox
+    }
+
+    /// Moves both marks up to `seq` (no-op at or below them). Only for an empty outbox
+    /// whose earlier frames are gone: a client of the previous process may have seen
+    /// seqs past the marks that process last stored.
+    pub(super) fn skip_to(&mut self, seq: u64) {
+        debug_assert!(self.frames.is_empty());
+        self.marks.last_seq = self.marks.last_seq.max(seq);
+        self.marks.acked = self.marks.last_seq;
+    }
+
+    /// Queues `body` with the next seq and returns it; None while the window is full.
+    pub(super) fn push(&mut self, body: ServerBody) -> Option<u64> {
+        if self.is_full() {
+            return None;
+        }
+        self.marks.last_seq += 1;
+        let seq = self.marks.last_seq;
+        self.frames.push_back(ServerFrame { seq, body });
+        Some(seq)
+    }
+
+    /// Cumulative ack: drops every frame up to `seq`. An ack at or below the current one
+    /// changes nothing; one beyond the last seq sent is refused with that last seq.
+    pub(super) fn ack(&mut self, seq: u64) -> Result<(), u64> {
+        if seq > self.marks.last_seq {
+            return Err(self.marks.last_seq);
+        }
+        if seq > self.marks.acked {
+            self.marks.acked = seq;
+            while self.frames.front().is_some_and(|f| f.seq <= seq) {
+                self.frames.pop_front();
+            }
+        }
+        Ok(())
+    }
+
+    /// The first unacknowledged frame after `cursor`: what a stream that delivered up to
+    /// `cursor` sends next.
+    pub(super) fn next_after(&self, cursor: u64) -> Option<&ServerFrame> {
+        let cursor = cursor.max(self.marks.acked);
+        let idx = self.frames.partition_point(|f| f.seq <= cursor);
+        self.frames.get(idx)
+    }
+
+    /// True when no further frame fits.
+    pub(super) fn is_full(&self) -> bool {
+        self.frames.len() >= self.window
+    }
+
+    /// The seq / ack marks.
+    pub(super) fn marks(&self) -> Marks {
+        self.marks
+    }
+
+    /// Highest seq assigned.
+    pub(super) fn last_seq(&self) -> u64 {
+        self.marks.last_seq
+    }
+
+    /// Highest seq acknowledged.
+    pub(super) fn acked(&self) -> u64 {
+        self.marks.acked
+    }
+
+    /// Unacknowledged frames held.
+    pub(super) fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Forgets the unacknowledged frames (nobody will read them); the marks stay.
+    pub(super) fn clear(&mut self) {
+        self.frames.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ping(n: u64) -> ServerBody {
+        ServerBody::Ping { nonce: n }
+    }
+
+    fn filled(window: usize, n: u64) -> Outbox {
+        let mut o = Outbox::new(window);
+        for i in 0..n {
+            assert!(o.push(ping(i)).is_some());
+        }
+        o
+    }
+
+    fn read_from(o: &Outbox, mut cursor: u64) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        while let Some(f) = o.next_after(cursor) {
+            cursor = f.seq;
+            seqs.push(f.seq);
+        }
+        seqs
+    }
+
+    #[test]
+    fn seqs_strictly_increase_from_one() {
+        let mut o = Outbox::new(100);
+        let seqs: Vec<u64> = (0..5).filter_map(|i| o.push(ping(i))).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+        o.ack(5).expect("ack");
+        assert_eq!(o.push(ping(9)), Some(6), "acks never reuse a seq");
+    }
+
+    #[test]
+    fn a_cumulative_ack_drops_exactly_the_frames_up_to_it() {
+        let mut o = filled(100, 5);
+        o.ack(3).expect("ack 3");
+        assert_eq!(o.len(), 2);
+        assert_eq!(read_from(&o, 0), vec![4, 5]);
+        assert_eq!(
+            o.marks(),
+            Marks {
+                last_seq: 5,
+                acked: 3
+            }
+        );
+        o.ack(2).expect("an older ack is harmless");
+        assert_eq!(o.acked(), 3, "acks never go backwards");
+        assert_eq!(o.len(), 2);
+    }
+
+    #[test]
+    fn an_ack_beyond_the_last_seq_is_refused_and_changes_nothing() {
+        let mut o = filled(100, 3);
+        assert_eq!(o.ack(4), Err(3));
+        assert_eq!(o.acked(), 0);
+        assert_eq!(o.len(), 3);
+    }
+
+    #[test]
+    fn replay_from_the_last_ack_yields_the_unacked_frames_in_order() {
+        let mut o = filled(100, 6);
+        o.ack(2).expect("ack");
+        assert_eq!(read_from(&o, o.acked()), vec![3, 4, 5, 6]);
+        assert_eq!(
+            read_from(&o, 4),
+            vec![5, 6],
+            "a cursor resumes after itself"
+        );
+        assert_eq!(read_from(&o, 1), vec![3, 4, 5, 6], "never below the ack");
+        assert_eq!(read_from(&o, o.last_seq()), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn a_full_window_refuses_until_acked() {
+        let mut o = filled(3, 3);
+        assert!(o.is_full());
+        assert_eq!(o.push(ping(9)), None);
+        assert_eq!(o.last_seq(), 3, "a refused frame takes no seq");
+        o.ack(1).expect("ack");
+        assert_eq!(o.push(ping(9)), Some(4));
+    }
+
+    #[test]
+    fn clear_keeps_the_marks() {
+        let mut o = filled(10, 4);
+        o.ack(1).expect("ack");
+        o.clear();
+        assert_eq!(o.len(), 0);
+        assert_eq!(
+            o.marks(),
+            Marks {
+                last_seq: 4,
+                acked: 1
+            }
+        );
+    }
+}

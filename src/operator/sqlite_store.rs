@@ -1,0 +1,546 @@
+//! The durable [`SessionStore`]: `sessions.sqlite` under the data dir (WAL), on its own
+//! SQLite thread (`rusqlite-isle`), so no call blocks the runtime. It keeps the token's
+//! SHA-256, never the token; a role claim is one `BEGIN IMMEDIATE` transaction. The
+//! hot-path notes (attach epoch, seq / ack marks, last seen) are merged in memory and
+//! written behind by one flusher task; a `kill -9` loses at most the last few, which only
+//! ever rise and which a restored session steps past.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use rusqlite::{params, OptionalExtension, Row, Transaction};
+use rusqlite_isle::{AsyncIsle, AsyncIsleDriver, IsleError};
+use tokio::sync::Notify;
+
+use super::outbox::Marks;
+use super::store::{Claim, SessionRecord, SessionStore, DELETED_KEPT};
+use crate::error::{Error, Result};
+
+/// The store's file name under the data dir.
+pub const SESSIONS_FILE: &str = "sessions.sqlite";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sessions (
+    sid TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL,
+    roles TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    acked INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    deleted_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS roles (
+    role TEXT PRIMARY KEY,
+    sid TEXT NOT NULL
+);
+";
+
+const COLUMNS: &str =
+    "sid, token_hash, roles, epoch, last_seq, acked, created_ms, last_seen_ms, deleted_ms";
+
+/// The session store file could not be opened or is not a session store.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the operator session store {path}: {reason}; fix or move the file (it holds the operator sessions), or start with --ephemeral")]
+pub struct StoreOpenError {
+    /// The file.
+    pub path: PathBuf,
+    /// What SQLite said.
+    pub reason: String,
+}
+
+/// Hot-path notes of one session not yet written (0 = nothing to raise).
+#[derive(Debug, Clone, Copy, Default)]
+struct Note {
+    epoch: u64,
+    marks: Marks,
+    seen_ms: i64,
+}
+
+#[derive(Debug, Default)]
+struct Notes {
+    pending: Mutex<HashMap<String, Note>>,
+    wake: Notify,
+    /// Set when the store closes or drops: the flusher ends.
+    done: AtomicBool,
+}
+
+impl Notes {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Note>> {
+        match self.pending.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn raise(&self, sid: &str, f: impl FnOnce(&mut Note)) {
+        f(self.lock().entry(sid.to_string()).or_default());
+        self.wake.notify_one();
+    }
+}
+
+/// Session records in SQLite.
+pub struct SqliteSessionStore {
+    isle: AsyncIsle,
+    notes: Arc<Notes>,
+    driver: tokio::sync::Mutex<Option<AsyncIsleDriver>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteSessionStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteSessionStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteSessionStore {
+    /// Opens (or creates) [`SESSIONS_FILE`] under `dir`. A file that is not a readable
+    /// session store fails with a message naming it.
+    pub async fn open(dir: &Path) -> std::result::Result<Self, StoreOpenError> {
+        let path = dir.join(SESSIONS_FILE);
+        let fail = |reason: String| StoreOpenError {
+            path: path.clone(),
+            reason,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+        let (isle, driver) = AsyncIsle::builder()
+            .thread_name("sessions-sqlite")
+            .wal(Duration::from_secs(5))
+            .spawn(&path, |conn| {
+                conn.execute_batch(SCHEMA)?;
+                // Every stored row must decode: a damaged file fails the boot here.
+                let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM sessions"))?;
+                let rows = stmt.query_map([], decode)?;
+                for row in rows {
+                    row?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let notes = Arc::new(Notes::default());
+        spawn_flusher(isle.clone(), notes.clone());
+        Ok(Self {
+            isle,
+            notes,
+            driver: tokio::sync::Mutex::new(Some(driver)),
+            path,
+        })
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let path = self.path.clone();
+        self.isle
+            .call_write(f)
+            .await
+            .map_err(|e| store_error(&path, e))
+    }
+}
+
+fn store_error(path: &Path, e: IsleError) -> Error {
+    match e {
+        IsleError::Closed => Error::Unavailable("the session store is closed".into()),
+        e if e.is_busy() => Error::Unavailable("the session store is busy; retry".into()),
+        e => Error::Internal(format!("session store {}: {e}", path.display())),
+    }
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    let ms = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+fn from_unix_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn decode(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    let roles: String = row.get(2)?;
+    let roles: Vec<String> = serde_json::from_str(&roles).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok(SessionRecord {
+        sid: row.get(0)?,
+        token_hash: row.get(1)?,
+        roles,
+        epoch: to_u64(row.get(3)?),
+        marks: Marks {
+            last_seq: to_u64(row.get(4)?),
+            acked: to_u64(row.get(5)?),
+        },
+        created_at: from_unix_ms(row.get(6)?),
+        last_seen: from_unix_ms(row.get(7)?),
+        deleted_at: row.get::<_, Option<i64>>(8)?.map(from_unix_ms),
+    })
+}
+
+fn is_sid(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<bool> {
+    tx.query_row("SELECT 1 FROM sessions WHERE sid = ?1", [name], |_| Ok(()))
+        .optional()
+        .map(|found| found.is_some())
+}
+
+fn held(tx: &Transaction<'_>, roles: &[String]) -> rusqlite::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for role in roles {
+        let found = tx
+            .query_row("SELECT 1 FROM roles WHERE role = ?1", [role], |_| Ok(()))
+            .optional()?;
+        if found.is_some() {
+            out.push(role.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn create_tx(tx: &Transaction<'_>, r: &SessionRecord) -> rusqlite::Result<Option<Claim>> {
+    if is_sid(tx, &r.sid)? {
+        return Ok(None);
+    }
+    for role in &r.roles {
+        if is_sid(tx, role)? {
+            return Ok(Some(Claim::RoleIsSid));
+        }
+    }
+    let taken = held(tx, &r.roles)?;
+    if !taken.is_empty() {
+        return Ok(Some(Claim::Held(taken)));
+    }
+    let roles = serde_json::to_string(&r.roles).unwrap_or_else(|_| "[]".into());
+    tx.execute(
+        &format!("INSERT INTO sessions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL)"),
+        params![
+            r.sid,
+            r.token_hash,
+            roles,
+            to_i64(r.epoch),
+            to_i64(r.marks.last_seq),
+            to_i64(r.marks.acked),
+            unix_ms(r.created_at),
+            unix_ms(r.last_seen),
+        ],
+    )?;
+    for role in &r.roles {
+        tx.execute(
+            "INSERT INTO roles (role, sid) VALUES (?1, ?2)",
+            params![role, r.sid],
+        )?;
+    }
+    Ok(Some(Claim::Claimed))
+}
+
+fn delete_tx(
+    tx: &Transaction<'_>,
+    sid: &str,
+    now_ms: i64,
+) -> rusqlite::Result<Option<SessionRecord>> {
+    let select = format!("SELECT {COLUMNS} FROM sessions WHERE sid = ?1 AND deleted_ms IS NULL");
+    let Some(mut record) = tx.query_row(&select, [sid], decode).optional()? else {
+        return Ok(None);
+    };
+    tx.execute("DELETE FROM roles WHERE sid = ?1", [sid])?;
+    tx.execute(
+        "UPDATE sessions SET deleted_ms = ?2 WHERE sid = ?1",
+        params![sid, now_ms],
+    )?;
+    // Keep the newest DELETED_KEPT tombstones; their sids stay reserved.
+    tx.execute(
+        "DELETE FROM sessions WHERE deleted_ms IS NOT NULL AND sid NOT IN \
+         (SELECT sid FROM sessions WHERE deleted_ms IS NOT NULL \
+          ORDER BY deleted_ms DESC, rowid DESC LIMIT ?1)",
+        [to_i64(DELETED_KEPT as u64)],
+    )?;
+    record.deleted_at = Some(from_unix_ms(now_ms));
+    Ok(Some(record))
+}
+
+fn write_notes(tx: &Transaction<'_>, notes: &HashMap<String, Note>) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE sessions SET epoch = MAX(epoch, ?2), last_seq = MAX(last_seq, ?3), \
+         acked = MAX(acked, ?4), last_seen_ms = MAX(last_seen_ms, ?5) \
+         WHERE sid = ?1 AND deleted_ms IS NULL",
+    )?;
+    for (sid, n) in notes {
+        stmt.execute(params![
+            sid,
+            to_i64(n.epoch),
+            to_i64(n.marks.last_seq),
+            to_i64(n.marks.acked),
+            n.seen_ms,
+        ])?;
+    }
+    Ok(())
+}
+
+/// Writes the merged notes whenever some arrive, until the store closes or drops.
+fn spawn_flusher(isle: AsyncIsle, notes: Arc<Notes>) {
+    tokio::spawn(async move {
+        while !notes.done.load(Ordering::Acquire) {
+            notes.wake.notified().await;
+            if !flush(&isle, &notes).await {
+                break;
+            }
+        }
+    });
+}
+
+impl Drop for SqliteSessionStore {
+    fn drop(&mut self) {
+        self.notes.done.store(true, Ordering::Release);
+        self.notes.wake.notify_one();
+    }
+}
+
+/// Writes what is pending; false once the store is closed.
+async fn flush(isle: &AsyncIsle, notes: &Notes) -> bool {
+    let batch = std::mem::take(&mut *notes.lock());
+    if batch.is_empty() {
+        return true;
+    }
+    match isle.call_write(move |tx| write_notes(tx, &batch)).await {
+        Ok(()) => true,
+        Err(IsleError::Closed) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "session store: attach / ack marks not written");
+            true
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqliteSessionStore {
+    async fn create(&self, record: SessionRecord) -> Result<Claim> {
+        let sid = record.sid.clone();
+        self.call(move |tx| create_tx(tx, &record))
+            .await?
+            .ok_or_else(|| Error::AlreadyExists(format!("operator session {sid} exists")))
+    }
+
+    async fn get(&self, sid: &str) -> Result<Option<SessionRecord>> {
+        let sid = sid.to_string();
+        let select = format!("SELECT {COLUMNS} FROM sessions WHERE sid = ?1");
+        self.call(move |tx| tx.query_row(&select, [sid], decode).optional())
+            .await
+    }
+
+    async fn list(&self) -> Result<Vec<SessionRecord>> {
+        let select = format!("SELECT {COLUMNS} FROM sessions WHERE deleted_ms IS NULL");
+        self.call(move |tx| {
+            let mut stmt = tx.prepare(&select)?;
+            let rows = stmt.query_map([], decode)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn delete(&self, sid: &str) -> Result<Option<SessionRecord>> {
+        let sid = sid.to_string();
+        let now = unix_ms(SystemTime::now());
+        self.call(move |tx| delete_tx(tx, &sid, now)).await
+    }
+
+    async fn held_roles(&self, roles: &[String]) -> Result<Vec<String>> {
+        let roles = roles.to_vec();
+        self.call(move |tx| held(tx, &roles)).await
+    }
+
+    fn record_attach(&self, sid: &str, epoch: u64, at: SystemTime) {
+        self.notes.raise(sid, |n| {
+            n.epoch = n.epoch.max(epoch);
+            n.seen_ms = n.seen_ms.max(unix_ms(at));
+        });
+    }
+
+    fn record_marks(&self, sid: &str, marks: Marks) {
+        self.notes.raise(sid, |n| {
+            n.marks.last_seq = n.marks.last_seq.max(marks.last_seq);
+            n.marks.acked = n.marks.acked.max(marks.acked);
+        });
+    }
+
+    fn touch(&self, sid: &str, at: SystemTime) {
+        self.notes
+            .raise(sid, |n| n.seen_ms = n.seen_ms.max(unix_ms(at)));
+    }
+
+    async fn close(&self) {
+        self.notes.done.store(true, Ordering::Release);
+        self.notes.wake.notify_one();
+        flush(&self.isle, &self.notes).await;
+        if let Some(driver) = self.driver.lock().await.take() {
+            if let Err(e) = driver.shutdown().await {
+                tracing::warn!(error = %e, "session store shutdown");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("mse-sessions-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    fn record(sid: &str, roles: &[&str]) -> SessionRecord {
+        let roles = roles.iter().map(|r| r.to_string()).collect();
+        SessionRecord::new(sid.into(), "secret-token-42", roles, SystemTime::now())
+    }
+
+    /// A store in a new dir, holding op-1 with role `lead`.
+    async fn opened_with_lead() -> (PathBuf, SqliteSessionStore) {
+        let dir = temp_dir();
+        let store = SqliteSessionStore::open(&dir).await.expect("open");
+        let claim = store.create(record("op-1", &["lead"])).await;
+        assert_eq!(claim.expect("create"), Claim::Claimed);
+        (dir, store)
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn the_file_holds_the_hash_of_the_token_never_the_token() {
+        let (dir, store) = opened_with_lead().await;
+        store.close().await;
+        let mut bytes = std::fs::read(dir.join(SESSIONS_FILE)).expect("read");
+        if let Ok(wal) = std::fs::read(dir.join(format!("{SESSIONS_FILE}-wal"))) {
+            bytes.extend(wal);
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("secret-token-42"), "the token is on disk");
+        assert!(text.contains(&super::super::store::token_hash("secret-token-42")));
+        let again = SqliteSessionStore::open(&dir).await.expect("reopen");
+        let r = again.get("op-1").await.expect("get").expect("kept");
+        assert!(r.token_matches("secret-token-42") && r.is_live());
+        assert_eq!(r.roles, strings(&["lead"]));
+    }
+
+    #[tokio::test]
+    async fn concurrent_claims_of_one_role_leave_exactly_one_holder() {
+        let store = Arc::new(SqliteSessionStore::open(&temp_dir()).await.expect("open"));
+        let claims = (0..16).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .create(record(&format!("op-{i}"), &["lead", &format!("r{i}")]))
+                    .await
+            })
+        });
+        let mut claimed = 0;
+        for c in futures::future::join_all(claims).await {
+            match c.expect("join").expect("create") {
+                Claim::Claimed => claimed += 1,
+                Claim::Held(held) => assert_eq!(held, strings(&["lead"])),
+                Claim::RoleIsSid => panic!("no role is a sid"),
+            }
+        }
+        assert_eq!(claimed, 1);
+        assert_eq!(
+            store.list().await.expect("list").len(),
+            1,
+            "a refused claim stores nothing"
+        );
+        let held = store
+            .held_roles(&strings(&["lead", "r3"]))
+            .await
+            .expect("held");
+        assert_eq!(
+            held.len(),
+            1 + usize::from(held.contains(&"r3".to_string()))
+        );
+    }
+
+    #[tokio::test]
+    async fn delete_frees_the_roles_keeps_the_sid_and_notes_only_rise() {
+        let (dir, store) = opened_with_lead().await;
+        store.create(record("op-2", &[])).await.expect("create");
+        assert_eq!(
+            store.create(record("op-3", &["op-1"])).await.expect("c"),
+            Claim::RoleIsSid
+        );
+        assert!(store.delete("op-1").await.expect("delete").is_some());
+        assert_eq!(store.delete("op-1").await.expect("delete"), None);
+        assert_eq!(
+            store.create(record("op-4", &["lead"])).await.expect("c"),
+            Claim::Claimed
+        );
+        assert_eq!(
+            store.create(record("op-5", &["op-1"])).await.expect("c"),
+            Claim::RoleIsSid
+        );
+        assert!(
+            store.create(record("op-1", &[])).await.is_err(),
+            "a deleted sid stays reserved"
+        );
+        store.record_attach("op-2", 4, SystemTime::now());
+        store.record_attach("op-2", 2, SystemTime::now());
+        store.record_marks(
+            "op-2",
+            Marks {
+                last_seq: 9,
+                acked: 3,
+            },
+        );
+        store.record_marks(
+            "op-2",
+            Marks {
+                last_seq: 5,
+                acked: 7,
+            },
+        );
+        store.close().await;
+        let again = SqliteSessionStore::open(&dir).await.expect("reopen");
+        let r = again.get("op-2").await.expect("get").expect("kept");
+        assert_eq!((r.epoch, r.marks.last_seq, r.marks.acked), (4, 9, 7));
+        let live: Vec<String> = again
+            .list()
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|r| r.sid)
+            .collect();
+        assert_eq!(live.len(), 2);
+        assert!(!live.contains(&"op-1".to_string()));
+        assert!(!again
+            .get("op-1")
+            .await
+            .expect("get")
+            .expect("tombstone")
+            .is_live());
+    }
+
+    #[tokio::test]
+    async fn a_damaged_file_fails_the_open_naming_the_file() {
+        let dir = temp_dir();
+        std::fs::write(
+            dir.join(SESSIONS_FILE),
+            b"this is not a database, just bytes ".repeat(200),
+        )
+        .expect("write");
+        let err = SqliteSessionStore::open(&dir).await.expect_err("refused");
+        assert!(err.to_string().contains(SESSIONS_FILE), "{err}");
+    }
+}
