@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use mlua_swarm_grpc::config::{Config, Storage};
+use mlua_swarm_grpc::engine::ResumeMode;
 use mlua_swarm_grpc::pb::v1 as pb;
 use prometheus_parse::{Scrape, Value as Sampled};
 use serde_json::json;
@@ -297,4 +298,45 @@ async fn no_metrics_means_no_route() {
 async fn assert_no_metrics(url: &str, token: Option<&str>) {
     let text = get(url, token).await.text().await.expect("body");
     assert!(!text.contains("# TYPE"), "{url} serves metrics");
+}
+
+/// With state on disk, a shutdown interrupts a running task and ResumeTask in the next
+/// process resumes it: both are counted.
+#[tokio::test]
+async fn interrupted_and_resumed_tasks_are_counted() {
+    let _turn = TURN.lock().await;
+    let dir = temp_dir("metrics-durable");
+    let durable = || Config {
+        storage: Storage::Dir(dir.clone()),
+        drain: Duration::from_millis(50),
+        resume: ResumeMode::Manual,
+        ..Config::default()
+    };
+    let ts = TestServer::with_config(durable()).await;
+    let before = scrape(&ts).await;
+    let id = ts
+        .tasks()
+        .start_task(start_inline(fixture("endless.json"), json!({})))
+        .await
+        .expect("start task")
+        .into_inner()
+        .task_id;
+    ts.stop().await;
+
+    let ts = TestServer::with_config(durable()).await;
+    let resume = pb::ResumeTaskRequest {
+        task_id: id.clone(),
+    };
+    ts.tasks().resume_task(resume).await.expect("resume");
+    let after = scrape(&ts).await;
+    let d = |name: &str| grew(&before, &after, name, &[]);
+    assert_eq!(d("mse_tasks_interrupted_total"), 1.0);
+    assert_eq!(d("mse_tasks_resumed_total"), 1.0);
+    assert_eq!(value(&after, "mse_tasks_in_flight", &[]), 1.0);
+    let cancel = pb::CancelTaskRequest {
+        task_id: id,
+        ..Default::default()
+    };
+    ts.tasks().cancel_task(cancel).await.expect("cancel");
+    ts.stop().await;
 }
