@@ -195,6 +195,15 @@ impl PendingRequests {
         frames
     }
 
+    /// Gives the frames whose seq moved (see `Outbox::skip_to`) their new seq.
+    pub(super) fn renumber(&mut self, moved: &[(u64, u64)]) {
+        for p in self.map.values_mut() {
+            if let Some(&(_, new)) = moved.iter().find(|(old, _)| *old == p.frame.seq) {
+                p.frame.seq = new;
+            }
+        }
+    }
+
     /// Requests pending.
     pub(super) fn len(&self) -> usize {
         self.map.len()
