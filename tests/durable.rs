@@ -569,7 +569,8 @@ async fn two_hundred_tasks_survive_five_kills_and_no_completed_step_is_dispatche
     // Spawns that may repeat: the last one of each operated task at each kill.
     let mut may_repeat: HashMap<(String, String), u32> = HashMap::new();
     let mut server = Proc::start(&dir, &[]).await;
-    let mut op = Operator::join(&server).await.answer_all(tally.clone());
+    let (first, session) = Operator::join(&server).await;
+    let mut op = first.answer_all(tally.clone());
     for wave in 0..WAVES {
         let starts = (0..PER_WAVE).map(|i| {
             let served = i % OPERATED_EVERY == 0;
@@ -625,7 +626,10 @@ async fn two_hundred_tasks_survive_five_kills_and_no_completed_step_is_dispatche
             }
         }
         server = Proc::start(&dir, &[]).await;
-        op = Operator::join(&server).await.answer_all(tally.clone());
+        // The session survived the kill: the operator re-attaches to it.
+        op = Operator::attach(&server, &session)
+            .await
+            .answer_all(tally.clone());
     }
     let total = WAVES * PER_WAVE;
     server
@@ -718,7 +722,7 @@ async fn after_a_restart_a_finished_task_reruns_and_a_resumed_task_is_watched_to
         .into_inner();
     let done = done.task.expect("task");
     assert_eq!(done.state(), pb::TaskState::Completed, "{}", done.error);
-    let mut op = Operator::join(&server).await;
+    let (mut op, session) = Operator::join(&server).await;
     let start = start_inline(fixture("five-steps.json"), json!({"input": "b"}));
     let cut = server.tasks().start_task(start).await.expect("start");
     let cut = cut.into_inner().task_id;
@@ -765,7 +769,7 @@ async fn after_a_restart_a_finished_task_reruns_and_a_resumed_task_is_watched_to
     );
     assert_eq!(again.runs[1].end(), pb::RunEnd::Completed);
 
-    let mut op = Operator::join(&server).await;
+    let mut op = Operator::attach(&server, &session).await;
     loop {
         let s = op.next_spawn().await.expect("spawn");
         op.answer(&s).await;

@@ -86,7 +86,8 @@ impl OperatorSession {
         if let (true, Some(seen)) = (restarted, last_seq) {
             // Frames of the previous process are gone; its client may have seen seqs
             // past the last marks that process stored.
-            s.outbox.skip_to(seen);
+            let moved = s.outbox.skip_to(seen);
+            s.pending.renumber(&moved);
         }
         let sent = s.outbox.last_seq();
         let resume = last_seq.unwrap_or(sent);

@@ -37,17 +37,36 @@ impl Outbox {
     /// to `last_seq` counts as sent and acknowledged (none of them will come again).
     pub(super) fn resumed(window: usize, last_seq: u64) -> Self {
         let mut outbox = Self::new(window);
-        outbox.skip_to(last_seq);
+        outbox.marks = Marks {
+            last_seq,
+            acked: last_seq,
+        };
         outbox
     }
 
-    /// Moves both marks up to `seq` (no-op at or below them). Only for an empty outbox
-    /// whose earlier frames are gone: a client of the previous process may have seen
-    /// seqs past the marks that process last stored.
-    pub(super) fn skip_to(&mut self, seq: u64) {
-        debug_assert!(self.frames.is_empty());
-        self.marks.last_seq = self.marks.last_seq.max(seq);
-        self.marks.acked = self.marks.last_seq;
+    /// The first attach after a restart, from a client that saw up to `seen` from the
+    /// previous process (which may have sent seqs past the marks it last stored): the
+    /// frames queued since the restart move after `seen`, in order, so none reuses a seq
+    /// the client already holds. Returns each moved frame's (old, new) seq.
+    pub(super) fn skip_to(&mut self, seen: u64) -> Vec<(u64, u64)> {
+        if seen <= self.marks.acked {
+            return Vec::new();
+        }
+        let mut next = seen;
+        let moved = self
+            .frames
+            .iter_mut()
+            .map(|frame| {
+                next += 1;
+                let old = std::mem::replace(&mut frame.seq, next);
+                (old, next)
+            })
+            .collect();
+        self.marks = Marks {
+            last_seq: next,
+            acked: seen,
+        };
+        moved
     }
 
     /// Queues `body` with the next seq and returns it; None while the window is full.
@@ -212,5 +231,17 @@ mod tests {
                 acked: 1
             }
         );
+    }
+
+    #[test]
+    fn frames_queued_after_a_restart_move_past_what_the_client_saw() {
+        let mut outbox = Outbox::resumed(10, 5);
+        assert_eq!(outbox.push(ping(0)), Some(6));
+        assert_eq!(outbox.push(ping(0)), Some(7));
+        assert!(outbox.skip_to(3).is_empty(), "the stored marks cover it");
+        assert_eq!(outbox.skip_to(9), vec![(6, 10), (7, 11)]);
+        assert_eq!(outbox.acked(), 9);
+        assert_eq!(outbox.last_seq(), 11);
+        assert_eq!(outbox.push(ping(0)), Some(12));
     }
 }

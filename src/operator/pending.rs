@@ -192,6 +192,15 @@ impl PendingRequests {
         frames
     }
 
+    /// Gives the frames whose seq moved (see `Outbox::skip_to`) their new seq.
+    pub(super) fn renumber(&mut self, moved: &[(u64, u64)]) {
+        for p in self.map.values_mut() {
+            if let Some(&(_, new)) = moved.iter().find(|(old, _)| *old == p.frame.seq) {
+                p.frame.seq = new;
+            }
+        }
+    }
+
     /// Requests pending.
     /// Counts the pending requests by kind into `counts` (indexed as [`KIND_NAMES`]).
     pub(super) fn count_kinds(&self, counts: &mut [(&'static str, usize); 3]) {

@@ -1,18 +1,17 @@
 //! B6: recovery. A durable server holds `n` runs waiting on an operator seat, is killed
 //! with SIGKILL and started again on the same data dir; timed from the restart to every
-//! run resumed (RUNNING again, a second run in its history) once the seat's session is
-//! back.
+//! run resumed (RUNNING again, a second run in its history) once the seat's session,
+//! restored from the data dir, has a stream again.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mlua_swarm_grpc::grpc::convert::json_to_struct;
 use mlua_swarm_grpc::pb::v1 as pb;
-use mlua_swarm_grpc::pb::v1::operator_service_client::OperatorServiceClient;
 use mlua_swarm_grpc::pb::v1::task_service_client::TaskServiceClient;
 use serde_json::json;
 
-use crate::clients::BoxError;
+use crate::clients::{connect, create_session, BoxError};
 use crate::report::Row;
 use crate::target::Target;
 
@@ -30,7 +29,7 @@ pub(super) async fn b6(n: usize) -> Result<Row, BoxError> {
     let t = Target::spawn_durable(&dir).await?;
     let ch = t.channel().await?;
     // The seat's session exists but never connects: every spawn waits.
-    session(&ch).await?;
+    let (sid, token) = create_session(&ch, SEAT).await?;
     let mut tasks = TaskServiceClient::new(ch);
     let bp = json!({
         "schema_version": "0.1.0", "id": "b6",
@@ -54,7 +53,8 @@ pub(super) async fn b6(n: usize) -> Result<Row, BoxError> {
     let started = Instant::now();
     let t = Target::spawn_durable(&dir).await?;
     let ch = t.channel().await?;
-    session(&ch).await?;
+    // The session survived the restart; its runs resume once a stream attaches to it.
+    let (_frames_in, _frames, _welcome) = connect(&ch, &sid, &token, 0).await?;
     let mut tasks = TaskServiceClient::new(ch);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -80,15 +80,6 @@ pub(super) async fn b6(n: usize) -> Result<Row, BoxError> {
         target: String::new(),
         met: None,
     })
-}
-
-async fn session(ch: &tonic::transport::Channel) -> Result<(), BoxError> {
-    OperatorServiceClient::new(ch.clone())
-        .create_session(pb::CreateSessionRequest {
-            roles: vec![SEAT.into()],
-        })
-        .await?;
-    Ok(())
 }
 
 /// Tasks that are running again in a resumed run.
