@@ -53,6 +53,10 @@ pub const OPEN_RPCS: &[&str] = &[
     "mlua_swarm.v1.OperatorService/Send",
 ];
 
+/// Paths outside `/v1/` that need the API token (everything else there is the console's
+/// static files and `/healthz`).
+pub const GATED_PATHS: &[&str] = &["/metrics"];
+
 /// One v0.1.0 route and what it needs.
 #[derive(Debug, Clone, Copy)]
 pub struct LegacyRoute {
@@ -137,6 +141,9 @@ impl Gate {
                 Ok(m) if m.value.contains(method) => Access::Open,
                 _ => Access::ApiToken,
             };
+        }
+        if GATED_PATHS.contains(&path) {
+            return Access::ApiToken;
         }
         Access::Open // the console's static files and `/healthz`
     }
@@ -286,6 +293,7 @@ mod tests {
         assert_eq!(g.access(&Method::GET, "/v1/new-thing"), Access::ApiToken);
         assert_eq!(g.access(&Method::GET, "/"), Access::Open);
         assert_eq!(g.access(&Method::GET, "/app.js"), Access::Open);
+        assert_eq!(g.access(&Method::GET, "/metrics"), Access::ApiToken);
         assert_eq!(g.access(&Method::OPTIONS, "/v1/tasks"), Access::Open);
     }
 

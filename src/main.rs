@@ -7,7 +7,10 @@ use clap::{Parser, Subcommand};
 use mlua_swarm_grpc::config::{Config, LogFormat, ServeArgs};
 use mlua_swarm_grpc::engine::EngineHost;
 use mlua_swarm_grpc::server;
-use tracing_subscriber::EnvFilter;
+use mlua_swarm_grpc::telemetry;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// gRPC, gRPC-Web and legacy HTTP/WebSocket server for the mlua-swarm engine.
 #[derive(Debug, Parser)]
@@ -25,7 +28,6 @@ enum Command {
 
 fn main() -> ExitCode {
     let Command::Serve(args) = Cli::parse().command;
-    init_logging("info,mlua_swarm=warn,mlua_swarm_grpc=info", args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -36,7 +38,26 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The OTLP exporter's client needs the runtime.
+    let otlp = {
+        let _inside = runtime.enter();
+        init_logging(
+            "info,mlua_swarm=warn,mlua_swarm_grpc=info",
+            args.log_format,
+            args.otlp_endpoint.as_deref(),
+        )
+    };
+    let otlp = match otlp {
+        Ok(otlp) => otlp,
+        Err(e) => {
+            eprintln!("mse-grpc: --otlp-endpoint: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = runtime.block_on(serve(*args));
+    if let Some(otlp) = otlp {
+        otlp.shutdown();
+    }
     // A flow that never yields keeps its runtime thread; exit without waiting for it.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
@@ -48,22 +69,41 @@ fn main() -> ExitCode {
     }
 }
 
+/// The spans exported with `--otlp-endpoint`: the server's, not the engine's internals.
+const TRACE_FILTER: &str = "warn,mlua_swarm_grpc=info";
+
 /// Logs to stderr as text (colour only on a terminal) or JSON lines; `RUST_LOG` overrides
-/// the default filter.
-fn init_logging(default_filter: &str, format: LogFormat) {
+/// the default filter. With an OTLP endpoint, spans are exported there too.
+fn init_logging(
+    default_filter: &str,
+    format: LogFormat,
+    otlp_endpoint: Option<&str>,
+) -> Result<Option<telemetry::Otlp>, telemetry::OtlpError> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder
+    let (traces, otlp) = match otlp_endpoint {
+        Some(endpoint) => {
+            let (layer, otlp) = telemetry::otlp_layer(endpoint)?;
+            (Some(layer), Some(otlp))
+        }
+        None => (None, None),
+    };
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        LogFormat::Json => fmt
             .json()
             .with_current_span(true)
             .with_span_list(true)
-            .init(),
-    }
+            .boxed(),
+    };
+    // Exported spans have their own filter: `RUST_LOG` (say `warn`) quiets logs only.
+    let traces = traces.map(|l| l.with_filter(EnvFilter::new(TRACE_FILTER)));
+    tracing_subscriber::registry()
+        .with(traces)
+        .with(fmt.with_filter(filter))
+        .init();
+    Ok(otlp)
 }
 
 async fn serve(args: ServeArgs) -> Result<(), server::StartError> {

@@ -1,7 +1,7 @@
 //! One port for every door: native gRPC (h2c, or h2 over TLS), gRPC-Web (HTTP/1.1) and plain
 //! HTTP routes, with graceful shutdown.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +25,7 @@ use crate::config::{Config, Storage};
 use crate::engine::EngineHost;
 use crate::gate::{self, Gate};
 use crate::grpc;
+use crate::metrics::export::{Exporter, Sampler};
 use crate::operator::{OperatorHub, SessionLimits, SessionLinks, SqliteSessionStore};
 
 /// HTTP/2 streams one connection may hold open (operator streams, watches, unary calls).
@@ -46,6 +47,8 @@ pub struct RunningServer {
     pub hub: Arc<OperatorHub>,
     /// Whether every door is served over TLS.
     pub tls: bool,
+    /// Where `/metrics` is served on its own (`--metrics-bind`).
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     join: JoinHandle<Result<(), StartError>>,
 }
@@ -68,8 +71,35 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let tls = start_tls(&config)?;
+    let metrics = bind_metrics(&config).await?;
     let hub = start_hub(&config, &host, listener.local_addr()?).await?;
-    serve(listener, config, host, hub, tls, shutdown).await
+    serve(listener, config, host, hub, tls, metrics, shutdown).await
+}
+
+/// The listener of `--metrics-bind`, if set (and metrics are on).
+async fn bind_metrics(config: &Config) -> Result<Option<TcpListener>, StartError> {
+    match config.metrics_bind.filter(|_| config.metrics) {
+        Some(addr) => Ok(Some(TcpListener::bind(addr).await?)),
+        None => Ok(None),
+    }
+}
+
+/// The `/metrics` exporter, its gauges read from `host` and `hub` at each scrape; None
+/// when off.
+fn exporter(config: &Config, host: &Arc<EngineHost>, hub: &Arc<OperatorHub>) -> Option<Exporter> {
+    if !config.metrics {
+        return None;
+    }
+    let (host, hub) = (Arc::downgrade(host), Arc::downgrade(hub));
+    let live: Sampler = Arc::new(move || {
+        if let Some(host) = host.upgrade() {
+            crate::metrics::set_tasks_in_flight(host.runs_in_flight());
+        }
+        if let Some(hub) = hub.upgrade() {
+            crate::metrics::set_operator_gauges(&hub.metric_gauges());
+        }
+    });
+    Exporter::new(vec![live])
 }
 
 fn start_tls(config: &Config) -> Result<Option<TlsAcceptor>, StartError> {
@@ -113,9 +143,11 @@ async fn serve(
     host: Arc<EngineHost>,
     hub: Arc<OperatorHub>,
     tls: Option<TlsAcceptor>,
+    metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let addr = listener.local_addr()?;
+    let exporter = exporter(&config, &host, &hub);
     let (routes, health) = grpc::routes(&config, host.clone(), hub.clone()).await?;
     let grpc_router = routes
         .prepare()
@@ -132,6 +164,17 @@ async fn serve(
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .merge(legacy.layer(TraceLayer::new_for_http()))
         .merge(grpc_router);
+    // `/metrics` on the main port is gated like the APIs; on its own address it is open.
+    let metrics_server = match (&exporter, metrics_listener) {
+        (Some(e), None) => {
+            app = app.merge(e.clone().router());
+            None
+        }
+        (Some(e), Some(l)) => Some(tokio::spawn(
+            axum::serve(l, e.clone().router()).into_future(),
+        )),
+        (None, _) => None,
+    };
     // The API token is checked here, once, for every door; CORS wraps it so that a
     // refused browser call still reads its grpc-status.
     if let Some(gate) = Gate::new(config.api_token.as_deref()) {
@@ -140,6 +183,13 @@ async fn serve(
     // Outside the gate, so its refusals count as failed checks too.
     if let Some(brake) = Brake::start(config.brake) {
         app = app.layer(axum::middleware::from_fn_with_state(brake, brake::check));
+    }
+    // Outside the gate and the brake, so their refusals are counted too.
+    if exporter.is_some() {
+        app = app.layer(axum::middleware::from_fn(crate::metrics::layer::count));
+    }
+    if crate::telemetry::enabled() {
+        app = app.layer(axum::middleware::from_fn(crate::telemetry::join_trace));
     }
     if let Some(layer) = cors(&config.cors_origins)? {
         app = app.layer(layer);
@@ -168,6 +218,9 @@ async fn serve(
     }
     host.shutdown().await;
     hub.close_store().await;
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
     Ok(())
 }
 
@@ -285,6 +338,8 @@ async fn serve_connection<I>(
 pub async fn spawn(listener: TcpListener, config: Config) -> Result<RunningServer, StartError> {
     let addr = listener.local_addr()?;
     let tls = start_tls(&config)?;
+    let metrics = bind_metrics(&config).await?;
+    let metrics_addr = metrics.as_ref().map(TcpListener::local_addr).transpose()?;
     let host = EngineHost::start(&config).await?;
     let hub = start_hub(&config, &host, addr).await?;
     let (tx, rx) = oneshot::channel::<()>();
@@ -294,6 +349,7 @@ pub async fn spawn(listener: TcpListener, config: Config) -> Result<RunningServe
         host.clone(),
         hub.clone(),
         tls.clone(),
+        metrics,
         async move {
             let _ = rx.await;
         },
@@ -303,6 +359,7 @@ pub async fn spawn(listener: TcpListener, config: Config) -> Result<RunningServe
         host,
         hub,
         tls: tls.is_some(),
+        metrics_addr,
         shutdown: Some(tx),
         join,
     })
@@ -329,6 +386,7 @@ fn cors(origins: &[String]) -> Result<Option<CorsLayer>, StartError> {
                 h("x-grpc-web"),
                 h("x-user-agent"),
                 h("grpc-timeout"),
+                h(crate::telemetry::TRACEPARENT),
             ])
             .expose_headers([
                 h("grpc-status"),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use mlua_swarm_grpc::brake::BrakeLimits;
 use mlua_swarm_grpc::config::{Config, Storage};
-use mlua_swarm_grpc::gate::{Access, LEGACY_ROUTES};
+use mlua_swarm_grpc::gate::{Access, GATED_PATHS, LEGACY_ROUTES};
 use prost::Message;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::{Code, Request};
@@ -92,6 +92,9 @@ const EXPECTED_RPCS: &[(&str, Access)] = &[
     ("mlua_swarm.v1.DataService/EmitNamed", Access::Open),
     ("mlua_swarm.v1.DataService/Get", Access::ApiToken),
 ];
+
+/// Paths outside `/v1/` that need the API token: the Prometheus exposition.
+const EXPECTED_GATED_PATHS: &[&str] = &["/metrics"];
 
 /// Every v0.1.0 route, as `(method, path pattern, access)`.
 const EXPECTED_ROUTES: &[(&str, &str, Access)] = &[
@@ -421,6 +424,39 @@ async fn every_legacy_route_is_gated_as_expected() {
             .await
             .expect("static");
         assert_eq!(resp.status(), 200, "{path}");
+    }
+    // `/metrics` on the main port is gated.
+    assert_eq!(GATED_PATHS, EXPECTED_GATED_PATHS);
+    for path in EXPECTED_GATED_PATHS {
+        for how in [
+            Presented::Nothing,
+            Presented::Wrong,
+            Presented::RightAccessHeader,
+            Presented::RightBearer,
+        ] {
+            let mut req = http.get(format!("{base}{path}"));
+            for (k, v) in how.headers() {
+                req = req.header(k, v);
+            }
+            let resp = req.send().await.expect("get");
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap_or_default();
+            let outcome = if status == 401 && body.contains("api token") {
+                Outcome::GateRefused(body.clone())
+            } else {
+                Outcome::Passed(format!("{status}"))
+            };
+            check(
+                "http",
+                &format!("GET {path}"),
+                Access::ApiToken,
+                how,
+                outcome,
+            );
+            if how.is_right() {
+                assert!(status == 200 && body.contains("# TYPE"), "{path}: {status}");
+            }
+        }
     }
     ts.server.shutdown().await.expect("shutdown");
 }

@@ -34,6 +34,8 @@ pub(super) struct FileConfig {
     pub(super) tls_client_ca: Option<PathBuf>,
     pub(super) auth_failure_budget: Option<u32>,
     pub(super) auth_failure_window_secs: Option<u64>,
+    pub(super) metrics_bind: Option<String>,
+    pub(super) no_metrics: Option<bool>,
 }
 
 /// Reads and parses the file at `path`.

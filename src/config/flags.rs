@@ -85,6 +85,17 @@ pub struct ServeArgs {
     /// The brake's window, and the length of its cool-down, in seconds [default: 10].
     #[arg(long, env = "MSE_AUTH_FAILURE_WINDOW_SECS")]
     pub auth_failure_window_secs: Option<u64>,
+    /// Serve `/metrics` on this address instead of the main port (open there, as it is
+    /// meant for an internal network) [default: on the main port, behind --api-token].
+    #[arg(long, env = "MSE_METRICS_BIND")]
+    pub metrics_bind: Option<String>,
+    /// Export no metrics: no `/metrics` route, no recorder.
+    #[arg(long, env = "MSE_NO_METRICS")]
+    pub no_metrics: bool,
+    /// Export traces over OTLP/gRPC to this collector (e.g. http://127.0.0.1:4317) [default:
+    /// off]. Read before the config file, so flag or environment only.
+    #[arg(long, env = "MSE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Log line format on stderr: `text` (coloured only on a terminal) or `json` (one object
     /// per line). Read before the config file, so flag or environment only.
     #[arg(long, env = "MSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

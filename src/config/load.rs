@@ -132,6 +132,13 @@ impl Config {
                 })
             }
         };
+        let metrics_bind = match args.metrics_bind.clone().or(file.metrics_bind) {
+            Some(text) => Some(text.parse().map_err(|e| ConfigError::Invalid {
+                key: "metrics_bind",
+                why: format!("'{text}' is not an address like 127.0.0.1:9090 ({e})"),
+            })?),
+            None => None,
+        };
         let config = Config {
             bind,
             resume,
@@ -155,6 +162,8 @@ impl Config {
             tls,
             brake,
             drain: secs(args.drain_secs, file.drain_secs, defaults.drain),
+            metrics: !(args.no_metrics || file.no_metrics.unwrap_or(false)),
+            metrics_bind,
         };
         config.check_exposure()?;
         Ok(config)

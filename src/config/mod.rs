@@ -65,6 +65,10 @@ pub struct Config {
     pub brake: BrakeLimits,
     /// How long shutdown waits for running tasks and open streams before aborting them.
     pub drain: Duration,
+    /// Whether `/metrics` is served (and metrics recorded).
+    pub metrics: bool,
+    /// Serve `/metrics` on its own address (open) rather than on `bind` (gated).
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -83,6 +87,8 @@ impl Default for Config {
             tls: None,
             brake: BrakeLimits::default(),
             drain: Duration::from_secs(5),
+            metrics: true,
+            metrics_bind: None,
         }
     }
 }

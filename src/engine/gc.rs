@@ -81,15 +81,44 @@ impl EngineHost {
     pub(super) async fn free_task_state(&self, task_id: &str) -> Vec<StepSnapshot> {
         self.worker_handles.revoke_task(task_id);
         let id = task_id.to_string();
-        let freed = self.engine.with_state("gc", move |s| prune(s, &id)).await;
+        let freed = self
+            .engine
+            .with_state("gc", move |s| {
+                let before = entries(s);
+                let steps = prune(s, &id);
+                (steps, before.saturating_sub(entries(s)))
+            })
+            .await;
         match freed {
-            Ok(steps) => steps,
+            Ok((steps, entries)) => {
+                crate::metrics::gc_run(entries);
+                steps
+            }
             Err(e) => {
                 tracing::warn!(task_id, error = %e, "engine state of a finished task not freed");
                 Vec::new()
             }
         }
     }
+}
+
+/// Entries of the engine-state collections [`prune`] frees from.
+fn entries(s: &EngineState) -> usize {
+    s.sessions.len()
+        + s.tasks.len()
+        + s.step_namings.len()
+        + s.projection_placements.len()
+        + s.task_notifies.len()
+        + s.trace_handles.len()
+        + s.pending_resumes.len()
+        + s.prompts.len()
+        + s.systems.len()
+        + s.agent_ctx.len()
+        + s.output_store.len()
+        + s.worker_artifact_names.len()
+        + s.worker_stats.len()
+        + s.tokens.len()
+        + s.worker_handles.len()
 }
 
 fn prune(s: &mut EngineState, task_id: &str) -> Vec<StepSnapshot> {

@@ -170,7 +170,8 @@ impl EngineHost {
             .submit_worker_result_trusted(&step, attempt, value, outcome)
             .await
             .map_err(from_engine)?;
-        tracing::debug!(step_id = %step, attempt, "worker submitted");
+        let task_id = super::lock(&self.steps).get(step.as_str()).cloned();
+        tracing::debug!(task_id, step_id = %step, attempt, "worker submitted");
         Ok((step.as_str().to_string(), attempt))
     }
 

@@ -140,6 +140,7 @@ pub fn server_frame(frame: ServerFrame) -> pb::ServerFrame {
             worker_handle,
             directive,
             deadline_unix_ms,
+            traceparent,
         } => {
             let (task_id, step_id, agent, attempt) = step_fields(step);
             Body::Spawn(pb::Spawn {
@@ -152,6 +153,7 @@ pub fn server_frame(frame: ServerFrame) -> pb::ServerFrame {
                 worker_handle,
                 directive,
                 deadline_unix_ms,
+                traceparent,
             })
         }
         ServerBody::Cancel { req_id, reason } => Body::Cancel(pb::Cancel { req_id, reason }),

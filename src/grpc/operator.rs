@@ -126,6 +126,12 @@ fn oversized(status: Status) -> Status {
     status
 }
 
+/// A notice this door sends itself, counted like the session's.
+fn counted(code: NoticeCode) -> NoticeCode {
+    crate::metrics::notice(code.label());
+    code
+}
+
 fn notice(outcome: ReplyOutcome) -> Option<ServerBody> {
     match outcome {
         ReplyOutcome::Accepted => None,
@@ -246,7 +252,7 @@ impl OperatorService for OperatorSvc {
                     // None: this stream was replaced; its frames are void.
                     Ok(frame) => s.handle_on(epoch, frame).and_then(notice),
                     Err(message) => Some(ServerBody::Notice {
-                        code: NoticeCode::InvalidFrame,
+                        code: counted(NoticeCode::InvalidFrame),
                         req_id: String::new(),
                         message,
                     }),

@@ -159,6 +159,7 @@ impl OperatorBackend for OperatorSession {
     ) -> std::result::Result<SpawnReply, OperatorRequestError> {
         let frame_step = step_of(&step);
         let base_url = self.limits.base_url.clone();
+        let traceparent = crate::telemetry::traceparent(&step.task_id);
         let reply = self
             .request(RequestKind::Spawn, &step.task_id, |req_id, deadline| {
                 ServerBody::Spawn {
@@ -167,7 +168,8 @@ impl OperatorBackend for OperatorSession {
                         req_id,
                         &frame_step,
                         &grant.worker_handle,
-                    ),
+                    ) + &traced(&traceparent),
+                    traceparent: traceparent.clone(),
                     req_id: req_id.to_string(),
                     step: frame_step,
                     capability_token: grant.capability_token,
@@ -206,6 +208,14 @@ impl OperatorBackend for OperatorSession {
             other => Err(unexpected(other)),
         }
     }
+}
+
+/// The directive's line asking the sub-agent to join the task's trace (none when off).
+fn traced(traceparent: &str) -> String {
+    if traceparent.is_empty() {
+        return String::new();
+    }
+    format!("\ntrace: send metadata 'traceparent: {traceparent}' with GetPrompt and Submit")
 }
 
 #[cfg(test)]

@@ -124,6 +124,7 @@ impl OperatorSession {
         self.links.store.record_attach(&self.sid, epoch, now);
         self.links.store.record_marks(&self.sid, marks);
         tracing::info!(sid = %self.sid, epoch, resume_after = marks.acked, restarted, "operator attached");
+        crate::metrics::frames_replayed(welcome.replayed);
         if let Some(listener) = self.links.attached.as_ref().and_then(Weak::upgrade) {
             listener.attached(&self.sid, &self.roles);
         }

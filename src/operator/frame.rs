@@ -66,6 +66,8 @@ pub enum ServerBody {
         directive: String,
         /// Unix ms after which the request fails.
         deadline_unix_ms: u64,
+        /// W3C trace context of the task; empty when traces are off.
+        traceparent: String,
     },
     /// A request was withdrawn.
     Cancel {
@@ -148,6 +150,20 @@ pub enum NoticeCode {
     TooLarge,
 }
 
+impl NoticeCode {
+    /// Its lower-case name: the v0.1.0 error code, and the metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            NoticeCode::Duplicate => "duplicate",
+            NoticeCode::UnknownReq => "unknown_req",
+            NoticeCode::Stale => "stale",
+            NoticeCode::WrongKind => "wrong_kind",
+            NoticeCode::InvalidFrame => "invalid_frame",
+            NoticeCode::TooLarge => "too_large",
+        }
+    }
+}
+
 /// A frame from an operator to the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -218,6 +234,7 @@ pub enum ReplyOutcome {
 impl ReplyOutcome {
     /// A refusal of a frame about `req_id` ("" when none).
     pub fn refused(code: NoticeCode, req_id: &str, message: &str) -> Self {
+        crate::metrics::notice(code.label());
         ReplyOutcome::Refused {
             code,
             req_id: req_id.to_string(),
@@ -303,6 +320,7 @@ mod tests {
                 worker_handle: "wh-1".into(),
                 directive: "launch".into(),
                 deadline_unix_ms: u64::MAX,
+                traceparent: String::new(),
             },
             ServerBody::Cancel {
                 req_id: "r5".into(),

@@ -310,6 +310,23 @@ impl OperatorHub {
         c
     }
 
+    /// The operator gauges of `/metrics`, read now.
+    pub fn metric_gauges(&self) -> crate::metrics::OperatorGauges {
+        let sessions: Vec<_> = self.lock().sessions.values().cloned().collect();
+        let mut pending = super::pending::KIND_NAMES.map(|k| (k, 0));
+        let mut g = crate::metrics::OperatorGauges {
+            live: sessions.len(),
+            ..Default::default()
+        };
+        for s in &sessions {
+            let (attached, unacked) = s.gauges(&mut pending);
+            g.attached += usize::from(attached);
+            g.unacked += unacked;
+        }
+        g.pending = pending.to_vec();
+        g
+    }
+
     /// Deletes the sessions without a stream for longer than the idle horizon.
     pub(super) async fn reap_idle(&self) {
         let horizon = self.limits.timeouts.idle_horizon;

@@ -106,6 +106,7 @@ impl OperatorSession {
             s.presence.still_parked_since(epoch) && s.closed.is_none()
         };
         if still_parked {
+            crate::metrics::parking_expired();
             let reason = format!(
                 "operator session {} had no stream for {}s; its requests were failed",
                 self.sid,

@@ -20,21 +20,20 @@ const ENDED_MEMORY: usize = 4096;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestKind {
     /// `ask`, answered by `answer`.
-    Ask,
+    Ask = 0,
     /// `hook_before`, answered by `hook_ack`.
-    Hook,
+    Hook = 1,
     /// `spawn`, answered by `spawn_ack`.
-    Spawn,
+    Spawn = 2,
 }
+
+/// The request frames' names, in [`RequestKind`] order (metric labels).
+pub(crate) const KIND_NAMES: [&str; 3] = ["ask", "hook_before", "spawn"];
 
 impl RequestKind {
     /// The request frame's name.
     pub fn name(self) -> &'static str {
-        match self {
-            RequestKind::Ask => "ask",
-            RequestKind::Hook => "hook_before",
-            RequestKind::Spawn => "spawn",
-        }
+        KIND_NAMES[self as usize]
     }
 
     /// The name of the frame that answers it.
@@ -164,13 +163,11 @@ impl PendingRequests {
     }
 
     /// Fails a pending request with `reason`. True if it was pending.
-    pub(super) fn withdraw(&mut self, req_id: &str, reason: &str) -> bool {
-        let Some(p) = self.map.remove(req_id) else {
-            return false;
-        };
+    pub(super) fn withdraw(&mut self, req_id: &str, reason: &str) -> Option<String> {
+        let p = self.map.remove(req_id)?;
         let _ = p.waiter.send(Err(OperatorRequestError(reason.to_string())));
         self.ended.remember(req_id, Ended::Withdrawn);
-        true
+        Some(p.task_id)
     }
 
     /// The ids of pending requests, all of them or one task's.
@@ -205,6 +202,13 @@ impl PendingRequests {
     }
 
     /// Requests pending.
+    /// Counts the pending requests by kind into `counts` (indexed as [`KIND_NAMES`]).
+    pub(super) fn count_kinds(&self, counts: &mut [(&'static str, usize); 3]) {
+        for p in self.map.values() {
+            counts[p.kind as usize].1 += 1;
+        }
+    }
+
     pub(super) fn len(&self) -> usize {
         self.map.len()
     }
@@ -357,8 +361,8 @@ mod tests {
     fn a_reply_after_a_withdraw_is_stale_and_the_waiter_got_the_reason() {
         let mut p = PendingRequests::new();
         let mut rx = register(&mut p, "r1", RequestKind::Spawn, 1);
-        assert!(p.withdraw("r1", "its task ended"));
-        assert!(!p.withdraw("r1", "again"), "a request ends once");
+        assert!(p.withdraw("r1", "its task ended").is_some());
+        assert!(p.withdraw("r1", "again").is_none(), "a request ends once");
         match rx.try_recv() {
             Ok(Err(OperatorRequestError(why))) => assert_eq!(why, "its task ended"),
             other => panic!("waiter got {other:?}"),
@@ -456,7 +460,9 @@ mod tests {
             wait(rx, Duration::from_millis(20)).await.err(),
             Some(NoReply::Expired)
         );
-        assert!(p.withdraw("r1", "operator did not answer in time"));
+        assert!(p
+            .withdraw("r1", "operator did not answer in time")
+            .is_some());
         assert_eq!(
             code(&p.resolve("op-1", hook_ack("r1"))),
             Some(NoticeCode::Stale)

@@ -263,7 +263,7 @@ impl OperatorSession {
                 return;
             }
             let why = clip_text(&format!("operator session {} {reason}", self.sid));
-            withdraw_many_locked(&mut s, None, &why);
+            withdraw_many_locked(&mut s, &self.sid, None, &why);
             s.closed = Some((reason.to_string(), retry_after_ms));
             if s.presence.attached().is_none() {
                 // Nobody can attach any more: the frames would never be read.
@@ -278,7 +278,7 @@ impl OperatorSession {
     /// Fails the pending requests of one task, or all of them, and tells the operator.
     pub(super) fn withdraw_where(&self, task_id: Option<&str>, reason: &str) {
         let mut s = self.lock();
-        if !withdraw_many_locked(&mut s, task_id, reason) {
+        if !withdraw_many_locked(&mut s, &self.sid, task_id, reason) {
             return;
         }
         let marks = s.outbox.marks();
@@ -332,9 +332,11 @@ impl OperatorSession {
                 }
                 true
             }
-            Outbound::Withdraw { req_id, reason } => withdraw_locked(&mut s, &req_id, &reason),
+            Outbound::Withdraw { req_id, reason } => {
+                withdraw_locked(&mut s, &self.sid, &req_id, &reason)
+            }
             Outbound::WithdrawTask { task_id, reason } => {
-                withdraw_many_locked(&mut s, Some(&task_id), &reason)
+                withdraw_many_locked(&mut s, &self.sid, Some(&task_id), &reason)
             }
         };
         let marks = s.outbox.marks();
@@ -350,6 +352,18 @@ impl OperatorSession {
     #[cfg(test)]
     pub(super) fn marks(&self) -> super::outbox::Marks {
         self.lock().outbox.marks()
+    }
+
+    /// For the metrics gauges: attached, frames not yet acknowledged, and the pending
+    /// requests counted by kind into `pending` (ask, hook_before, spawn).
+    pub(crate) fn gauges(&self, pending: &mut [(&'static str, usize); 3]) -> (bool, u64) {
+        let s = self.lock();
+        s.pending.count_kinds(pending);
+        let marks = s.outbox.marks();
+        (
+            s.presence.attached().is_some(),
+            marks.last_seq.saturating_sub(marks.acked),
+        )
     }
 
     /// What the session holds per request id.
@@ -377,11 +391,11 @@ pub(crate) struct SessionCounts {
 }
 
 /// Fails one pending request and queues a `cancel` frame for it. True if it was pending.
-fn withdraw_locked(s: &mut State, req_id: &str, reason: &str) -> bool {
+fn withdraw_locked(s: &mut State, sid: &str, req_id: &str, reason: &str) -> bool {
     let reason = clip_text(reason);
-    if !s.pending.withdraw(req_id, &reason) {
+    let Some(task_id) = s.pending.withdraw(req_id, &reason) else {
         return false;
-    }
+    };
     if s.closed.is_none() {
         let cancel = ServerBody::Cancel {
             req_id: req_id.to_string(),
@@ -389,15 +403,15 @@ fn withdraw_locked(s: &mut State, req_id: &str, reason: &str) -> bool {
         };
         let _ = s.outbox.push(cancel);
     }
-    tracing::info!(req_id, %reason, "operator request withdrawn");
+    tracing::info!(sid, req_id, task_id, %reason, "operator request withdrawn");
     true
 }
 
 /// Withdraws the pending requests of one task, or all of them. True if any was pending.
-fn withdraw_many_locked(s: &mut State, task_id: Option<&str>, reason: &str) -> bool {
+fn withdraw_many_locked(s: &mut State, sid: &str, task_id: Option<&str>, reason: &str) -> bool {
     let ids = s.pending.ids(task_id);
     for id in &ids {
-        withdraw_locked(s, id, reason);
+        withdraw_locked(s, sid, id, reason);
     }
     !ids.is_empty()
 }

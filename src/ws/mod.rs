@@ -5,6 +5,7 @@
 pub mod protocol;
 
 use std::sync::Arc;
+use tracing::Instrument;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -60,7 +61,8 @@ pub async fn connect(
         }
     };
     let hub = st.hub.clone();
-    ws.on_upgrade(move |socket| serve(socket, hub, sid, session))
+    let span = tracing::info_span!("operator_ws", sid = %sid);
+    ws.on_upgrade(move |socket| serve(socket, hub, sid, session).instrument(span))
 }
 
 async fn send_msg(socket: &mut WebSocket, msg: &ServerMsg) -> bool {

@@ -179,14 +179,7 @@ pub fn client_frame(msg: ClientMsg) -> Option<ClientFrame> {
 
 /// The wire name of a notice code.
 pub fn notice_code(code: NoticeCode) -> &'static str {
-    match code {
-        NoticeCode::Duplicate => "duplicate",
-        NoticeCode::UnknownReq => "unknown_req",
-        NoticeCode::Stale => "stale",
-        NoticeCode::WrongKind => "wrong_kind",
-        NoticeCode::InvalidFrame => "invalid_frame",
-        NoticeCode::TooLarge => "too_large",
-    }
+    code.label()
 }
 
 /// A session frame → a message (None for frames this wire has no message for: welcome,

@@ -24,6 +24,7 @@ use super::tasks::follow;
 use super::{lock, EngineHost, TaskEvent, TaskEventKind, TaskRecord, TaskState};
 use crate::error::{Error, Result};
 use crate::limits::clip_text;
+use crate::metrics::TaskOutcome;
 use launch::Prepared;
 
 impl EngineHost {
@@ -39,6 +40,7 @@ impl EngineHost {
             .await;
         let ttl = Duration::from_secs(record.effective_ttl_secs);
         self.drive(&task_id, input, run, ttl);
+        crate::metrics::task_started();
         tracing::info!(task_id = %task_id, blueprint_id = %record.blueprint_id, "task started");
         Ok(record)
     }
@@ -53,6 +55,7 @@ impl EngineHost {
         ttl: Duration,
     ) {
         let span = tracing::info_span!("task", task_id = %task_id);
+        crate::telemetry::task_started(task_id, &span);
         let host = Arc::clone(self);
         let mut running = lock(&self.running);
         let id = task_id.to_string();
@@ -208,6 +211,11 @@ impl EngineHost {
         }
     }
 
+    /// Task runs in flight now (metrics).
+    pub fn runs_in_flight(&self) -> usize {
+        lock(&self.running).len()
+    }
+
     /// Takes the right to end a running task; exactly one caller gets its abort handle.
     fn claim(&self, task_id: &str) -> Option<tokio::task::AbortHandle> {
         let run = lock(&self.running).remove(task_id);
@@ -242,7 +250,9 @@ impl EngineHost {
                 step_id: step.step_id.clone(),
                 agent: step.agent,
             };
-            stored(task_id, self.tasks.push(task_id, dispatched).await);
+            if stored(task_id, self.tasks.push(task_id, dispatched).await) {
+                crate::metrics::step_dispatched();
+            }
             if let Some(ok) = step.ok {
                 let finished = TaskEventKind::StepFinished {
                     step_id: step.step_id,
@@ -262,7 +272,10 @@ impl EngineHost {
             TaskEventKind::Cancelled { .. } => RunStatus::Cancelled,
             _ => RunStatus::Failed,
         };
+        let outcome = metric_outcome(&end);
+        crate::telemetry::task_ended(task_id);
         let ended = self.tasks.finish(task_id, end).await;
+        crate::metrics::task_ended(outcome, ran_for(&ended));
         self.journal.set_status(task_id, status).await;
         match &ended {
             Ok(None) => return ended,
@@ -295,6 +308,24 @@ impl EngineHost {
             },
         }
     }
+}
+
+fn metric_outcome(end: &TaskEventKind) -> TaskOutcome {
+    match end {
+        TaskEventKind::Completed { .. } => TaskOutcome::Completed,
+        TaskEventKind::Cancelled { .. } => TaskOutcome::Cancelled,
+        _ => TaskOutcome::Failed,
+    }
+}
+
+/// How long an ended task ran (zero when its record is gone).
+fn ran_for(ended: &Result<Option<TaskRecord>>) -> Duration {
+    let Ok(Some(rec)) = ended else {
+        return Duration::ZERO;
+    };
+    rec.finished_at
+        .and_then(|end| end.duration_since(rec.created_at).ok())
+        .unwrap_or_default()
 }
 
 fn ttl_expired(ttl: Duration) -> String {

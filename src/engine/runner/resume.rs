@@ -59,8 +59,10 @@ impl EngineHost {
     /// Marks a task and its run INTERRUPTED.
     pub(in crate::engine) async fn interrupt(&self, task_id: &str, reason: &str) {
         self.free_task_state(task_id).await;
+        crate::telemetry::task_ended(task_id);
         match self.tasks.interrupt(task_id, reason).await {
             Ok(_) => {
+                crate::metrics::task_interrupted();
                 self.journal
                     .set_status(task_id, RunStatus::Interrupted)
                     .await
@@ -217,6 +219,9 @@ impl EngineHost {
             return Err(wrong_state(&now, &start));
         };
         self.drive(task_id, input, run, ttl);
+        if matches!(start, RunStart::Resume) {
+            crate::metrics::task_resumed();
+        }
         tracing::info!(
             task_id,
             ?start,

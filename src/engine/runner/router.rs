@@ -60,7 +60,9 @@ impl EngineHost {
         }
         lock(&self.steps).insert(step_id.clone(), task_id.clone());
         let dispatched = TaskEventKind::StepDispatched { step_id, agent };
-        stored(&task_id, self.tasks.push(&task_id, dispatched).await);
+        if stored(&task_id, self.tasks.push(&task_id, dispatched).await) {
+            crate::metrics::step_dispatched();
+        }
     }
 
     async fn on_step_completed(&self, step: StepId, result: Value) {
