@@ -313,7 +313,7 @@ async function runSpawn(page, base, taskId, input, result, beforeAck, skipReq) {
   const stepId = (await spawnCard.getByTestId("spawn-step-id").textContent()).trim();
   const handle = (await spawnCard.getByTestId("spawn-worker-handle").textContent()).trim();
   assert(/^ST-/.test(stepId), `spawn shows the step id (ST-…): ${stepId}`);
-  assert(/^wh-[0-9a-f]{32}$/.test(handle), `spawn shows the worker handle (wh- + 32 hex): ${handle}`);
+  assert(/^wh-[0-9a-f]{40}$/.test(handle), `spawn shows the worker handle (wh- + 8 hex boot id + 32 hex): ${handle}`);
   const prompt = await actAsWorker(base, stepId, handle, result);
   assert(String(prompt.prompt).includes(input), `worker prompt carries the input: ${JSON.stringify(prompt)}`);
   if (beforeAck) await beforeAck();
