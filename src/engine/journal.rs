@@ -5,9 +5,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use mlua_swarm::store::replay::{
-    InMemoryReplayStore, ReplayCursor, ReplayEntry, ReplayStore, SqliteReplayStore,
-};
+use mlua_swarm::store::replay::{ReplayCursor, ReplayEntry, ReplayStore, SqliteReplayStore};
 use mlua_swarm::store::run::{
     InMemoryRunStore, RunContext, RunRecord, RunStatus, RunStore, SqliteRunStore,
 };
@@ -29,7 +27,7 @@ impl Journal {
     pub(super) fn ephemeral() -> Self {
         Self {
             runs: Arc::new(InMemoryRunStore::new()),
-            replay: Arc::new(InMemoryReplayStore::new()),
+            replay: Arc::new(super::memory_journal::MemoryReplayStore::default()),
         }
     }
 

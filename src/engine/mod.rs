@@ -11,6 +11,7 @@ mod errors;
 mod gc;
 mod handles;
 mod journal;
+mod memory_journal;
 mod operators;
 mod outputs;
 mod runner;
