@@ -343,6 +343,19 @@ impl Operator {
         }
     }
 
+    /// Answers spawns until one for `agent` arrives, which it returns unanswered; every
+    /// spawn seen is counted in `seen` by agent.
+    async fn answer_until(&mut self, agent: &str, seen: &mut HashMap<String, u32>) -> pb::Spawn {
+        loop {
+            let s = self.next_spawn().await.expect("spawn");
+            *seen.entry(s.agent.clone()).or_default() += 1;
+            if s.agent == agent {
+                return s;
+            }
+            self.answer(&s).await;
+        }
+    }
+
     /// Does the worker's part of a spawn and acks it.
     async fn answer(&mut self, spawn: &pb::Spawn) {
         answer(self.workers.clone(), self.tx.clone(), spawn)
@@ -449,15 +462,8 @@ async fn an_operator_flow_killed_after_step_two_completes_without_dispatching_st
         .into_inner()
         .task_id;
     let mut spawns: HashMap<String, u32> = HashMap::new();
-    loop {
-        let s = op.next_spawn().await.expect("spawn");
-        *spawns.entry(s.agent.clone()).or_default() += 1;
-        if s.agent == "s3" {
-            // Steps 1 and 2 are acked and journaled; step 3 is in flight.
-            break;
-        }
-        op.answer(&s).await;
-    }
+    // Steps 1 and 2 are acked and journaled; step 3 is in flight.
+    op.answer_until("s3", &mut spawns).await;
     drop(op);
     server.kill();
 
@@ -726,13 +732,7 @@ async fn after_a_restart_a_finished_task_reruns_and_a_resumed_task_is_watched_to
     let start = start_inline(fixture("five-steps.json"), json!({"input": "b"}));
     let cut = server.tasks().start_task(start).await.expect("start");
     let cut = cut.into_inner().task_id;
-    loop {
-        let s = op.next_spawn().await.expect("spawn");
-        if s.agent == "s3" {
-            break;
-        }
-        op.answer(&s).await;
-    }
+    op.answer_until("s3", &mut HashMap::new()).await;
     drop(op);
     server.kill();
 
