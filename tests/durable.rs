@@ -78,6 +78,15 @@ impl Proc {
         TaskServiceClient::new(self.channel.clone())
     }
 
+    /// Runs the fixture Blueprint `bp` on `input` to its end; it must complete.
+    async fn run_completed(&self, bp: &str, input: serde_json::Value) -> pb::Task {
+        let req: pb::RunTaskRequest = common::inline(fixture(bp), input);
+        let resp = self.tasks().run_task(req).await.expect("run");
+        let t = resp.into_inner().task.expect("task");
+        assert_eq!(t.state(), pb::TaskState::Completed, "{}", t.error);
+        t
+    }
+
     async fn get(&self, id: &str) -> pb::Task {
         let req = pb::GetTaskRequest { task_id: id.into() };
         let resp = self.tasks().get_task(req).await.expect("get task");
@@ -135,15 +144,9 @@ async fn finished_tasks_are_read_listed_and_watched_after_a_kill() {
     let server = Proc::start(&dir, &[]).await;
     let mut ids = Vec::new();
     for i in 0..3 {
-        let req: pb::RunTaskRequest = common::inline(fixture("identity.json"), json!({"input": i}));
         let t = server
-            .tasks()
-            .run_task(req)
-            .await
-            .expect("run")
-            .into_inner();
-        let t = t.task.expect("task");
-        assert_eq!(t.state(), pb::TaskState::Completed, "{}", t.error);
+            .run_completed("identity.json", json!({ "input": i }))
+            .await;
         ids.push(t.task_id);
     }
     server.kill();
@@ -719,15 +722,9 @@ fn check_local_dispatches(id: &str, events: &[TaskEventBody], runs: &[pb::TaskRu
 async fn after_a_restart_a_finished_task_reruns_and_a_resumed_task_is_watched_to_its_end() {
     let dir = data_dir("rerun-watch");
     let server = Proc::start(&dir, &[]).await;
-    let req = common::inline(fixture("five-local.json"), json!({"input": "a"}));
     let done = server
-        .tasks()
-        .run_task(req)
-        .await
-        .expect("run")
-        .into_inner();
-    let done = done.task.expect("task");
-    assert_eq!(done.state(), pb::TaskState::Completed, "{}", done.error);
+        .run_completed("five-local.json", json!({"input": "a"}))
+        .await;
     let (mut op, session) = Operator::join(&server).await;
     let start = start_inline(fixture("five-steps.json"), json!({"input": "b"}));
     let cut = server.tasks().start_task(start).await.expect("start");
