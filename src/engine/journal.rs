@@ -6,9 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use mlua_swarm::store::replay::{ReplayCursor, ReplayEntry, ReplayStore, SqliteReplayStore};
-use mlua_swarm::store::run::{
-    InMemoryRunStore, RunContext, RunRecord, RunStatus, RunStore, SqliteRunStore,
-};
+use mlua_swarm::store::run::{RunContext, RunRecord, RunStatus, RunStore, SqliteRunStore};
 use mlua_swarm::types::{RunId, TaskId};
 use rusqlite_isle::AsyncIsleDriver;
 
@@ -26,7 +24,7 @@ impl Journal {
     /// In memory.
     pub(super) fn ephemeral() -> Self {
         Self {
-            runs: Arc::new(InMemoryRunStore::new()),
+            runs: Arc::new(super::memory_runs::MemoryRunStore::default()),
             replay: Arc::new(super::memory_journal::MemoryReplayStore::default()),
         }
     }
