@@ -5,6 +5,7 @@
 
 mod blueprints;
 mod census;
+mod checked;
 mod compat;
 mod data;
 mod errors;
@@ -12,6 +13,7 @@ mod gc;
 mod handles;
 mod journal;
 mod memory_journal;
+mod memory_runs;
 mod operators;
 mod outputs;
 mod runner;
@@ -83,6 +85,8 @@ pub struct EngineHost {
     engine_sessions: Mutex<HashMap<String, mlua_swarm::types::CapToken>>,
     worker_handles: handles::WorkerHandles,
     store_root: Option<std::path::PathBuf>,
+    /// Stored Blueprint versions whose launch check passed.
+    checked: checked::CheckedBlueprints,
 }
 
 impl std::fmt::Debug for EngineHost {

@@ -12,7 +12,10 @@ use axum::http::{header, HeaderMap, Response};
 use axum::middleware::Next;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use metrics::{counter, histogram, Label};
+use std::collections::{HashMap, HashSet};
+use std::sync::{LazyLock, RwLock};
+
+use metrics::{counter, histogram, Counter, Histogram, Label};
 
 use super::{REQUESTS, REQUEST_SECONDS};
 
@@ -36,7 +39,7 @@ pub async fn count(request: Request, next: Next) -> Response<Body> {
     })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Door {
     Grpc,
     GrpcWeb,
@@ -56,12 +59,13 @@ impl Door {
 }
 
 /// Labels known at the request: door, service and method. Service and method are taken
-/// from the path only when a route matched, so unknown paths add no series.
+/// from the path only when a route matched, so unknown paths add no series; matched paths
+/// are few (one per RPC and route), so they are interned once and copied as `&'static str`.
 #[derive(Debug)]
 struct Labels {
     door: Door,
-    service: String,
-    method: String,
+    service: &'static str,
+    method: &'static str,
 }
 
 impl Labels {
@@ -81,19 +85,14 @@ impl Labels {
         } else {
             Door::Http
         };
+        const UNMATCHED: (&str, &str) = ("unmatched", "unmatched");
         let (service, method) = match (door, matched) {
-            (_, None) => ("unmatched".to_string(), "unmatched".to_string()),
+            (_, None) => UNMATCHED,
             (Door::Grpc | Door::GrpcWeb, Some(_)) => {
                 let path = request.uri().path().trim_start_matches('/');
-                match path.split_once('/') {
-                    Some((s, m)) => (s.to_string(), m.to_string()),
-                    None => ("unmatched".to_string(), "unmatched".to_string()),
-                }
+                intern(path).split_once('/').unwrap_or(UNMATCHED)
             }
-            (Door::Http | Door::Ws, Some(p)) => (
-                p.as_str().to_string(),
-                request.method().as_str().to_string(),
-            ),
+            (Door::Http | Door::Ws, Some(p)) => (intern(p.as_str()), http_method(request)),
         };
         Labels {
             door,
@@ -101,6 +100,68 @@ impl Labels {
             method,
         }
     }
+}
+
+/// The standard method names; anything else is `other` (a label never takes client text).
+fn http_method(request: &Request) -> &'static str {
+    use axum::http::Method;
+    match *request.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// One copy of each matched route path for the life of the process.
+fn intern(path: &str) -> &'static str {
+    static PATHS: LazyLock<RwLock<HashSet<&'static str>>> = LazyLock::new(Default::default);
+    if let Some(known) = read(&PATHS).get(path) {
+        return known;
+    }
+    let mut paths = PATHS.write().unwrap_or_else(|p| p.into_inner());
+    if let Some(known) = paths.get(path) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(path.to_owned().into_boxed_str());
+    paths.insert(leaked);
+    leaked
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+type SeriesKey = (Door, &'static str, &'static str, &'static str);
+
+/// The counter and histogram of one label set, registered once: a call then costs one
+/// map lookup instead of two registry lookups with freshly built labels.
+fn series(key: SeriesKey) -> (Counter, Histogram) {
+    static SERIES: LazyLock<RwLock<HashMap<SeriesKey, (Counter, Histogram)>>> =
+        LazyLock::new(Default::default);
+    if let Some(handles) = read(&SERIES).get(&key) {
+        return handles.clone();
+    }
+    let (door, service, method, code) = key;
+    let labels = [
+        Label::from_static_parts("door", door.name()),
+        Label::from_static_parts("service", service),
+        Label::from_static_parts("method", method),
+        Label::from_static_parts("code", code),
+    ];
+    let handles = (
+        counter!(REQUESTS, labels.iter()),
+        histogram!(REQUEST_SECONDS, labels.iter()),
+    );
+    SERIES
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, handles.clone());
+    handles
 }
 
 /// The response body, recording the call when it ends or is dropped.
@@ -174,21 +235,13 @@ impl Metered {
             .unwrap_or(if grpc { "CANCELLED" } else { "unknown" });
         let unknown = grpc && code == "UNIMPLEMENTED";
         let (service, method) = if unknown {
-            ("unknown".to_string(), "unknown".to_string())
+            ("unknown", "unknown")
         } else {
-            (
-                std::mem::take(&mut self.labels.service),
-                std::mem::take(&mut self.labels.method),
-            )
+            (self.labels.service, self.labels.method)
         };
-        let labels = vec![
-            Label::from_static_parts("door", self.labels.door.name()),
-            Label::new("service", service),
-            Label::new("method", method),
-            Label::from_static_parts("code", code),
-        ];
-        counter!(REQUESTS, labels.clone()).increment(1);
-        histogram!(REQUEST_SECONDS, labels).record(self.start.elapsed().as_secs_f64());
+        let (calls, seconds) = series((self.labels.door, service, method, code));
+        calls.increment(1);
+        seconds.record(self.start.elapsed().as_secs_f64());
     }
 }
 

@@ -147,10 +147,19 @@ impl EngineHost {
         let compile_ref = BlueprintRef::Inline {
             value: Box::new(bp),
         };
-        self.app
-            .precompile(&compile_ref)
-            .await
-            .map_err(from_application)?;
+        let version_hex = bound_version.as_ref().map(|v| v.to_hex());
+        let checked_before = version_hex
+            .as_deref()
+            .is_some_and(|v| self.checked.contains(&blueprint_id, v));
+        if !checked_before {
+            self.app
+                .precompile(&compile_ref)
+                .await
+                .map_err(from_application)?;
+            if let Some(v) = &version_hex {
+                self.checked.insert(&blueprint_id, v);
+            }
+        }
         let input = TaskApplicationInput {
             blueprint: compile_ref,
             operator_id: task_id.to_string(),
@@ -179,7 +188,7 @@ impl EngineHost {
             state: TaskState::Running,
             final_ctx: None,
             error: None,
-            bound_version: bound_version.map(|v| v.to_hex()),
+            bound_version: version_hex,
             effective_ttl_secs: ttl,
             ttl_source,
             created_at: now,

@@ -41,7 +41,8 @@ impl EngineHost {
         let ttl = Duration::from_secs(record.effective_ttl_secs);
         self.drive(&task_id, input, run, ttl);
         crate::metrics::task_started();
-        tracing::info!(task_id = %task_id, blueprint_id = %record.blueprint_id, "task started");
+        // Per task at debug: two info lines per task cost 2.5 % of B1's server CPU.
+        tracing::debug!(task_id = %task_id, blueprint_id = %record.blueprint_id, "task started");
         Ok(record)
     }
 
@@ -280,7 +281,7 @@ impl EngineHost {
         match &ended {
             Ok(None) => return ended,
             Ok(Some(record)) if record.state == TaskState::Completed => {
-                tracing::info!(task_id, "task completed")
+                tracing::debug!(task_id, "task completed")
             }
             Ok(Some(record)) => {
                 tracing::info!(task_id, state = ?record.state, error = ?record.error, "task ended")
