@@ -12,6 +12,7 @@ use common::*;
 use mlua_swarm_grpc::config::{Config, Storage};
 use mlua_swarm_grpc::engine::ResumeMode;
 use mlua_swarm_grpc::pb::v1 as pb;
+use mlua_swarm_grpc::pb::v1::server_service_client::ServerServiceClient;
 use prometheus_parse::{Scrape, Value as Sampled};
 use serde_json::json;
 use tokio::sync::Mutex;
@@ -171,6 +172,10 @@ async fn a_known_workload_is_counted_exactly() {
         4.0
     );
     assert_eq!(d("mse_steps_dispatched_total"), 4.0);
+    let steps = "mse_step_duration_seconds_count";
+    for (kind, n) in [("in_process", 3.0), ("operator", 1.0)] {
+        assert_eq!(grew(&before, &after, steps, &[("kind", kind)]), n, "{kind}");
+    }
     assert_eq!(d("mse_operator_frames_replayed_total"), 1.0);
     assert_eq!(d("mse_operator_parking_expirations_total"), 0.0);
     assert_eq!(d("mse_gc_runs_total"), 4.0);
@@ -338,5 +343,93 @@ async fn interrupted_and_resumed_tasks_are_counted() {
         ..Default::default()
     };
     ts.tasks().cancel_task(cancel).await.expect("cancel");
+    ts.stop().await;
+}
+
+async fn stats(ts: &TestServer) -> pb::GetStatsResponse {
+    ServerServiceClient::new(ts.channel.clone())
+        .get_stats(pb::GetStatsRequest::default())
+        .await
+        .expect("get stats")
+        .into_inner()
+}
+
+/// GetStats until `done` holds (acks reach the session after the call that sent them).
+async fn stats_until(
+    ts: &TestServer,
+    done: impl Fn(&pb::GetStatsResponse) -> bool,
+) -> pb::GetStatsResponse {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = stats(ts).await;
+        if done(&s) {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stats never settled: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `ServerService.GetStats` (the console's live strip): tasks in flight, completions in
+/// the last minute and the operator backlog, exactly, before and after a known workload.
+#[tokio::test]
+async fn get_stats_reads_the_live_state() {
+    let _turn = TURN.lock().await;
+    let ts = TestServer::with_config(config()).await;
+    let before = stats(&ts).await;
+    assert_eq!(before.tasks_in_flight, 0);
+    assert_eq!(before.operator_sessions_live, 0);
+
+    for i in 0..2 {
+        let done = ts
+            .tasks()
+            .run_task(inline(fixture("identity.json"), json!({ "input": i })))
+            .await
+            .expect("run task")
+            .into_inner();
+        assert_eq!(done.task.expect("task").state(), pb::TaskState::Completed);
+    }
+    // An operator task waits on its hook_before: one request pending, one frame unacked.
+    let mut op = Op::join(&ts, &["remote"]).await;
+    let started = ts
+        .tasks()
+        .start_task(start_inline(
+            fixture("operator.json"),
+            json!({ "input": "x" }),
+        ))
+        .await
+        .expect("start task")
+        .into_inner();
+    let hook = op.next().await;
+    let Some(S::HookBefore(h)) = hook.body else {
+        panic!("expected hook_before, got {hook:?}");
+    };
+    let waiting = stats(&ts).await;
+    assert_eq!(waiting.tasks_in_flight, 1);
+    assert_eq!(waiting.operator_pending_requests, 1);
+    assert_eq!(waiting.operator_unacked_frames, 1);
+    assert_eq!(waiting.operator_sessions_live, 1);
+    assert_eq!(waiting.operator_sessions_attached, 1);
+    assert_eq!(
+        waiting.tasks_completed_last_minute - before.tasks_completed_last_minute,
+        2
+    );
+
+    op.ack(hook.seq).await;
+    op.approve(h.req_id).await;
+    op.serve_until_hook_after(&ts, "done").await;
+    wait_completed(&ts, &started.task_id).await;
+    let after = stats_until(&ts, |s| s.operator_unacked_frames == 0).await;
+    assert_eq!(after.tasks_in_flight, 0);
+    assert_eq!(after.operator_pending_requests, 0);
+    assert_eq!(after.operator_sessions_live, 1);
+    assert_eq!(
+        after.tasks_completed_last_minute - before.tasks_completed_last_minute,
+        3
+    );
+    drop(op);
     ts.stop().await;
 }
