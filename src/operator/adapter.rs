@@ -70,6 +70,7 @@ impl OperatorSession {
             body: build(&req_id, deadline_ms),
             waiter,
         };
+        let span = crate::telemetry::reply_span(task_id, &self.sid, &req_id, kind.name());
         self.links.bus.deliver(&self.sid, request)?;
         tracing::debug!(sid = %self.sid, req_id = %req_id, task_id, kind = kind.name(), "operator request sent");
         let mut guard = AbandonGuard {
@@ -79,6 +80,15 @@ impl OperatorSession {
         };
         let waited = wait(reply, timeout).await;
         guard.waiting = false;
+        span.record(
+            "outcome",
+            match &waited {
+                Ok(Ok(_)) => "replied",
+                Ok(Err(_)) => "failed",
+                Err(NoReply::Dropped) => "dropped",
+                Err(NoReply::Expired) => "expired",
+            },
+        );
         match waited {
             Ok(reply) => reply,
             Err(NoReply::Dropped) => Err(OperatorRequestError(format!(
