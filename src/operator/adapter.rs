@@ -158,7 +158,7 @@ impl OperatorBackend for OperatorSession {
             .deliver(&self.sid, Outbound::Info(body))
             .is_err()
         {
-            tracing::warn!(sid = %self.sid, "hook_after dropped: session closed or full");
+            tracing::warn!(sid = %self.sid, task_id = %step.task_id, step_id = %step.step_id, "hook_after dropped: session closed or full");
         }
     }
 
