@@ -168,12 +168,13 @@ async fn one_operator_task_is_one_trace_from_run_task_to_the_workers_submit() {
         "hook_before and spawn"
     );
     // The replies are children of the task's span.
-    let spans = collector.0.lock().expect("spans");
-    let task = spans.iter().find(|s| s.name == "task").expect("task span");
-    for reply in spans.iter().filter(|s| s.name == "operator.reply") {
-        assert_eq!(reply.parent_span_id, task.span_id, "{reply:?}");
+    {
+        let spans = collector.0.lock().expect("spans");
+        let task = spans.iter().find(|s| s.name == "task").expect("task span");
+        for reply in spans.iter().filter(|s| s.name == "operator.reply") {
+            assert_eq!(reply.parent_span_id, task.span_id, "{reply:?}");
+        }
     }
-    drop(spans);
     drop(op);
     ts.stop().await;
 }
