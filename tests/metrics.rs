@@ -85,26 +85,9 @@ async fn a_known_workload_is_counted_exactly() {
     let before = scrape(&ts).await;
 
     // Three inline tasks, run to their end.
-    for i in 0..3 {
-        let done = ts
-            .tasks()
-            .run_task(inline(fixture("identity.json"), json!({ "input": i })))
-            .await
-            .expect("run task")
-            .into_inner();
-        assert_eq!(done.task.expect("task").state(), pb::TaskState::Completed);
-    }
+    run_identity_tasks(&ts, 3).await;
     // One operator task: hook, spawn, the worker's GetPrompt and Submit.
-    let mut op = Op::join(&ts, &["remote"]).await;
-    let started = ts
-        .tasks()
-        .start_task(start_inline(
-            fixture("operator.json"),
-            json!({ "input": "x" }),
-        ))
-        .await
-        .expect("start task")
-        .into_inner();
+    let (mut op, started) = start_operator_task(&ts).await;
     // The first frame is left unacknowledged and the operator resumes from 0: one frame
     // is delivered again.
     let first = op.next().await;
@@ -227,6 +210,34 @@ async fn a_known_workload_is_counted_exactly() {
     assert!(value(&after, "process_cpu_seconds_total", &[]) > 0.0);
     drop(op);
     ts.stop().await;
+}
+
+/// Runs `n` inline identity tasks to COMPLETED.
+async fn run_identity_tasks(ts: &TestServer, n: i32) {
+    for i in 0..n {
+        let done = ts
+            .tasks()
+            .run_task(inline(fixture("identity.json"), json!({ "input": i })))
+            .await
+            .expect("run task")
+            .into_inner();
+        assert_eq!(done.task.expect("task").state(), pb::TaskState::Completed);
+    }
+}
+
+/// An operator joined with role `remote`, and an operator task started for it.
+async fn start_operator_task(ts: &TestServer) -> (Op, pb::StartTaskResponse) {
+    let op = Op::join(ts, &["remote"]).await;
+    let started = ts
+        .tasks()
+        .start_task(start_inline(
+            fixture("operator.json"),
+            json!({ "input": "x" }),
+        ))
+        .await
+        .expect("start task")
+        .into_inner();
+    (op, started)
 }
 
 async fn wait_completed(ts: &TestServer, task_id: &str) {
@@ -383,26 +394,9 @@ async fn get_stats_reads_the_live_state() {
     assert_eq!(before.tasks_in_flight, 0);
     assert_eq!(before.operator_sessions_live, 0);
 
-    for i in 0..2 {
-        let done = ts
-            .tasks()
-            .run_task(inline(fixture("identity.json"), json!({ "input": i })))
-            .await
-            .expect("run task")
-            .into_inner();
-        assert_eq!(done.task.expect("task").state(), pb::TaskState::Completed);
-    }
+    run_identity_tasks(&ts, 2).await;
     // An operator task waits on its hook_before: one request pending, one frame unacked.
-    let mut op = Op::join(&ts, &["remote"]).await;
-    let started = ts
-        .tasks()
-        .start_task(start_inline(
-            fixture("operator.json"),
-            json!({ "input": "x" }),
-        ))
-        .await
-        .expect("start task")
-        .into_inner();
+    let (mut op, started) = start_operator_task(&ts).await;
     let hook = op.next().await;
     let Some(S::HookBefore(h)) = hook.body else {
         panic!("expected hook_before, got {hook:?}");
