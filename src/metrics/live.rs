@@ -78,7 +78,7 @@ pub fn tasks_completed_last_minute() -> u64 {
 /// Who ran a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepKind {
-    /// An operator's sub-agent (spawn frame, worker Submit or SpawnAck).
+    /// An operator's sub-agent (the spawn frame sent to the operator's SpawnAck).
     Operator,
     /// A function of the server process (`rust_fn`).
     InProcess,

@@ -110,8 +110,8 @@ pub const ALL: &[Metric] = &[
     m(TASKS_IN_FLIGHT, "gauge", "", "Task runs in flight now (started or resumed, not ended)."),
     m(STEPS_DISPATCHED, "counter", "", "Engine steps (agent calls) dispatched by tasks."),
     m(STEP_SECONDS, "histogram", "kind",
-      "Run time of steps, from dispatch to result, by who ran them: `operator` (spawn frame to \
-       the sub-agent's result) or `in_process` (a function of the server)."),
+      "Run time of step attempts, from dispatch to result, by who ran them: `operator` (spawn \
+       frame sent to the operator's SpawnAck) or `in_process` (a function of the server)."),
     m(SESSIONS_LIVE, "gauge", "", "Operator sessions that exist, attached or not."),
     m(SESSIONS_ATTACHED, "gauge", "", "Operator sessions with a stream attached."),
     m(PENDING_REQUESTS, "gauge", "kind",
