@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "proto/mlua_swarm/v1/operator.proto",
     "proto/mlua_swarm/v1/worker.proto",
     "proto/mlua_swarm/v1/data.proto",
+    "proto/mlua_swarm/v1/server.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,7 +1,8 @@
 //! OpenTelemetry traces over OTLP/gRPC (`--otlp-endpoint`): the `tracing` layer that
 //! exports spans, the W3C `traceparent` read from incoming calls (gRPC metadata and HTTP
 //! headers alike) and the one handed to a spawned sub-agent, so the operator task and the
-//! worker's `GetPrompt` / `Submit` are one trace. Off by default: nothing here runs then.
+//! worker's `GetPrompt` / `Submit` are one trace, with the operator's replies as spans of
+//! it. Off by default: nothing here runs then.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -152,4 +153,26 @@ pub fn traceparent(task_id: &str) -> String {
         .as_ref()
         .and_then(|map| map.get(task_id).cloned())
         .unwrap_or_default()
+}
+
+/// The span of one operator request of `task_id`, from sent to replied (`operator.reply`,
+/// child of the task's span); a disabled span when off. Record `outcome` on it at the end.
+pub fn reply_span(task_id: &str, sid: &str, req_id: &str, kind: &'static str) -> tracing::Span {
+    if !enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "operator.reply",
+        sid,
+        req_id,
+        kind,
+        task_id,
+        outcome = tracing::field::Empty,
+    );
+    let tp = traceparent(task_id);
+    if !tp.is_empty() {
+        let carrier = HashMap::from([(TRACEPARENT.to_string(), tp)]);
+        let _ = span.set_parent(TraceContextPropagator::new().extract(&carrier));
+    }
+    span
 }

@@ -91,6 +91,7 @@ const EXPECTED_RPCS: &[(&str, Access)] = &[
     ("mlua_swarm.v1.DataService/Emit", Access::Open),
     ("mlua_swarm.v1.DataService/EmitNamed", Access::Open),
     ("mlua_swarm.v1.DataService/Get", Access::ApiToken),
+    ("mlua_swarm.v1.ServerService/GetStats", Access::ApiToken),
 ];
 
 /// Paths outside `/v1/` that need the API token: the Prometheus exposition.

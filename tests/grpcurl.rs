@@ -43,6 +43,7 @@ async fn grpcurl_lists_calls_and_runs_with_reflection_only() {
         "mlua_swarm.v1.OperatorService",
         "mlua_swarm.v1.WorkerService",
         "mlua_swarm.v1.DataService",
+        "mlua_swarm.v1.ServerService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     ] {

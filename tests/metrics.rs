@@ -12,6 +12,7 @@ use common::*;
 use mlua_swarm_grpc::config::{Config, Storage};
 use mlua_swarm_grpc::engine::ResumeMode;
 use mlua_swarm_grpc::pb::v1 as pb;
+use mlua_swarm_grpc::pb::v1::server_service_client::ServerServiceClient;
 use prometheus_parse::{Scrape, Value as Sampled};
 use serde_json::json;
 use tokio::sync::Mutex;
@@ -84,26 +85,9 @@ async fn a_known_workload_is_counted_exactly() {
     let before = scrape(&ts).await;
 
     // Three inline tasks, run to their end.
-    for i in 0..3 {
-        let done = ts
-            .tasks()
-            .run_task(inline(fixture("identity.json"), json!({ "input": i })))
-            .await
-            .expect("run task")
-            .into_inner();
-        assert_eq!(done.task.expect("task").state(), pb::TaskState::Completed);
-    }
+    run_identity_tasks(&ts, 3).await;
     // One operator task: hook, spawn, the worker's GetPrompt and Submit.
-    let mut op = Op::join(&ts, &["remote"]).await;
-    let started = ts
-        .tasks()
-        .start_task(start_inline(
-            fixture("operator.json"),
-            json!({ "input": "x" }),
-        ))
-        .await
-        .expect("start task")
-        .into_inner();
+    let (mut op, started) = start_operator_task(&ts).await;
     // The first frame is left unacknowledged and the operator resumes from 0: one frame
     // is delivered again.
     let first = op.next().await;
@@ -171,6 +155,10 @@ async fn a_known_workload_is_counted_exactly() {
         4.0
     );
     assert_eq!(d("mse_steps_dispatched_total"), 4.0);
+    let steps = "mse_step_duration_seconds_count";
+    for (kind, n) in [("in_process", 3.0), ("operator", 1.0)] {
+        assert_eq!(grew(&before, &after, steps, &[("kind", kind)]), n, "{kind}");
+    }
     assert_eq!(d("mse_operator_frames_replayed_total"), 1.0);
     assert_eq!(d("mse_operator_parking_expirations_total"), 0.0);
     assert_eq!(d("mse_gc_runs_total"), 4.0);
@@ -222,6 +210,34 @@ async fn a_known_workload_is_counted_exactly() {
     assert!(value(&after, "process_cpu_seconds_total", &[]) > 0.0);
     drop(op);
     ts.stop().await;
+}
+
+/// Runs `n` inline identity tasks to COMPLETED.
+async fn run_identity_tasks(ts: &TestServer, n: i32) {
+    for i in 0..n {
+        let done = ts
+            .tasks()
+            .run_task(inline(fixture("identity.json"), json!({ "input": i })))
+            .await
+            .expect("run task")
+            .into_inner();
+        assert_eq!(done.task.expect("task").state(), pb::TaskState::Completed);
+    }
+}
+
+/// An operator joined with role `remote`, and an operator task started for it.
+async fn start_operator_task(ts: &TestServer) -> (Op, pb::StartTaskResponse) {
+    let op = Op::join(ts, &["remote"]).await;
+    let started = ts
+        .tasks()
+        .start_task(start_inline(
+            fixture("operator.json"),
+            json!({ "input": "x" }),
+        ))
+        .await
+        .expect("start task")
+        .into_inner();
+    (op, started)
 }
 
 async fn wait_completed(ts: &TestServer, task_id: &str) {
@@ -338,5 +354,76 @@ async fn interrupted_and_resumed_tasks_are_counted() {
         ..Default::default()
     };
     ts.tasks().cancel_task(cancel).await.expect("cancel");
+    ts.stop().await;
+}
+
+async fn stats(ts: &TestServer) -> pb::GetStatsResponse {
+    ServerServiceClient::new(ts.channel.clone())
+        .get_stats(pb::GetStatsRequest::default())
+        .await
+        .expect("get stats")
+        .into_inner()
+}
+
+/// GetStats until `done` holds (acks reach the session after the call that sent them).
+async fn stats_until(
+    ts: &TestServer,
+    done: impl Fn(&pb::GetStatsResponse) -> bool,
+) -> pb::GetStatsResponse {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = stats(ts).await;
+        if done(&s) {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stats never settled: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `ServerService.GetStats` (the console's live strip): tasks in flight, completions in
+/// the last minute and the operator backlog, exactly, before and after a known workload.
+#[tokio::test]
+async fn get_stats_reads_the_live_state() {
+    let _turn = TURN.lock().await;
+    let ts = TestServer::with_config(config()).await;
+    let before = stats(&ts).await;
+    assert_eq!(before.tasks_in_flight, 0);
+    assert_eq!(before.operator_sessions_live, 0);
+
+    run_identity_tasks(&ts, 2).await;
+    // An operator task waits on its hook_before: one request pending, one frame unacked.
+    let (mut op, started) = start_operator_task(&ts).await;
+    let hook = op.next().await;
+    let Some(S::HookBefore(h)) = hook.body else {
+        panic!("expected hook_before, got {hook:?}");
+    };
+    let waiting = stats(&ts).await;
+    assert_eq!(waiting.tasks_in_flight, 1);
+    assert_eq!(waiting.operator_pending_requests, 1);
+    assert_eq!(waiting.operator_unacked_frames, 1);
+    assert_eq!(waiting.operator_sessions_live, 1);
+    assert_eq!(waiting.operator_sessions_attached, 1);
+    assert_eq!(
+        waiting.tasks_completed_last_minute - before.tasks_completed_last_minute,
+        2
+    );
+
+    op.ack(hook.seq).await;
+    op.approve(h.req_id).await;
+    op.serve_until_hook_after(&ts, "done").await;
+    wait_completed(&ts, &started.task_id).await;
+    let after = stats_until(&ts, |s| s.operator_unacked_frames == 0).await;
+    assert_eq!(after.tasks_in_flight, 0);
+    assert_eq!(after.operator_pending_requests, 0);
+    assert_eq!(after.operator_sessions_live, 1);
+    assert_eq!(
+        after.tasks_completed_last_minute - before.tasks_completed_last_minute,
+        3
+    );
+    drop(op);
     ts.stop().await;
 }

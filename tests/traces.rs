@@ -1,6 +1,7 @@
 //! OpenTelemetry traces: an in-process OTLP collector (a tonic `TraceService`) receives the
 //! spans of one operator task, and the caller's `RunTask`, the task, and the worker's
-//! `GetPrompt` and `Submit` (sent with the spawn's `traceparent`) share one trace id.
+//! `GetPrompt` and `Submit` (sent with the spawn's `traceparent`) share one trace id, and so
+//! do the operator's replies (`operator.reply`, one per hook_before and spawn).
 
 mod common;
 
@@ -152,6 +153,7 @@ async fn one_operator_task_is_one_trace_from_run_task_to_the_workers_submit() {
         "task",
         "/mlua_swarm.v1.WorkerService/GetPrompt",
         "/mlua_swarm.v1.WorkerService/Submit",
+        "operator.reply",
     ] {
         let traces = collector.traces_of(name);
         assert!(!traces.is_empty(), "no span named {name}");
@@ -159,6 +161,19 @@ async fn one_operator_task_is_one_trace_from_run_task_to_the_workers_submit() {
             traces.iter().all(|t| t == TRACE_ID),
             "{name} is in {traces:?}, not {TRACE_ID}"
         );
+    }
+    assert_eq!(
+        collector.traces_of("operator.reply").len(),
+        2,
+        "hook_before and spawn"
+    );
+    // The replies are children of the task's span.
+    {
+        let spans = collector.0.lock().expect("spans");
+        let task = spans.iter().find(|s| s.name == "task").expect("task span");
+        for reply in spans.iter().filter(|s| s.name == "operator.reply") {
+            assert_eq!(reply.parent_span_id, task.span_id, "{reply:?}");
+        }
     }
     drop(op);
     ts.stop().await;

@@ -188,7 +188,7 @@ RC=$?
 expect "list shows every service" '
 all(s in out.split() for s in ["mlua_swarm.v1.BlueprintService", "mlua_swarm.v1.TaskService",
   "mlua_swarm.v1.OperatorService", "mlua_swarm.v1.WorkerService", "mlua_swarm.v1.DataService",
-  "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"])'
+  "mlua_swarm.v1.ServerService", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"])'
 printf '  -> list %s.OperatorService\n' "$V1"
 OUT=$(grpcurl -plaintext -connect-timeout 5 -max-time 30 "$ADDR" list "$V1.OperatorService" 2>&1)
 RC=$?
@@ -270,6 +270,11 @@ call $V1.TaskService/ListTasks '{}'
 expect "ListTasks has it" 'any(t["taskId"] == env["TASK"] for t in r["tasks"])'
 call $V1.TaskService/ListTasks '{"state": "TASK_STATE_COMPLETED", "limit": 2}'
 expect "ListTasks by state, with a limit" '0 < len(r["tasks"]) <= 2 and all(t["state"] == "TASK_STATE_COMPLETED" for t in r["tasks"])'
+
+call $V1.ServerService/GetStats '{}' -emit-defaults
+expect "GetStats: a completed task in the last minute, the live figures all there" '
+int(r["tasksCompletedLastMinute"]) >= 1 and all(k in r for k in ["tasksInFlight",
+  "operatorPendingRequests", "operatorUnackedFrames", "operatorSessionsLive", "operatorSessionsAttached"])'
 
 call $V1.TaskService/RunTask "{\"blueprint\": {\"stored\": {\"id\": \"$BP_ID\", \"version\": {\"fixed\": \"$VERSION\"}}}, \"init_ctx\": {\"input\": \"hi\"}, \"ttl_secs\": 600}"
 expect "RunTask (fixed version, ttl_secs) waits for the result" '

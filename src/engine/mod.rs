@@ -20,6 +20,7 @@ mod runner;
 mod sessions;
 mod settings;
 mod tasks;
+mod timed;
 mod wiring;
 mod worker;
 

@@ -16,8 +16,10 @@ use mlua_swarm::{
 
 use super::journal::Journal;
 use super::tasks::EvictHook;
+use super::timed::Timed;
 use super::{EngineHost, EngineSettings, SqliteTaskStore, Storage, TaskRegistry, TaskStore};
 use crate::error::{Error, Result};
+use crate::metrics::StepKind;
 
 /// Engine lock retries: many immediate retries instead of few slow ones (hazard H2).
 const LOCK_MAX_RETRY: u32 = 200;
@@ -50,10 +52,12 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
 
     let factory = Arc::new(OperatorSpawnerFactory::new());
     let mut registry = SpawnerRegistry::new();
-    registry.register::<OperatorSpawnerFactory>(factory.clone());
-    registry.register::<RustFnInProcessSpawnerFactory>(Arc::new(extend_with_baseline(
-        RustFnInProcessSpawnerFactory::new(),
-    )));
+    // Each spawner times its steps (`mse_step_duration_seconds`).
+    registry.register(Timed::new(factory.clone(), StepKind::Operator));
+    registry.register(Timed::new(
+        Arc::new(extend_with_baseline(RustFnInProcessSpawnerFactory::new())),
+        StepKind::InProcess,
+    ));
     let launch = Arc::new(TaskLaunchService::new(
         engine.clone(),
         Compiler::new(registry),

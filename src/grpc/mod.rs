@@ -7,6 +7,7 @@ pub mod convert;
 pub mod data;
 pub mod frames;
 pub mod operator;
+pub mod stats;
 pub mod task;
 pub mod worker;
 
@@ -24,16 +25,18 @@ use crate::pb;
 use crate::pb::v1::blueprint_service_server::BlueprintServiceServer;
 use crate::pb::v1::data_service_server::DataServiceServer;
 use crate::pb::v1::operator_service_server::OperatorServiceServer;
+use crate::pb::v1::server_service_server::ServerServiceServer;
 use crate::pb::v1::task_service_server::TaskServiceServer;
 use crate::pb::v1::worker_service_server::WorkerServiceServer;
 
 /// Fully qualified names of our services, as health reports them.
-pub const SERVICE_NAMES: [&str; 5] = [
+pub const SERVICE_NAMES: [&str; 6] = [
     "mlua_swarm.v1.BlueprintService",
     "mlua_swarm.v1.TaskService",
     "mlua_swarm.v1.OperatorService",
     "mlua_swarm.v1.WorkerService",
     "mlua_swarm.v1.DataService",
+    "mlua_swarm.v1.ServerService",
 ];
 
 /// The gRPC services with their size limits, health and reflection (v1 and v1alpha), each
@@ -74,7 +77,11 @@ pub async fn routes(
     ))
     .add_service(limited!(
         OperatorServiceServer,
-        operator::OperatorSvc::new(hub, config.operator.ping_interval)
+        operator::OperatorSvc::new(hub.clone(), config.operator.ping_interval)
+    ))
+    .add_service(limited!(
+        ServerServiceServer,
+        stats::ServerSvc::new(host.clone(), hub)
     ))
     .add_service(limited!(
         WorkerServiceServer,

@@ -6,12 +6,16 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use super::{process, ALL, REQUEST_SECONDS, TASK_SECONDS};
+use super::{live, process, ALL, REQUEST_SECONDS, STEP_SECONDS, TASK_SECONDS};
 
 /// Buckets of call latency, in seconds.
 const REQUEST_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0, 300.0,
+];
+/// Buckets of step run time, in seconds (in-process steps take microseconds).
+const STEP_BUCKETS: &[f64] = &[
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
 ];
 /// Buckets of task run time, in seconds.
 const TASK_BUCKETS: &[f64] = &[
@@ -30,10 +34,14 @@ pub fn install() -> Option<PrometheusHandle> {
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full(TASK_SECONDS.into()), TASK_BUCKETS)
                 })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(STEP_SECONDS.into()), STEP_BUCKETS)
+                })
                 .and_then(|b| b.install_recorder());
             match built {
                 Ok(handle) => {
                     describe_all();
+                    live::register_steps();
                     drain_histograms(handle.clone());
                     Some(handle)
                 }

@@ -7,7 +7,10 @@
 
 pub mod export;
 pub mod layer;
+mod live;
 mod process;
+
+pub use live::{step_finished, tasks_completed_last_minute, StepKind, WINDOW_SECS};
 
 use std::time::Duration;
 
@@ -62,6 +65,8 @@ pub const TASK_SECONDS: &str = "mse_task_duration_seconds";
 pub const TASKS_IN_FLIGHT: &str = "mse_tasks_in_flight";
 /// Engine steps dispatched.
 pub const STEPS_DISPATCHED: &str = "mse_steps_dispatched_total";
+/// Step run time, dispatch to result, by who ran it.
+pub const STEP_SECONDS: &str = "mse_step_duration_seconds";
 /// Operator sessions that exist.
 pub const SESSIONS_LIVE: &str = "mse_operator_sessions_live";
 /// Operator sessions with a stream attached.
@@ -104,6 +109,9 @@ pub const ALL: &[Metric] = &[
     m(TASK_SECONDS, "histogram", "outcome", "Run time of ended tasks, by outcome."),
     m(TASKS_IN_FLIGHT, "gauge", "", "Task runs in flight now (started or resumed, not ended)."),
     m(STEPS_DISPATCHED, "counter", "", "Engine steps (agent calls) dispatched by tasks."),
+    m(STEP_SECONDS, "histogram", "kind",
+      "Run time of step attempts, from dispatch to result, by who ran them: `operator` (spawn \
+       frame sent to the operator's SpawnAck) or `in_process` (a function of the server)."),
     m(SESSIONS_LIVE, "gauge", "", "Operator sessions that exist, attached or not."),
     m(SESSIONS_ATTACHED, "gauge", "", "Operator sessions with a stream attached."),
     m(PENDING_REQUESTS, "gauge", "kind",
@@ -152,6 +160,9 @@ pub fn task_ended(outcome: TaskOutcome, ran: Duration) {
     };
     counter!(name).increment(1);
     histogram!(TASK_SECONDS, "outcome" => label).record(ran.as_secs_f64());
+    if outcome == TaskOutcome::Completed {
+        live::task_completed();
+    }
 }
 
 /// A restart interrupted a task.

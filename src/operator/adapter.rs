@@ -70,6 +70,7 @@ impl OperatorSession {
             body: build(&req_id, deadline_ms),
             waiter,
         };
+        let span = crate::telemetry::reply_span(task_id, &self.sid, &req_id, kind.name());
         self.links.bus.deliver(&self.sid, request)?;
         tracing::debug!(sid = %self.sid, req_id = %req_id, task_id, kind = kind.name(), "operator request sent");
         let mut guard = AbandonGuard {
@@ -79,6 +80,15 @@ impl OperatorSession {
         };
         let waited = wait(reply, timeout).await;
         guard.waiting = false;
+        span.record(
+            "outcome",
+            match &waited {
+                Ok(Ok(_)) => "replied",
+                Ok(Err(_)) => "failed",
+                Err(NoReply::Dropped) => "dropped",
+                Err(NoReply::Expired) => "expired",
+            },
+        );
         match waited {
             Ok(reply) => reply,
             Err(NoReply::Dropped) => Err(OperatorRequestError(format!(
@@ -148,7 +158,7 @@ impl OperatorBackend for OperatorSession {
             .deliver(&self.sid, Outbound::Info(body))
             .is_err()
         {
-            tracing::warn!(sid = %self.sid, "hook_after dropped: session closed or full");
+            tracing::warn!(sid = %self.sid, task_id = %step.task_id, step_id = %step.step_id, "hook_after dropped: session closed or full");
         }
     }
 

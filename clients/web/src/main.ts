@@ -1,4 +1,5 @@
-// The operator console: session (left), tasks (center), pending frames and activity (right).
+// The operator console: a live strip under the header; session (left), tasks (center),
+// pending frames and activity (right).
 
 import { h, replace } from "./dom";
 import { NoticeCode, type ServerFrame } from "./gen/mlua_swarm/v1/operator_pb";
@@ -10,6 +11,7 @@ import type { Ctx } from "./ui/context";
 import { FramesView, shortId } from "./ui/frames";
 import { ActivityLog, ErrorBanner } from "./ui/log";
 import { SessionView } from "./ui/session";
+import { StatsStrip } from "./ui/stats";
 import { TasksView } from "./ui/tasks";
 import { TokenView } from "./ui/token";
 
@@ -37,6 +39,7 @@ const tasksView = new TasksView(ctx);
 const bps = new BlueprintsView(ctx, (id) => tasksView.track(id), () => link?.session.sid);
 const sessionView = new SessionView(ctx, { open: openSession, leave: leaveSession });
 const tokenView = new TokenView(ctx);
+const stats = new StatsStrip(ctx);
 
 function renderState(s: ConnState): void {
   let text: string;
@@ -163,6 +166,7 @@ function mount(): void {
       h("div", { class: "brand" }, h("span", { class: "logo" }, "◆"), h("h1", null, "mlua-swarm"), h("span", { class: "sub" }, "operator console")),
       h("div", { class: "status" }, sessionBadge, connPill, tokenView.button, h("span", { class: "origin", title: "server" }, location.host)),
     ),
+    stats.el,
     banner.el,
     h(
       "main",
@@ -181,6 +185,7 @@ function mount(): void {
     renderState({ kind: "idle" });
   }
   tasksView.start();
+  stats.start();
   void bps.refresh();
   setInterval(() => {
     frames.tick();
@@ -190,6 +195,7 @@ function mount(): void {
   addEventListener("pagehide", () => {
     link?.stop("page closed");
     tasksView.stop();
+    stats.stop();
   });
   window.addEventListener("unhandledrejection", (ev) => ctx.error("unexpected", ev.reason));
 }

@@ -8,6 +8,7 @@ import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { apiTokenInterceptor } from "./auth";
 import { BlueprintService } from "./gen/mlua_swarm/v1/blueprint_pb";
 import { OperatorService } from "./gen/mlua_swarm/v1/operator_pb";
+import { ServerService } from "./gen/mlua_swarm/v1/server_pb";
 import { TaskService } from "./gen/mlua_swarm/v1/task_pb";
 
 // Every call carries the API token if this tab has one (see auth.ts).
@@ -16,6 +17,7 @@ const transport = createGrpcWebTransport({ baseUrl: location.origin, interceptor
 export const operators = createClient(OperatorService, transport);
 export const tasks = createClient(TaskService, transport);
 export const blueprints = createClient(BlueprintService, transport);
+export const server = createClient(ServerService, transport);
 
 /** Call options carrying a session token. */
 export function bearer(token: string, signal?: AbortSignal): { headers: Record<string, string>; signal?: AbortSignal } {

@@ -321,6 +321,11 @@ async function runSpawn(page, base, taskId, input, result, beforeAck, skipReq) {
   await spawnCard.waitFor({ state: "detached" });
 }
 
+/** Waits until the live strip's `name` figure (stats-<name>) reads `n` (it polls every 2 s). */
+async function stat(page, name, n) {
+  await page.locator(`[data-testid="stats-${name}"]`, { hasText: new RegExp(`^${n}$`) }).waitFor();
+}
+
 async function expectCompleted(page, taskId, input, result) {
   const row = taskRow(page, taskId);
   await row.locator('[data-testid="task-state"][data-state="COMPLETED"]').waitFor();
@@ -406,10 +411,20 @@ async function main() {
   const input1 = "hello from the browser";
   const result1 = "an old silent pond / a frog jumps into the pond / splash! silence again";
   let task1;
+  await check("live strip (GetStats): an idle server, nothing completed", async () => {
+    await stat(page, "completed", 0);
+    await stat(page, "in-flight", 0);
+    await stat(page, "pending", 0);
+    await stat(page, "unacked", 0);
+  });
+
   await check("task 1: start, approve hook_before, worker submits, ack spawn → COMPLETED", async () => {
     task1 = await startTask(page, input1);
     const hook = card(page, "hook-before", task1);
     await hook.waitFor();
+    // The strip shows the task running and its hook waiting for a reply.
+    await stat(page, "in-flight", 1);
+    await stat(page, "pending", 1);
     await hook.getByTestId("hook-approve").click();
     await hook.waitFor({ state: "detached" });
     await runSpawn(page, base, task1, input1, result1);
@@ -421,6 +436,14 @@ async function main() {
     const saved = await savedSession(page);
     assert(saved.acked === 3 && saved.handled.length === 0, `localStorage acked 3: ${JSON.stringify(saved)}`);
     assert((await page.getByTestId("pending-count").textContent()) === "0", "no pending frames");
+  });
+
+  await check("live strip: completed / min moves to 1 after task 1, nothing in flight or pending", async () => {
+    await stat(page, "completed", 1);
+    await stat(page, "in-flight", 0);
+    await stat(page, "pending", 0);
+    await stat(page, "unacked", 0);
+    assert(!(await page.getByTestId("stats").getAttribute("class")).includes("stale"), "the strip is live");
   });
 
   const input2 = "second task, across a reload";
