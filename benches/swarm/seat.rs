@@ -42,7 +42,14 @@ impl Seat {
         let stop = Arc::new(AtomicBool::new(false));
         let (c, s, t, halt) = (ch.clone(), sid.clone(), token.clone(), stop.clone());
         let op = if ws {
-            tokio::spawn(clients::ws_operator(addr.to_string(), c, s, t, halt))
+            let work = move |spawn: serde_json::Value| {
+                let ch = c.clone();
+                async move {
+                    let handle = spawn["worker_handle"].as_str().unwrap_or_default();
+                    clients::work(ch, handle).await
+                }
+            };
+            tokio::spawn(clients::ws_operator(addr.to_string(), s, t, work, halt))
         } else {
             tokio::spawn(clients::grpc_operator(c, s, t, halt))
         };
