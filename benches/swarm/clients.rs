@@ -29,6 +29,26 @@ pub(crate) fn authed<T>(msg: T, token: &str) -> Result<tonic::Request<T>, BoxErr
     Ok(req)
 }
 
+/// Calls `check` every 10 ms until it says true; an error, or `limit` passing, ends it.
+pub(crate) async fn poll_until<F, Fut>(
+    limit: Duration,
+    what: &str,
+    mut check: F,
+) -> Result<(), BoxError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool, BoxError>>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    while !check().await? {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{what} in {limit:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
 /// A one-step Blueprint whose only agent is the operator seat `seat`.
 pub(crate) fn operator_blueprint(id: &str, seat: &str) -> Value {
     json!({

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
@@ -81,25 +81,21 @@ impl LegacySeat {
 
     /// Polls `GET /v1/operators/{sid}` until it says connected, for 10 s at most.
     async fn wait_connected(&self) -> Result<(), BoxError> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        let url = format!("{}/v1/operators/{}", self.base, self.sid);
+        let limit = Duration::from_secs(10);
+        clients::poll_until(limit, "the WebSocket operator did not attach", || async {
             let info: Value = self
                 .http
-                .get(format!("{}/v1/operators/{}", self.base, self.sid))
+                .get(&url)
                 .bearer_auth(&self.token)
                 .send()
                 .await?
                 .error_for_status()?
                 .json()
                 .await?;
-            if info["connected"] == true {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err("the WebSocket operator did not attach".into());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+            Ok(info["connected"] == true)
+        })
+        .await
     }
 
     /// The URL and body of a `POST /v1/tasks` of the seat's Blueprint (its latest version).

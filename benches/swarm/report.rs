@@ -139,7 +139,7 @@ fn judge_b0(r: &mut Row, baseline_ms: Option<f64>) {
     let Some(ours) = r.cpu_ms_per_task else {
         return;
     };
-    r.met = Some(match baseline_ms {
+    r.met = Some(match baseline_ms.filter(|b| *b > 0.0) {
         Some(base) => {
             r.note = format!("{} · CPU {:.2}× the baseline's", r.note, ours / base);
             ours <= base * B0_CPU_SHARE
