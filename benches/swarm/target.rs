@@ -1,6 +1,6 @@
 //! The server under test: a child `mse-grpc serve --ephemeral` (or durable, on a data dir)
-//! process (so its memory is read alone from `/proc`), or a running server given with
-//! `--target`.
+//! process (so its memory and CPU time are read alone from `/proc`), or a running server
+//! given with `--target` (its pid with `--target-pid`) or `--baseline`.
 
 use std::time::{Duration, Instant};
 
