@@ -19,8 +19,17 @@ impl CpuWindow {
     }
 
     /// Server CPU ms spent since the window opened, per task of the `tasks` it completed.
+    /// A process that spent no CPU at all on a hundred tasks or more is not the server
+    /// (a wrapper shell's pid, say): None, with a warning.
     pub(crate) fn ms_per_task(&self, tasks: u64) -> Option<f64> {
         let spent = cpu_ticks(self.pid)?.checked_sub(self.start_ticks)?;
+        if spent == 0 && tasks >= 100 {
+            eprintln!(
+                "bench: process {} spent no CPU on {tasks} tasks: not the server? CPU not reported",
+                self.pid
+            );
+            return None;
+        }
         (tasks > 0).then(|| spent as f64 * 1000.0 / clock_ticks_per_sec() / tasks as f64)
     }
 }
