@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Reproducible figures for mse-grpc (B1 … B5, the B8 soak): prints a table, writes JSON.
+/// Reproducible figures for mse-grpc (B0 … B6, the B8 soak): prints a table, writes JSON.
 #[derive(Debug, clap::Parser)]
 #[command(name = "swarm", bin_name = "cargo bench --bench swarm --")]
 pub(crate) struct BenchArgs {
@@ -13,6 +13,18 @@ pub(crate) struct BenchArgs {
     /// Measure a running server instead of starting one (RSS is then not reported).
     #[arg(long)]
     target: Option<String>,
+    /// The `--target` server's process id, so its CPU per task is reported.
+    #[arg(long, requires = "target")]
+    target_pid: Option<u32>,
+    /// A running server speaking the v0.1.0 API (e.g. `mse serve`): B0 runs against it too.
+    #[arg(long)]
+    baseline: Option<String>,
+    /// The `--baseline` server's process id, so its CPU per task is reported.
+    #[arg(long, requires = "baseline")]
+    baseline_pid: Option<u32>,
+    /// Tasks of each B0 row [default: 1500, quick 500].
+    #[arg(long)]
+    b0_tasks: Option<usize>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench-results.json")]
     out: PathBuf,
@@ -22,7 +34,7 @@ pub(crate) struct BenchArgs {
     /// Seconds per throughput scenario [default: 8, quick 2].
     #[arg(long)]
     seconds: Option<u64>,
-    /// Run only these scenarios (repeatable: B1 … B6, B8) [default: all].
+    /// Run only these scenarios (repeatable: B0 … B6, B8) [default: all].
     #[arg(long)]
     only: Vec<String>,
     /// Tasks of the B8 soak [default: 200000, quick 30000].
@@ -38,6 +50,12 @@ pub(crate) struct BenchArgs {
 pub(crate) struct Plan {
     /// A running server to measure; None starts one per scenario.
     pub(crate) target: Option<String>,
+    /// The process of `target`, for its CPU time.
+    pub(crate) target_pid: Option<u32>,
+    /// A server speaking the v0.1.0 API that B0 also measures, and its process.
+    pub(crate) baseline: Option<(String, Option<u32>)>,
+    /// Tasks of each B0 row.
+    pub(crate) b0_tasks: usize,
     /// Where the JSON goes.
     pub(crate) out: PathBuf,
     /// Scenario ids to run; empty runs all.
@@ -66,8 +84,11 @@ impl Plan {
             streams: pick(args.streams, 1000, 10_000),
             pending: pick(None, 200, 1000),
             soak_tasks: pick(args.soak_tasks, 30_000, 200_000),
+            b0_tasks: pick(args.b0_tasks, 500, 1500),
             smoke: false,
             target: args.target,
+            target_pid: args.target_pid,
+            baseline: args.baseline.map(|addr| (addr, args.baseline_pid)),
             out: args.out,
             only: args.only,
         }
@@ -75,9 +96,12 @@ impl Plan {
 
     /// Every scenario at a tiny size against the server at `addr`: a check that the bench
     /// still works, not a measurement.
-    pub(crate) fn smoke(addr: String, out: PathBuf) -> Self {
+    pub(crate) fn smoke(addr: String, pid: Option<u32>, out: PathBuf) -> Self {
         Plan {
             target: Some(addr),
+            target_pid: pid,
+            baseline: None,
+            b0_tasks: 8,
             out,
             only: Vec::new(),
             dur: Duration::from_millis(100),

@@ -2,6 +2,7 @@
 //! operator that serve every spawn, and the worker's side of a spawn. `tests/memory.rs`
 //! drives the server with the same ones.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,26 @@ pub(crate) fn authed<T>(msg: T, token: &str) -> Result<tonic::Request<T>, BoxErr
     req.metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse()?);
     Ok(req)
+}
+
+/// Calls `check` every 10 ms until it says true; an error, or `limit` passing, ends it.
+pub(crate) async fn poll_until<F, Fut>(
+    limit: Duration,
+    what: &str,
+    mut check: F,
+) -> Result<(), BoxError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool, BoxError>>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    while !check().await? {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{what} in {limit:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
 }
 
 /// A one-step Blueprint whose only agent is the operator seat `seat`.
@@ -151,14 +172,19 @@ pub(crate) async fn grpc_operator(
 }
 
 /// A v0.1.0 WebSocket operator (server at `addr`, host:port) that serves every spawn until
-/// `stop`; the worker calls go over `ch`.
-pub(crate) async fn ws_operator(
+/// `stop`: `work` does the sub-agent's part with the spawn frame, then the operator acks it
+/// (`ok: false` if the work failed).
+pub(crate) async fn ws_operator<W, Fut>(
     addr: String,
-    ch: Channel,
     sid: String,
     token: String,
+    work: W,
     stop: Arc<AtomicBool>,
-) -> Result<(), BoxError> {
+) -> Result<(), BoxError>
+where
+    W: Fn(Value) -> Fut,
+    Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+{
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::Message;
     let mut req = format!("ws://{addr}/v1/operators/{sid}/ws").into_client_request()?;
@@ -183,13 +209,16 @@ pub(crate) async fn ws_operator(
         let v: Value = serde_json::from_str(&text)?;
         if v["type"] == "spawn" {
             let tx = tx.clone();
-            let ch = ch.clone();
+            let req_id = v["req_id"].clone();
+            let done = work(v);
             tokio::spawn(async move {
-                let handle = v["worker_handle"].as_str().unwrap_or_default();
-                if work(ch, handle).await.is_ok() {
-                    let ack = json!({"type": "spawn_ack", "req_id": v["req_id"]}).to_string();
-                    let _ = tx.send(ack).await;
-                }
+                // A failed worker fails the step rather than leaving it waiting.
+                let ack = match done.await {
+                    Ok(()) => json!({"type": "spawn_ack", "req_id": req_id}),
+                    Err(e) => json!({"type": "spawn_ack", "req_id": req_id, "ok": false,
+                                     "value": e.to_string()}),
+                };
+                let _ = tx.send(ack.to_string()).await;
             });
         }
     }

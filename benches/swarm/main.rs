@@ -1,5 +1,5 @@
 //! `cargo bench --bench swarm -- [--quick] [--only B1 …] [--target ADDR] …`: reproducible
-//! figures for the server (B1 … B5, the B8 soak), printed as a table and written as JSON.
+//! figures for the server (B0 … B6, the B8 soak), printed as a table and written as JSON.
 //! The server runs as a child process (`mse-grpc serve --ephemeral`, so its memory is
 //! measured alone) or is given with `--target`; B2 drives the session core of an in-process
 //! server directly. Loopback only; every loop is bounded in time or count.
@@ -9,6 +9,8 @@
 
 mod args;
 mod clients;
+mod cpu;
+mod legacy;
 mod measure;
 mod report;
 mod scenarios;
@@ -82,7 +84,7 @@ async fn smoke() -> Result<(), BoxError> {
     println!("running 1 test ({SMOKE}: every scenario at a tiny size)");
     let server = Target::spawn().await?;
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("swarm-smoke.json");
-    measure_and_report(&Plan::smoke(server.addr.clone(), out)).await?;
+    measure_and_report(&Plan::smoke(server.addr.clone(), server.pid, out)).await?;
     let left = OperatorServiceClient::new(server.channel().await?)
         .list_sessions(pb::ListSessionsRequest {})
         .await?

@@ -22,6 +22,8 @@ pub(crate) struct Row {
     pub(crate) p50_us: f64,
     /// 99th percentile latency, µs.
     pub(crate) p99_us: f64,
+    /// Server CPU (utime + stime) per completed task, ms (None: not measured).
+    pub(crate) cpu_ms_per_task: Option<f64>,
     /// Other figures (RSS per stream, frames lost, …).
     pub(crate) note: String,
     /// The target.
@@ -45,6 +47,7 @@ impl Row {
             ops_per_sec: sample.rate(),
             p50_us: sample.pct(0.5),
             p99_us: sample.pct(0.99),
+            cpu_ms_per_task: None,
             note: String::new(),
             target: String::new(),
             met: None,
@@ -52,8 +55,19 @@ impl Row {
     }
 }
 
+/// B0 target: our server CPU per task at most this share of the v0.1.0 server's.
+const B0_CPU_SHARE: f64 = 0.5;
+
+/// B0 target without a baseline row: half of the v0.1.0 server's 0.63 ms per task measured
+/// in issue 12 (release, the project's 2-core machine).
+const B0_CPU_MS: f64 = 0.31;
+
 /// Sets the targets that compare rows with each other or with fixed figures.
 pub(crate) fn judge(rows: &mut [Row]) {
+    let b0_baseline = rows
+        .iter()
+        .find(|r| r.id == "B0" && r.scenario.contains("baseline"))
+        .and_then(|r| r.cpu_ms_per_task);
     let rate = |rows: &[Row], id: &str, pat: &str, n: usize| {
         rows.iter()
             .find(|r| r.id == id && r.scenario.contains(pat) && r.in_flight == n)
@@ -77,6 +91,7 @@ pub(crate) fn judge(rows: &mut [Row]) {
     let (eph1, eph64) = (ephemeral(rows, 1), ephemeral(rows, 64));
     for r in rows.iter_mut() {
         match (r.id, r.in_flight) {
+            ("B0", _) if !r.scenario.contains("baseline") => judge_b0(r, b0_baseline),
             ("B1", n) if r.scenario.contains("durable") => {
                 if let Some(e) = if n == 1 { eph1 } else { eph64 } {
                     r.note = format!(
@@ -118,19 +133,39 @@ pub(crate) fn judge(rows: &mut [Row]) {
     }
 }
 
+/// Our B0 row against the baseline's CPU per task if measured, else the fixed figure.
+fn judge_b0(r: &mut Row, baseline_ms: Option<f64>) {
+    r.target = format!("≤ {B0_CPU_SHARE}× v0.1.0 (≤ {B0_CPU_MS} ms)");
+    let Some(ours) = r.cpu_ms_per_task else {
+        return;
+    };
+    r.met = Some(match baseline_ms.filter(|b| *b > 0.0) {
+        Some(base) => {
+            r.note = format!("{} · CPU {:.2}× the baseline's", r.note, ours / base);
+            ours <= base * B0_CPU_SHARE
+        }
+        None => ours <= B0_CPU_MS,
+    });
+}
+
 /// The rows as a Markdown table on stdout.
 pub(crate) fn print_table(rows: &[Row]) {
-    println!("| id | scenario | in flight | ops/s | p50 µs | p99 µs | notes | target | met |");
-    println!("|---|---|---:|---:|---:|---:|---|---|---|");
+    println!(
+        "| id | scenario | in flight | ops/s | p50 µs | p99 µs | CPU ms/task | notes | target | met |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} |",
             r.id,
             r.scenario,
             r.in_flight,
             r.ops_per_sec,
             r.p50_us,
             r.p99_us,
+            r.cpu_ms_per_task
+                .map(|ms| format!("{ms:.3}"))
+                .unwrap_or_default(),
             r.note,
             r.target,
             match r.met {

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mlua_swarm_grpc::grpc::convert::json_to_struct;
 use mlua_swarm_grpc::pb::v1 as pb;
@@ -42,7 +42,14 @@ impl Seat {
         let stop = Arc::new(AtomicBool::new(false));
         let (c, s, t, halt) = (ch.clone(), sid.clone(), token.clone(), stop.clone());
         let op = if ws {
-            tokio::spawn(clients::ws_operator(addr.to_string(), c, s, t, halt))
+            let work = move |spawn: serde_json::Value| {
+                let ch = c.clone();
+                async move {
+                    let handle = spawn["worker_handle"].as_str().unwrap_or_default();
+                    clients::work(ch, handle).await
+                }
+            };
+            tokio::spawn(clients::ws_operator(addr.to_string(), s, t, work, halt))
         } else {
             tokio::spawn(clients::grpc_operator(c, s, t, halt))
         };
@@ -60,24 +67,22 @@ impl Seat {
 
     /// Polls the session until a stream is attached, for 10 s at most.
     async fn wait_attached(&self) -> Result<(), BoxError> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let get = pb::GetSessionRequest {
-                sid: self.sid.clone(),
-            };
-            let s = OperatorServiceClient::new(self.ch.clone())
-                .get_session(clients::authed(get, &self.token)?)
-                .await?
-                .into_inner()
-                .session;
-            if s.is_some_and(|s| s.connected) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err("operator did not attach".into());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        clients::poll_until(
+            Duration::from_secs(10),
+            "operator did not attach",
+            || async {
+                let get = pb::GetSessionRequest {
+                    sid: self.sid.clone(),
+                };
+                let s = OperatorServiceClient::new(self.ch.clone())
+                    .get_session(clients::authed(get, &self.token)?)
+                    .await?
+                    .into_inner()
+                    .session;
+                Ok(s.is_some_and(|s| s.connected))
+            },
+        )
+        .await
     }
 
     /// A RunTask of the seat's Blueprint.

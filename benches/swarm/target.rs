@@ -1,6 +1,6 @@
 //! The server under test: a child `mse-grpc serve --ephemeral` (or durable, on a data dir)
-//! process (so its memory is read alone from `/proc`), or a running server given with
-//! `--target`.
+//! process (so its memory and CPU time are read alone from `/proc`), or a running server
+//! given with `--target` (its pid with `--target-pid`) or `--baseline`.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,8 @@ const SERVER_BIN: &str = env!("CARGO_BIN_EXE_mse-grpc");
 /// A server to measure, and its process when the bench started it.
 pub(crate) struct Target {
     pub(crate) addr: String,
+    /// The server's process id (the child's, or the one given), for its CPU time.
+    pub(crate) pid: Option<u32>,
     child: Option<tokio::process::Child>,
 }
 
@@ -22,16 +24,24 @@ impl Target {
     /// `plan.target` if given, else a fresh child server; ready either way.
     pub(crate) async fn start(plan: &Plan) -> Result<Self, BoxError> {
         match &plan.target {
-            Some(addr) => {
-                let t = Target {
-                    addr: addr.trim_start_matches("http://").to_string(),
-                    child: None,
-                };
-                t.wait_ready().await?;
-                Ok(t)
-            }
+            Some(addr) => Self::attach(addr, plan.target_pid, "/healthz").await,
             None => Self::spawn().await,
         }
+    }
+
+    /// A running server at `addr` (process `pid` if known), once `health` answers 2xx.
+    pub(crate) async fn attach(
+        addr: &str,
+        pid: Option<u32>,
+        health: &str,
+    ) -> Result<Self, BoxError> {
+        let t = Target {
+            addr: addr.trim_start_matches("http://").to_string(),
+            pid,
+            child: None,
+        };
+        t.wait_ready(health).await?;
+        Ok(t)
     }
 
     /// Starts `mse-grpc serve --ephemeral` on a free loopback port; killed on drop.
@@ -72,15 +82,16 @@ impl Target {
             .spawn()?;
         let t = Target {
             addr,
+            pid: child.id(),
             child: Some(child),
         };
-        t.wait_ready().await?;
+        t.wait_ready("/healthz").await?;
         Ok(t)
     }
 
-    /// Polls `/healthz` until it answers 2xx, for 30 s at most.
-    async fn wait_ready(&self) -> Result<(), BoxError> {
-        let url = format!("http://{}/healthz", self.addr);
+    /// Polls `health` until it answers 2xx, for 30 s at most.
+    async fn wait_ready(&self, health: &str) -> Result<(), BoxError> {
+        let url = format!("http://{}{health}", self.addr);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = reqwest::get(&url).await {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use mlua_swarm_grpc::pb::v1::task_service_client::TaskServiceClient;
 
 use crate::clients::BoxError;
+use crate::cpu;
 use crate::measure::measure;
 use crate::report::Row;
 use crate::seat::Seat;
@@ -23,15 +24,16 @@ pub(super) async fn b1(
     let seat = Seat::open(&t.addr, &ch, ws).await?;
     let tasks = TaskServiceClient::new(ch.clone());
     let req = seat.run_request();
-    let mut sample = measure(in_flight, dur, move |_| {
+    let run = measure(in_flight, dur, move |_| {
         run_completed(tasks.clone(), req.clone())
-    })
-    .await?;
+    });
+    let (mut sample, cpu_ms) = cpu::per_task(t.pid, run, |s| s.count).await?;
     seat.close().await?;
     let door = if ws { "WebSocket shim" } else { "native gRPC" };
     let scenario = format!("1-step operator task end to end, operator over {door}");
     Ok(Row {
         note: format!("{} tasks", sample.count),
+        cpu_ms_per_task: cpu_ms,
         ..Row::measured("B1", scenario, in_flight, &mut sample)
     })
 }

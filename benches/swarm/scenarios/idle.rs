@@ -55,6 +55,7 @@ pub(super) async fn b3(t: &Target, streams: usize) -> Result<Row, BoxError> {
         ops_per_sec: streams as f64 / open_time.as_secs_f64(),
         p50_us: 0.0,
         p99_us: 0.0,
+        cpu_ms_per_task: None,
         note: match (per_stream, before, after) {
             (Some(p), Some(b), Some(a)) => format!(
                 "server RSS {:.1} → {:.1} MiB: {:.1} KiB per stream (session included)",

@@ -1,7 +1,8 @@
-//! The scenarios, B1 … B5 and the B8 soak, each in a module of its own.
+//! The scenarios, B0 … B6 and the B8 soak, each in a module of its own.
 
 mod e2e;
 mod idle;
+mod legacy;
 mod recovery;
 mod resume;
 mod round_trip;
@@ -21,6 +22,15 @@ use crate::target::Target;
 pub(crate) async fn run(plan: &Plan) -> Result<Vec<Row>, BoxError> {
     let dur = plan.dur;
     let mut rows = Vec::new();
+    if plan.wants("B0") {
+        eprintln!("bench: B0 v0.1.0 workload ({} tasks)…", plan.b0_tasks);
+        let t = Target::start(plan).await?;
+        rows.push(legacy::b0(&t, plan.b0_tasks, false).await?);
+        if let Some((addr, pid)) = &plan.baseline {
+            let t = Target::attach(addr, *pid, "/v1/healthz").await?;
+            rows.push(legacy::b0(&t, plan.b0_tasks, true).await?);
+        }
+    }
     if plan.wants("B1") {
         eprintln!("bench: B1 end to end ({} ms per run)…", dur.as_millis());
         let t = Target::start(plan).await?;

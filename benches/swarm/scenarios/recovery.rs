@@ -76,6 +76,7 @@ pub(super) async fn b6(n: usize) -> Result<Row, BoxError> {
         ops_per_sec: n as f64 / secs,
         p50_us: 0.0,
         p99_us: 0.0,
+        cpu_ms_per_task: None,
         note: format!("{secs:.2} s"),
         target: String::new(),
         met: None,

@@ -87,6 +87,7 @@ pub(super) async fn b4(t: &Target, pending: usize) -> Result<Row, BoxError> {
         ops_per_sec: pending as f64 / took.as_secs_f64(),
         p50_us: took.as_secs_f64() * 1e6,
         p99_us: took.as_secs_f64() * 1e6,
+        cpu_ms_per_task: None,
         note: format!(
             "reconnect → last re-delivered frame {:.1} ms; welcome.replayed {}; lost {lost}",
             took.as_secs_f64() * 1e3,
