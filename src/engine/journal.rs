@@ -183,7 +183,7 @@ fn cannot_open(path: &Path, e: &dyn std::fmt::Display) -> Error {
 
 /// Puts a store file in WAL mode (the mode is kept in the file), and fails with the
 /// file's name when it is not a readable SQLite database.
-async fn use_wal(path: &Path) -> Result<()> {
+pub(super) async fn use_wal(path: &Path) -> Result<()> {
     let owned = path.to_path_buf();
     let checked = tokio::task::spawn_blocking(move || -> rusqlite::Result<()> {
         let conn = rusqlite::Connection::open(&owned)?;

@@ -19,6 +19,7 @@ mod outputs;
 mod runner;
 mod sessions;
 mod settings;
+mod sqlite_sync;
 mod tasks;
 mod timed;
 mod wiring;

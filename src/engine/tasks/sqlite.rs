@@ -126,28 +126,28 @@ impl SqliteTaskStore {
         let path = self.path.clone();
         self.isle
             .call_write(move |tx| {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT OR IGNORE INTO task_events (task_id, seq, at_ms, kind) \
                      VALUES (?1, ?2, ?3, ?4)",
-                    params![task_id, seq, at_ms, kind],
-                )?;
+                )?
+                .execute(params![task_id, seq, at_ms, kind])?;
                 if seq > kept {
-                    tx.execute(
-                        "DELETE FROM task_events WHERE task_id = ?1 AND seq <= ?2",
-                        params![task_id, seq - kept],
-                    )?;
+                    tx.prepare_cached("DELETE FROM task_events WHERE task_id = ?1 AND seq <= ?2")?
+                        .execute(params![task_id, seq - kept])?;
                 }
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO tasks (task_id, rev, finished_ms, record, launch) \
                      VALUES (?1, ?2, ?3, ?4, ?5) \
                      ON CONFLICT(task_id) DO UPDATE SET rev = excluded.rev, \
                        finished_ms = excluded.finished_ms, record = excluded.record \
                      WHERE excluded.rev > tasks.rev",
-                    params![task_id, seq, finished_ms, record, launch],
-                )?;
+                )?
+                .execute(params![task_id, seq, finished_ms, record, launch])?;
                 for id in &dropped {
-                    tx.execute("DELETE FROM task_events WHERE task_id = ?1", [id])?;
-                    tx.execute("DELETE FROM tasks WHERE task_id = ?1", [id])?;
+                    tx.prepare_cached("DELETE FROM task_events WHERE task_id = ?1")?
+                        .execute([id])?;
+                    tx.prepare_cached("DELETE FROM tasks WHERE task_id = ?1")?
+                        .execute([id])?;
                 }
                 Ok(())
             })
