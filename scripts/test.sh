@@ -15,7 +15,7 @@ fi
 echo "== cargo test"
 cargo test --all-targets
 cargo build --quiet
-export MSE_GRPC_BIN="$PWD/target/debug/mse-grpc"
+export MSE_GRPC_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/mse-grpc"
 
 echo "== clients/grpcurl"
 bash clients/grpcurl/test.sh
