@@ -42,6 +42,7 @@ pub fn install() -> Option<PrometheusHandle> {
                 Ok(handle) => {
                     describe_all();
                     live::register_steps();
+                    super::register_hot();
                     drain_histograms(handle.clone());
                     Some(handle)
                 }

@@ -132,7 +132,35 @@ pub const ALL: &[Metric] = &[
 
 /// A task started.
 pub fn task_started() {
-    counter!(TASKS_STARTED).increment(1);
+    if let Some(h) = HOT.get() {
+        h.tasks_started.increment(1);
+    }
+}
+
+/// Handles of the metrics every task records, registered once with the recorder, so a
+/// task pays atomic adds, not registry lookups.
+struct HotHandles {
+    tasks_started: metrics::Counter,
+    /// Completed, failed, cancelled (the order of [`TaskOutcome`]).
+    tasks_ended: [metrics::Counter; 3],
+    task_seconds: [metrics::Histogram; 3],
+    steps_dispatched: metrics::Counter,
+    gc_runs: metrics::Counter,
+    gc_freed: metrics::Counter,
+}
+
+static HOT: std::sync::OnceLock<HotHandles> = std::sync::OnceLock::new();
+
+/// Registers the per-task handles (called by [`export::install`]).
+fn register_hot() {
+    HOT.get_or_init(|| HotHandles {
+        tasks_started: counter!(TASKS_STARTED),
+        tasks_ended: TaskOutcome::ALL.map(|o| counter!(o.counter_name())),
+        task_seconds: TaskOutcome::ALL.map(|o| histogram!(TASK_SECONDS, "outcome" => o.label())),
+        steps_dispatched: counter!(STEPS_DISPATCHED),
+        gc_runs: counter!(GC_RUNS),
+        gc_freed: counter!(GC_FREED),
+    });
 }
 
 /// Sets the number of task runs in flight (sampled at each scrape).
@@ -151,15 +179,36 @@ pub enum TaskOutcome {
     Cancelled,
 }
 
+impl TaskOutcome {
+    const ALL: [TaskOutcome; 3] = [
+        TaskOutcome::Completed,
+        TaskOutcome::Failed,
+        TaskOutcome::Cancelled,
+    ];
+
+    fn counter_name(self) -> &'static str {
+        match self {
+            TaskOutcome::Completed => TASKS_COMPLETED,
+            TaskOutcome::Failed => TASKS_FAILED,
+            TaskOutcome::Cancelled => TASKS_CANCELLED,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            TaskOutcome::Completed => "completed",
+            TaskOutcome::Failed => "failed",
+            TaskOutcome::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// A started task ended after `ran`.
 pub fn task_ended(outcome: TaskOutcome, ran: Duration) {
-    let (name, label) = match outcome {
-        TaskOutcome::Completed => (TASKS_COMPLETED, "completed"),
-        TaskOutcome::Failed => (TASKS_FAILED, "failed"),
-        TaskOutcome::Cancelled => (TASKS_CANCELLED, "cancelled"),
-    };
-    counter!(name).increment(1);
-    histogram!(TASK_SECONDS, "outcome" => label).record(ran.as_secs_f64());
+    if let Some(h) = HOT.get() {
+        h.tasks_ended[outcome as usize].increment(1);
+        h.task_seconds[outcome as usize].record(ran.as_secs_f64());
+    }
     if outcome == TaskOutcome::Completed {
         live::task_completed();
     }
@@ -177,7 +226,9 @@ pub fn task_resumed() {
 
 /// A task dispatched an engine step.
 pub fn step_dispatched() {
-    counter!(STEPS_DISPATCHED).increment(1);
+    if let Some(h) = HOT.get() {
+        h.steps_dispatched.increment(1);
+    }
 }
 
 /// A notice went to an operator; `code` is its wire name.
@@ -197,8 +248,11 @@ pub fn parking_expired() {
 
 /// A finished task's engine state was collected, `freed` entries removed.
 pub fn gc_run(freed: usize) {
-    counter!(GC_RUNS).increment(1);
-    counter!(GC_FREED).increment(u64::try_from(freed).unwrap_or(u64::MAX));
+    if let Some(h) = HOT.get() {
+        h.gc_runs.increment(1);
+        h.gc_freed
+            .increment(u64::try_from(freed).unwrap_or(u64::MAX));
+    }
 }
 
 /// What the operator sessions hold now, sampled at each scrape.
