@@ -186,7 +186,7 @@ async fn serve(
     }
     // Outside the gate and the brake, so their refusals are counted too.
     if exporter.is_some() {
-        app = app.layer(axum::middleware::from_fn(crate::metrics::layer::count));
+        app = app.layer(crate::metrics::layer::CountLayer);
     }
     if crate::telemetry::enabled() {
         app = app.layer(axum::middleware::from_fn(crate::telemetry::join_trace));

@@ -9,7 +9,6 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{header, HeaderMap, Response};
-use axum::middleware::Next;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use std::collections::{HashMap, HashSet};
@@ -19,11 +18,75 @@ use metrics::{counter, histogram, Counter, Histogram, Label};
 
 use super::{REQUESTS, REQUEST_SECONDS};
 
-/// The middleware (`axum::middleware::from_fn(metrics::layer::count)`).
-pub async fn count(request: Request, next: Next) -> Response<Body> {
-    let start = Instant::now();
-    let labels = Labels::of(&request);
-    let response = next.run(request).await;
+/// The middleware, as a tower layer over the whole router (`Router::layer(CountLayer)`):
+/// a plain service and future, no boxed future or cloned `Next` per call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CountLayer;
+
+impl<S> tower::Layer<S> for CountLayer {
+    type Service = Count<S>;
+
+    fn layer(&self, inner: S) -> Count<S> {
+        Count { inner }
+    }
+}
+
+/// [`CountLayer`]'s service.
+#[derive(Debug, Clone)]
+pub struct Count<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for Count<S>
+where
+    S: tower::Service<Request, Response = Response<Body>>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = CountFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let start = Instant::now();
+        let labels = Some(Labels::of(&request));
+        CountFuture {
+            inner: self.inner.call(request),
+            start,
+            labels,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response of a counted call, its body wrapped to record the call when it ends.
+    pub struct CountFuture<F> {
+        #[pin]
+        inner: F,
+        start: Instant,
+        labels: Option<Labels>,
+    }
+}
+
+impl<F, E> std::future::Future for CountFuture<F>
+where
+    F: std::future::Future<Output = Result<Response<Body>, E>>,
+{
+    type Output = Result<Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx))?;
+        let Some(labels) = this.labels.take() else {
+            return Poll::Ready(Ok(response));
+        };
+        Poll::Ready(Ok(meter(response, *this.start, labels)))
+    }
+}
+
+fn meter(response: Response<Body>, start: Instant, labels: Labels) -> Response<Body> {
     let code = match labels.door {
         Door::Grpc | Door::GrpcWeb => grpc_status(response.headers()),
         Door::Http | Door::Ws => Some(status_name(response.status().as_u16())),
