@@ -796,19 +796,22 @@ async fn after_a_restart_a_finished_task_reruns_and_a_resumed_task_is_watched_to
         })
         .collect();
     let cut_at = kinds.iter().position(|k| *k == "interrupted").expect("cut");
-    // Before the kill: steps 1 and 2 passed (3 dispatched, maybe recorded).
+    // Before the kill: steps 1 and 2 passed and step 3 was dispatched. Task events are
+    // recorded from the engine's event stream, just behind the flow, so the kill may beat
+    // the last of them (README, "Restarts"): what was recorded is an in-order prefix.
     let before = &kinds[..cut_at];
-    assert_eq!(
-        before[..5],
-        [
-            "started",
-            "dispatched",
-            "finished",
-            "dispatched",
-            "finished"
-        ]
+    let full = [
+        "started",
+        "dispatched",
+        "finished",
+        "dispatched",
+        "finished",
+        "dispatched",
+    ];
+    assert!(
+        !before.is_empty() && before.len() <= full.len() && before == &full[..before.len()],
+        "{kinds:?}"
     );
-    assert!(before.len() <= 6, "{kinds:?}");
     // After: the resume, its five steps (two answered by the journal), the end.
     let mut after = vec!["interrupted", "resumed"];
     after.extend(["dispatched", "finished"].repeat(5));
