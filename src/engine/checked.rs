@@ -2,20 +2,20 @@
 //! version never changes and the engine's compile is pure, so a launch of a version seen
 //! before skips the check (the engine still compiles once to run it).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 /// How many versions are remembered; past it the set starts again (a re-check is cheap).
 const CAPACITY: usize = 4096;
 
-/// `(blueprint id, version hex)` pairs that compiled.
+/// Version hexes that compiled, by Blueprint id (looked up without allocating).
 #[derive(Default)]
 pub(super) struct CheckedBlueprints {
-    seen: Mutex<HashSet<(String, String)>>,
+    seen: Mutex<HashMap<String, HashSet<String>>>,
 }
 
 impl CheckedBlueprints {
-    fn lock(&self) -> MutexGuard<'_, HashSet<(String, String)>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, HashSet<String>>> {
         match self.seen.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -24,16 +24,18 @@ impl CheckedBlueprints {
 
     /// True if this version compiled before.
     pub(super) fn contains(&self, id: &str, version: &str) -> bool {
-        self.lock().contains(&(id.to_string(), version.to_string()))
+        self.lock().get(id).is_some_and(|v| v.contains(version))
     }
 
     /// Remembers that this version compiled.
     pub(super) fn insert(&self, id: &str, version: &str) {
         let mut seen = self.lock();
-        if seen.len() >= CAPACITY {
+        if seen.values().map(HashSet::len).sum::<usize>() >= CAPACITY {
             seen.clear();
         }
-        seen.insert((id.to_string(), version.to_string()));
+        seen.entry(id.to_string())
+            .or_default()
+            .insert(version.to_string());
     }
 }
 
@@ -51,6 +53,6 @@ mod tests {
         for n in 0..CAPACITY + 10 {
             checked.insert("bp", &n.to_string());
         }
-        assert!(checked.lock().len() <= CAPACITY);
+        assert!(checked.lock().values().map(HashSet::len).sum::<usize>() <= CAPACITY);
     }
 }

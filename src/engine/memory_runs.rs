@@ -26,11 +26,9 @@ pub(super) struct MemoryRunStore {
     runs: Mutex<Runs>,
 }
 
+/// Unix seconds, as the engine's stores stamp `updated_at`.
 fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    super::tasks::unix_ms(std::time::SystemTime::now()) / 1000
 }
 
 impl MemoryRunStore {

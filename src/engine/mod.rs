@@ -3,6 +3,7 @@
 //! This module is the only place that calls `mlua_swarm`. Everything above it (operator
 //! sessions, gRPC, HTTP) speaks the domain types re-exported here.
 
+mod archivable;
 mod blueprints;
 mod census;
 mod checked;

@@ -99,7 +99,7 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
         }
     };
     let blueprints: Arc<dyn BlueprintStore> =
-        Arc::new(super::blueprints::Archivable::new(blueprints));
+        Arc::new(super::archivable::Archivable::new(blueprints));
     engine.set_output_store(outputs.clone());
     let app = Arc::new(TaskApplication::new(launch, blueprints.clone()));
     Ok(EngineHost {
