@@ -4,8 +4,6 @@
 //! Every launch runs under its own engine session whose `operator_id` is our task id, so
 //! a task's sessions, steps, tokens and handles are found from that id alone.
 
-use std::collections::HashSet;
-
 use mlua_swarm::core::state::EngineState;
 use mlua_swarm::types::StepId;
 use mlua_swarm::TaskStatus;
@@ -121,6 +119,11 @@ fn entries(s: &EngineState) -> usize {
         + s.worker_handles.len()
 }
 
+/// Frees `task_id`'s entries. Runs once per finished task with the engine's state
+/// locked, so it removes by key where it can and never hashes inside a scan: the
+/// per-attempt maps are keyed `(step, attempt)` and a step's attempts are known; the
+/// token maps are scanned once, matching against the task's few steps and fingerprints
+/// by equality (hashing each entry made this 10 % of the server's instructions).
 fn prune(s: &mut EngineState, task_id: &str) -> Vec<StepSnapshot> {
     let session_ids: Vec<_> = s
         .sessions
@@ -129,14 +132,13 @@ fn prune(s: &mut EngineState, task_id: &str) -> Vec<StepSnapshot> {
         .map(|(sid, _)| sid.clone())
         .collect();
     let mut steps: Vec<StepId> = Vec::new();
-    let mut fps: HashSet<String> = HashSet::new();
+    let mut fps: Vec<String> = Vec::new();
     for sid in &session_ids {
         if let Some(env) = s.sessions.remove(sid) {
-            fps.insert(env.token_fp);
+            fps.push(env.token_fp);
             steps.extend(env.owned_task_ids);
         }
     }
-    let step_set: HashSet<StepId> = steps.iter().cloned().collect();
     let snapshots = steps
         .iter()
         .filter_map(|step| s.tasks.get(step))
@@ -159,23 +161,26 @@ fn prune(s: &mut EngineState, task_id: &str) -> Vec<StepSnapshot> {
         s.pending_resumes.remove(&key);
     }
     for step in &steps {
-        s.tasks.remove(step);
+        // Attempts count from 0 or 1 depending on the path; one past the last is free.
+        let last_attempt = s.tasks.remove(step).map_or(0, |t| t.attempt);
+        for attempt in 0..=last_attempt.saturating_add(1) {
+            let key = (step.clone(), attempt);
+            s.prompts.remove(&key);
+            s.systems.remove(&key);
+            s.agent_ctx.remove(&key);
+            s.output_store.remove(&key);
+            s.worker_artifact_names.remove(&key);
+            s.worker_stats.remove(&key);
+        }
         s.step_namings.remove(step);
         s.projection_placements.remove(step);
         s.task_notifies.remove(step);
         s.trace_handles.remove(step);
     }
-    let in_task = |k: &(StepId, u32)| step_set.contains(&k.0);
-    s.prompts.retain(|k, _| !in_task(k));
-    s.systems.retain(|k, _| !in_task(k));
-    s.agent_ctx.retain(|k, _| !in_task(k));
-    s.output_store.retain(|k, _| !in_task(k));
-    s.worker_artifact_names.retain(|k, _| !in_task(k));
-    s.worker_stats.retain(|k, _| !in_task(k));
     s.tokens.retain(|fp, rec| {
-        let owned = fps.contains(fp) || rec.task_id.as_ref().is_some_and(|t| step_set.contains(t));
-        if owned {
-            fps.insert(fp.clone());
+        let owned = fps.contains(fp) || rec.task_id.as_ref().is_some_and(|t| steps.contains(t));
+        if owned && !fps.contains(fp) {
+            fps.push(fp.clone());
         }
         !owned
     });
