@@ -20,6 +20,9 @@ echo "== installing requirements"
 echo "== stubs match proto/"
 PYTHON="$PY" bash gen_stubs.sh --check
 
+echo "== mypy --strict (the SDK)"
+"$PY" -m mypy -p mlua_swarm_operator
+
 echo "== pytest (server: $MSE_GRPC_BIN)"
 rc=0
 timeout 600 "$PY" -m pytest -p no:cacheprovider -v tests "$@" || rc=$?

@@ -29,4 +29,4 @@ class Backoff:
 
     def after(self, retry_after: float) -> float:
         """The server's ``closing.retry_after_ms`` (in seconds) with up to 10% jitter on top."""
-        return retry_after * random.uniform(1.0, 1.0 + 0.1 * self.jitter * 2)
+        return retry_after * random.uniform(1.0, 1.1)

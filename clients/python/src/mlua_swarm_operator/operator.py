@@ -65,8 +65,9 @@ class Operator(Handlers):
         else:
             creds = grpc.ssl_channel_credentials() if tls is True else tls
             self._channel = grpc.secure_channel(addr, creds, options=channel_options)
-        self._operators = op_grpc.OperatorServiceStub(self._channel)
-        self._workers = wk_grpc.WorkerServiceStub(self._channel)
+        # The generated service stubs carry no annotations.
+        self._operators = op_grpc.OperatorServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._workers = wk_grpc.WorkerServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._max_concurrency = max_concurrency
 
         self._lock = threading.Lock()  # guards the ledger and the current stream

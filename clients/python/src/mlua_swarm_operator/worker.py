@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, List, Tuple
+from typing import Any, List, Tuple, cast
 
 from mlua_swarm.v1 import operator_pb2 as op_pb
 from mlua_swarm.v1 import worker_pb2 as wk_pb
@@ -62,8 +62,9 @@ class Worker:
 
     def submit(self, body: str, outcome: Outcome = Outcome.PASS) -> None:
         """Submits the step's result as text."""
-        self._stub.Submit(wk_pb.SubmitRequest(body=body, outcome=int(outcome), step_id=self.step_id),
-                          metadata=self._metadata(self.worker_handle), timeout=self._timeout)
+        req = wk_pb.SubmitRequest(body=body, step_id=self.step_id,
+                                  outcome=cast(wk_pb.SubmitOutcome, int(outcome)))
+        self._stub.Submit(req, metadata=self._metadata(self.worker_handle), timeout=self._timeout)
 
     def post_result(self, value: Any, ok: bool = True) -> None:
         """Submits the step's result as a JSON value (uses the capability token)."""
