@@ -22,9 +22,31 @@ PING_INTERVAL_SECS = 1  # short, so the tests see pings being answered
 sys.path.insert(0, SRC)  # the package and its committed stubs, as they are in the checkout
 
 import grpc  # noqa: E402
+from google.protobuf import json_format, struct_pb2  # noqa: E402
 from mlua_swarm.v1 import blueprint_pb2_grpc, operator_pb2_grpc, task_pb2_grpc  # noqa: E402
 from mlua_swarm.v1 import worker_pb2_grpc  # noqa: E402
 from recording import recording_operator  # noqa: E402
+
+
+def struct(d: dict) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(d)
+    return s
+
+
+def plain(value) -> object:
+    """A protobuf Struct / Value as plain Python."""
+    return json_format.MessageToDict(value)
+
+
+def wait_until(cond, within: float, what: str):
+    """Polls cond() every 50 ms until it is truthy; fails after `within` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)  # poll interval
+    raise AssertionError(f"timed out after {within}s waiting for {what}")
 
 
 def fixture_json(name: str) -> dict:

@@ -10,12 +10,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import grpc
 import pytest
-from conftest import CLIENT_DIR, PING_INTERVAL_SECS, fixture_json
-from google.protobuf import json_format, struct_pb2
+from conftest import CLIENT_DIR, PING_INTERVAL_SECS, fixture_json, plain, struct, wait_until
 from mlua_swarm.v1 import blueprint_pb2 as bp_pb
 from mlua_swarm.v1 import operator_pb2 as op_pb
 from mlua_swarm.v1 import task_pb2 as task_pb
@@ -25,16 +23,6 @@ from mlua_swarm_operator import Operator, OperatorError, Outcome
 RPC = 10  # seconds, every unary call
 RUN = 30  # seconds, RunTask
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def struct(d: dict) -> struct_pb2.Struct:
-    s = struct_pb2.Struct()
-    s.update(d)
-    return s
-
-
-def plain(value) -> object:
-    return json_format.MessageToDict(value)
 
 
 def inline_run(input_, blueprint=None) -> task_pb.RunTaskRequest:
@@ -52,15 +40,6 @@ def code_of(fn) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as ei:
         fn()
     return ei.value.code()
-
-
-def wait_until(cond, within: float, what: str):
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {within}s waiting for {what}")
 
 
 def test_run_task_completes_with_the_submitted_output(stubs, start_operator):

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import Counter
 
 import grpc
 import pytest
-from conftest import fixture_json
-from google.protobuf import json_format, struct_pb2
+from conftest import fixture_json, plain, struct, wait_until
 from mlua_swarm.v1 import operator_pb2 as op_pb
 from mlua_swarm.v1 import task_pb2 as task_pb
 from mlua_swarm.v1 import operator_pb2_grpc, task_pb2_grpc
@@ -21,12 +19,6 @@ from recording import upper
 
 RPC = 10  # seconds, every unary call
 RUN = 30  # seconds, RunTask
-
-
-def struct(d: dict) -> struct_pb2.Struct:
-    s = struct_pb2.Struct()
-    s.update(d)
-    return s
 
 
 def steps(n: int) -> dict:
@@ -50,19 +42,6 @@ def steps(n: int) -> dict:
 def request(blueprint: dict, input_: str, cls=task_pb.RunTaskRequest):
     return cls(blueprint=task_pb.BlueprintRef(inline=struct(blueprint)),
                init_ctx=struct({"input": input_}))
-
-
-def plain(value) -> object:
-    return json_format.MessageToDict(value)
-
-
-def wait_until(cond, within: float, what: str):
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)  # poll interval
-    raise AssertionError(f"timed out after {within}s waiting for {what}")
 
 
 def session_of(stubs_operators, op) -> op_pb.Session:
