@@ -170,6 +170,14 @@ def test_a_server_killed_mid_flow_resumes_and_only_the_step_in_flight_runs_again
                for r in caplog.records)
 
 
+def test_a_session_deleted_elsewhere_ends_the_operator_without_reconnecting(stubs, start_operator):
+    op = start_operator()
+    stubs.operators.DeleteSession(op_pb.DeleteSessionRequest(sid=op.sid),
+                                  metadata=[("authorization", f"Bearer {op.token}")], timeout=RPC)
+    assert op.wait(10), "closing{retry_after_ms: 0} ends the operator"
+    assert op.error is None and len(op.welcomes) == 1 and op.counts["closing"] == 1
+
+
 def test_a_rejecting_hook_fails_the_task_with_its_reason(stubs, start_operator):
     op = start_operator(hook=lambda h: (False, f"no {h.agent} today"))
     t = stubs.tasks.RunTask(request(fixture_json("operator.json"), "x"), timeout=RUN).task

@@ -166,6 +166,11 @@ class Operator(Handlers):
         """True once a stream is attached (welcomed)."""
         return self.connected.wait(timeout)
 
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """True once the operator has ended (``stop()``, a ``closing`` that says not to come
+        back, or a fatal error in ``error``); False if ``timeout`` passed first."""
+        return self._finished.wait(timeout)
+
     def drop_stream(self) -> None:
         """Cuts the current stream as a network failure would; the operator resumes it.
         (For tests and for forcing a reconnect.)"""
