@@ -170,6 +170,20 @@ def test_a_server_killed_mid_flow_resumes_and_only_the_step_in_flight_runs_again
                for r in caplog.records)
 
 
+def test_pings_are_answered_while_every_handler_thread_is_busy(stubs, start_operator):
+    op = start_operator(max_concurrency=1)
+    pings_at_start = []
+
+    def busy(worker):  # holds the only handler thread for more than 3 ping intervals
+        pings_at_start.append(op.counts.get("ping", 0))
+        wait_until(lambda: op.counts.get("ping", 0) >= pings_at_start[0] + 4, 15, "4 pings")
+
+    op.spawn_gate = busy
+    t = stubs.tasks.RunTask(request(fixture_json("operator.json"), "busy"), timeout=RUN).task
+    assert t.state == task_pb.TASK_STATE_COMPLETED, t.error
+    assert len(op.welcomes) == 1, "the stream stayed up: the pongs did not wait for a thread"
+
+
 def test_a_session_deleted_elsewhere_ends_the_operator_without_reconnecting(stubs, start_operator):
     op = start_operator()
     stubs.operators.DeleteSession(op_pb.DeleteSessionRequest(sid=op.sid),

@@ -322,7 +322,10 @@ class Operator(Handlers):
     def _handle(self, rec: Request, frame: op_pb.ServerFrame) -> None:
         reply: Optional[op_pb.ClientFrame] = None
         try:
-            reply = self._reply_to(frame, self._workers, self.rpc_timeout, rec.cancelled)
+            if rec.cancelled.is_set():  # withdrawn (or void) while it waited for a thread
+                log.info("%s %s was withdrawn before its handler ran", rec.kind, rec.req_id)
+            else:
+                reply = self._reply_to(frame, self._workers, self.rpc_timeout, rec.cancelled)
         except Exception:  # noqa: BLE001 - a failing handler never kills the operator
             log.exception("%s %s: handler failed", rec.kind, rec.req_id)
         with self._lock:
