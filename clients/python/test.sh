@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Python client's requirements, generates the stubs from proto/ into gen/, and
-# runs the end-to-end tests against a real server (env MSE_GRPC_BIN, default
-# <repo>/target/debug/mse-grpc; the tests start and stop it themselves).
+# Installs the test requirements, checks that the committed stubs (src/mlua_swarm) match
+# proto/, and runs the tests against real servers (env MSE_GRPC_BIN, default
+# <repo>/target/debug/mse-grpc; the tests start and stop them themselves). The tests import
+# the package from src/; test_install.py also pip-installs it into a fresh venv.
 set -euo pipefail
 cd "$(dirname "$0")"
 REPO="$(cd ../.. && pwd)"
@@ -16,13 +17,11 @@ fi
 echo "== installing requirements"
 "$PY" -m pip install -q --disable-pip-version-check -r requirements.txt
 
-echo "== generating stubs into gen/"
-rm -rf gen
-mkdir -p gen
-"$PY" -m grpc_tools.protoc -I "$REPO/proto" \
-  --python_out=gen --grpc_python_out=gen --pyi_out=gen \
-  "$REPO"/proto/mlua_swarm/v1/*.proto
-touch gen/mlua_swarm/__init__.py gen/mlua_swarm/v1/__init__.py
+echo "== stubs match proto/"
+PYTHON="$PY" bash gen_stubs.sh --check
+
+echo "== mypy --strict (the SDK)"
+"$PY" -m mypy -p mlua_swarm_operator
 
 echo "== pytest (server: $MSE_GRPC_BIN)"
 rc=0

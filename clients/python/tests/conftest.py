@@ -1,8 +1,7 @@
-"""Fixtures: a real mse-grpc server on a free loopback port, stubs, and the example operator."""
+"""Fixtures: a real mse-grpc server on a free loopback port, stubs, and SDK operators."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
@@ -16,31 +15,38 @@ import pytest
 
 CLIENT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = os.path.dirname(os.path.dirname(CLIENT_DIR))
-GEN = os.path.join(CLIENT_DIR, "gen")
+SRC = os.path.join(CLIENT_DIR, "src")
 FIXTURES = os.path.join(REPO, "tests", "fixtures")
-OPERATOR_PY = os.path.join(CLIENT_DIR, "operator.py")
 PING_INTERVAL_SECS = 1  # short, so the tests see pings being answered
 
-sys.path.insert(0, GEN)
+sys.path.insert(0, SRC)  # the package and its committed stubs, as they are in the checkout
 
 import grpc  # noqa: E402
-
-try:
-    from mlua_swarm.v1 import blueprint_pb2_grpc, operator_pb2_grpc, task_pb2_grpc  # noqa: E402
-    from mlua_swarm.v1 import worker_pb2_grpc  # noqa: E402
-except ImportError as e:
-    raise pytest.UsageError(f"generated stubs missing in {GEN} ({e}): run clients/python/test.sh")
+from google.protobuf import json_format, struct_pb2  # noqa: E402
+from mlua_swarm.v1 import blueprint_pb2_grpc, operator_pb2_grpc, task_pb2_grpc  # noqa: E402
+from mlua_swarm.v1 import worker_pb2_grpc  # noqa: E402
+from recording import recording_operator  # noqa: E402
 
 
-def load_operator_module():
-    """operator.py under the name `mse_operator` (its own name is the stdlib's `operator`)."""
-    if "mse_operator" in sys.modules:
-        return sys.modules["mse_operator"]
-    spec = importlib.util.spec_from_file_location("mse_operator", OPERATOR_PY)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["mse_operator"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+def struct(d: dict) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(d)
+    return s
+
+
+def plain(value) -> object:
+    """A protobuf Struct / Value as plain Python."""
+    return json_format.MessageToDict(value)
+
+
+def wait_until(cond, within: float, what: str):
+    """Polls cond() every 50 ms until it is truthy; fails after `within` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)  # poll interval
+    raise AssertionError(f"timed out after {within}s waiting for {what}")
 
 
 def fixture_json(name: str) -> dict:
@@ -68,18 +74,23 @@ class Server:
     """The server binary on a free port; `extra_args` go to `serve`, and `tls` (a client
     context trusting its CA) makes the readiness check use https."""
 
-    def __init__(self, binary: str, log_path: str, extra_args=(), tls: ssl.SSLContext | None = None):
+    def __init__(self, binary: str, log_path: str, extra_args=(), tls: ssl.SSLContext | None = None,
+                 data_dir: str | None = None):
         self.binary, self.log_path = binary, log_path
         self.extra_args, self.tls = list(extra_args), tls
+        # In memory unless a data dir is given (then it survives kill_9() + start()).
+        self.storage = ["--data-dir", data_dir] if data_dir else ["--ephemeral"]
         self.proc = None
         self.addr = None
+        self.port: int | None = None
 
     def start(self, attempts: int = 3, ready_within: float = 30.0) -> None:
-        for _ in range(attempts):
-            port = free_port()
+        """Starts on a free port, or again on the port it had (after kill_9)."""
+        for _ in range(1 if self.port else attempts):
+            port = self.port or free_port()
             log = open(self.log_path, "ab")
             self.proc = subprocess.Popen(
-                [self.binary, "serve", "--ephemeral", "--bind", f"127.0.0.1:{port}",
+                [self.binary, "serve", *self.storage, "--bind", f"127.0.0.1:{port}",
                  "--ping-interval-secs", str(PING_INTERVAL_SECS), *self.extra_args],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
@@ -87,7 +98,7 @@ class Server:
             deadline = time.monotonic() + ready_within
             while time.monotonic() < deadline and self.proc.poll() is None:
                 if healthy(port, self.tls):
-                    self.addr = f"127.0.0.1:{port}"
+                    self.addr, self.port = f"127.0.0.1:{port}", port
                     return
                 time.sleep(0.05)  # poll interval, not a readiness wait
             self.stop()  # exited (port taken?) or never healthy: try another port
@@ -101,6 +112,11 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+    def kill_9(self) -> None:
+        """SIGKILL, and wait until the process is gone (its port stays ours for start())."""
+        self.proc.kill()
+        self.proc.wait(10)
 
     def log_tail(self, n: int = 40) -> str:
         try:
@@ -129,11 +145,13 @@ def server(request, tmp_path_factory):
 
 @pytest.fixture
 def start_server(tmp_path):
-    """start_server(extra_args, tls=None) -> a Server of the test's own, stopped after it."""
+    """start_server(extra_args, tls=None, data_dir=None) -> a Server of the test's own, stopped
+    after it."""
     started = []
 
-    def start(extra_args, tls: ssl.SSLContext | None = None) -> Server:
-        srv = Server(server_binary(), str(tmp_path / f"server-{len(started)}.log"), extra_args, tls)
+    def start(extra_args, tls: ssl.SSLContext | None = None, data_dir: str | None = None) -> Server:
+        srv = Server(server_binary(), str(tmp_path / f"server-{len(started)}.log"), extra_args, tls,
+                     data_dir)
         started.append(srv)
         srv.start()
         return srv
@@ -162,21 +180,17 @@ def stubs(channel):
     return Stubs
 
 
-@pytest.fixture(scope="session")
-def opmod():
-    return load_operator_module()
-
-
 @pytest.fixture
-def start_operator(server, opmod):
-    """start_operator(**kwargs) -> a running Operator holding the seat "remote"; stopped
-    (and its session deleted) after the test."""
+def start_operator(server):
+    """start_operator(addr=None, **kwargs) -> a started, attached recording SDK Operator
+    (tests/recording.py) holding the seat "remote"; stopped (session deleted) after the test."""
     started = []
 
-    def start(cls=None, **kwargs):
+    def start(addr: str | None = None, **kwargs):
         kwargs.setdefault("roles", ["remote"])
-        op = (cls or opmod.Operator)(server.addr, **kwargs).start()
+        op = recording_operator(addr or server.addr, **kwargs)
         started.append(op)
+        op.start()
         assert op.wait_connected(10), f"operator never attached: {op.error}"
         return op
 

@@ -1,4 +1,5 @@
-"""End to end against a real server: the example operator serves real tasks."""
+"""End to end against a real server: SDK operators serve real tasks; the server's RPCs and
+status codes; the example program (examples/echo_operator.py)."""
 
 from __future__ import annotations
 
@@ -9,30 +10,19 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import grpc
 import pytest
-from conftest import CLIENT_DIR, PING_INTERVAL_SECS, fixture_json
-from google.protobuf import json_format, struct_pb2
+from conftest import CLIENT_DIR, PING_INTERVAL_SECS, fixture_json, plain, struct, wait_until
 from mlua_swarm.v1 import blueprint_pb2 as bp_pb
 from mlua_swarm.v1 import operator_pb2 as op_pb
 from mlua_swarm.v1 import task_pb2 as task_pb
 from mlua_swarm.v1 import worker_pb2 as wk_pb
+from mlua_swarm_operator import Operator, OperatorError, Outcome
 
 RPC = 10  # seconds, every unary call
 RUN = 30  # seconds, RunTask
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def struct(d: dict) -> struct_pb2.Struct:
-    s = struct_pb2.Struct()
-    s.update(d)
-    return s
-
-
-def plain(value) -> object:
-    return json_format.MessageToDict(value)
 
 
 def inline_run(input_, blueprint=None) -> task_pb.RunTaskRequest:
@@ -52,15 +42,6 @@ def code_of(fn) -> grpc.StatusCode:
     return ei.value.code()
 
 
-def wait_until(cond, within: float, what: str):
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {within}s waiting for {what}")
-
-
 def test_run_task_completes_with_the_submitted_output(stubs, start_operator):
     op = start_operator()
     t = run(stubs, inline_run("write a haiku"))
@@ -68,8 +49,8 @@ def test_run_task_completes_with_the_submitted_output(stubs, start_operator):
     assert plain(t.final_ctx) == {"input": "write a haiku", "output": "WRITE A HAIKU"}
     assert t.blueprint_id == "op-one" and len(t.step_ids) == 1
     # hook_before was approved, the spawn served, hook_after seen; every frame acked.
-    wait_until(lambda: op.counts["hook_after"] == 1, 5, "hook_after")
-    assert op.counts["hook_before"] == 1 and op.counts["spawn"] == 1
+    wait_until(lambda: len(op.seen["hook_after"]) == 1, 5, "hook_after")
+    assert len(op.seen["hook_before"]) == 1 and len(op.seen["spawn"]) == 1
     wait_until(
         lambda: stubs.operators.GetSession(
             op_pb.GetSessionRequest(sid=op.sid), metadata=[("authorization", f"Bearer {op.token}")],
@@ -89,7 +70,8 @@ def test_operator_runs_as_a_program(server, stubs, tmp_path):
     log = tmp_path / "operator.log"
     with open(log, "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, os.path.join(CLIENT_DIR, "operator.py"), "--addr", server.addr,
+            [sys.executable, os.path.join(CLIENT_DIR, "examples", "echo_operator.py"),
+             "--addr", server.addr,
              "--roles", "remote", "--reply", "done: {prompt}"],
             stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, text=True,
         )
@@ -113,24 +95,8 @@ def test_operator_runs_as_a_program(server, stubs, tmp_path):
     assert sid not in [s.sid for s in listed]
 
 
-def test_blocked_submit_is_escalated_and_the_answer_lands_in_ctx(stubs, start_operator, opmod):
-    answer = {"advice": "split it in two", "confidence": 0.5}
-    op = start_operator(work=opmod.make_work(None, "hard"), answer=answer)
-    t = run(stubs, inline_run("a hard job"))
-    assert t.state == task_pb.TASK_STATE_COMPLETED, t.error
-    out = plain(t.final_ctx)["output"]
-    assert out["senior_answer"] == answer, out
-    assert out["original"] == "blocked: a hard job", out
-    assert op.counts["ask"] == 1
-    # The escalated answer is the step's result.
-    events = list(stubs.tasks.WatchTask(task_pb.WatchTaskRequest(task_id=t.task_id), timeout=RPC))
-    finished = [e.event.step_finished for e in events if e.event.HasField("step_finished")]
-    assert len(finished) == 1, events
-    assert plain(finished[0].result)["senior_answer"] == answer
-
-
 def test_stored_blueprint_runs_by_id_and_by_version(stubs, start_operator):
-    start_operator(work=lambda p: (f"stored: {p.prompt}", wk_pb.SUBMIT_OUTCOME_PASS))
+    start_operator(work=lambda p: (f"stored: {p}", Outcome.PASS))
     doc = copy.deepcopy(fixture_json("operator.json"))
     doc["id"] = bp_id = "py-e2e-stored"
     put = stubs.blueprints.PutBlueprint(bp_pb.PutBlueprintRequest(id=bp_id, blueprint=struct(doc)),
@@ -165,7 +131,7 @@ def test_operator_joins_an_existing_session(stubs, start_operator):
     created = stubs.operators.CreateSession(op_pb.CreateSessionRequest(roles=["remote"]),
                                             timeout=RPC)
     auth = [("authorization", f"Bearer {created.token}")]
-    op = start_operator(sid=created.sid, token=created.token, roles=())
+    op = start_operator(session=(created.sid, created.token), roles=())
     t = run(stubs, inline_run("joined"))
     assert t.state == task_pb.TASK_STATE_COMPLETED, t.error
     assert plain(t.final_ctx)["output"] == "JOINED"
@@ -177,38 +143,9 @@ def test_operator_joins_an_existing_session(stubs, start_operator):
                                   timeout=RPC)
 
 
-class DropOnFirstSpawn:
-    """Mixin: the first spawn frame drops the stream before it is handled or acked."""
-
-    dropped = False
-
-    def handle(self, frame):
-        if frame.HasField("spawn") and not self.dropped:
-            self.dropped = True
-            self.dropped_spawn = frame.spawn.req_id
-            raise self.StreamLost("test: drop before handling the spawn")
-        super().handle(frame)
-
-
-def test_a_dropped_stream_is_resumed_and_the_spawn_replayed(stubs, start_operator, opmod):
-    class Dropping(DropOnFirstSpawn, opmod.Operator):
-        StreamLost = opmod.StreamLost
-
-    op = start_operator(cls=Dropping)
-    t = run(stubs, inline_run("survive"))
-    assert t.state == task_pb.TASK_STATE_COMPLETED, t.error
-    assert plain(t.final_ctx)["output"] == "SURVIVE"
-    assert op.dropped and len(op.welcomes) == 2
-    first, second = op.welcomes
-    assert second.epoch == first.epoch + 1
-    assert second.acked_seq == 1, "the hook_before was acked before the drop"
-    assert second.replayed == 1, "exactly the unacked spawn is re-sent"
-    assert op.counts["spawn"] == 1  # the replayed one, handled once
-
-
 def test_pings_are_answered_and_keep_the_stream(stubs, start_operator):
     op = start_operator()
-    wait_until(lambda: op.counts["ping"] >= 4, 8 * PING_INTERVAL_SECS + 5, "4 pings")
+    wait_until(lambda: op.counts.get("ping", 0) >= 4, 8 * PING_INTERVAL_SECS + 5, "4 pings")
     # More than 3 ping intervals passed; the server would have dropped a silent stream.
     s = stubs.operators.GetSession(op_pb.GetSessionRequest(sid=op.sid),
                                    metadata=[("authorization", f"Bearer {op.token}")],
@@ -216,7 +153,7 @@ def test_pings_are_answered_and_keep_the_stream(stubs, start_operator):
     assert s.connected and s.epoch == 1 and len(op.welcomes) == 1
 
 
-def test_bad_input_gets_the_right_status_codes(stubs, server, start_operator, opmod):
+def test_bad_input_gets_the_right_status_codes(stubs, server, start_operator):
     # Unknown stored Blueprint.
     unknown = task_pb.RunTaskRequest(blueprint=task_pb.BlueprintRef(
         stored=task_pb.StoredBlueprintRef(id="no-such-blueprint")))
@@ -243,12 +180,11 @@ def test_bad_input_gets_the_right_status_codes(stubs, server, start_operator, op
 
     assert code_of(lambda: connect(op.sid, "0" * 32)) == grpc.StatusCode.UNAUTHENTICATED
     assert code_of(lambda: connect("op-unknown", op.token)) == grpc.StatusCode.NOT_FOUND
-    # The example operator reports a wrong token as a fatal error instead of retrying.
-    bad = opmod.Operator(server.addr, sid=op.sid, token="wrong")
-    bad.run()
-    assert isinstance(bad.error, opmod.OperatorError), bad.error
-    assert bad.error.code == grpc.StatusCode.UNAUTHENTICATED
-    bad.channel.close()
+    # The SDK reports a wrong token as a fatal error instead of retrying.
+    bad = Operator(server.addr, session=(op.sid, "wrong"))
+    with pytest.raises(OperatorError) as ei:
+        bad.run()
+    assert ei.value.code == grpc.StatusCode.UNAUTHENTICATED
     # ... and the real operator's stream was not disturbed.
     assert op.connected.is_set() and len(op.welcomes) == 1
 

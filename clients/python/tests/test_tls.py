@@ -9,6 +9,7 @@ import ssl
 
 import grpc
 import pytest
+from conftest import fixture_json
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -130,6 +131,16 @@ def run_main(addr: str, creds: grpc.ChannelCredentials) -> task_pb.Task:
         return task_pb2_grpc.TaskServiceStub(ch).RunTask(req, timeout=RUN).task
 
 
+def run_task_for_remote(addr: str, creds: grpc.ChannelCredentials) -> task_pb.Task:
+    init = struct_pb2.Struct()
+    init.update({"input": "over tls"})
+    bp = struct_pb2.Struct()
+    bp.update(fixture_json("operator.json"))
+    req = task_pb.RunTaskRequest(blueprint=task_pb.BlueprintRef(inline=bp), init_ctx=init)
+    with grpc.secure_channel(addr, creds) as ch:
+        return task_pb2_grpc.TaskServiceStub(ch).RunTask(req, timeout=RUN).task
+
+
 def test_grpcio_runs_a_task_over_tls(pki, start_server):
     srv = start_server(tls_args(pki, mtls=False), tls=https_context(pki))
     t = run_main(srv.addr, credentials(pki))
@@ -149,3 +160,12 @@ def test_grpcio_mtls_needs_a_cert_of_the_ca(pki, start_server):
         with pytest.raises(grpc.RpcError) as ei:
             run_main(srv.addr, credentials(pki, who))
         assert ei.value.code() == grpc.StatusCode.UNAVAILABLE, (who, ei.value)
+
+
+def test_the_sdk_operator_serves_a_task_over_mtls(pki, start_server, start_operator):
+    srv = start_server(tls_args(pki, mtls=True), tls=https_context(pki, "client"))
+    op = start_operator(srv.addr, tls=credentials(pki, "client"))
+    t = run_task_for_remote(srv.addr, credentials(pki, "client"))
+    assert t.state == task_pb.TASK_STATE_COMPLETED, srv.log_tail()
+    assert json_format.MessageToDict(t.final_ctx)["output"] == "OVER TLS"
+    assert len(op.seen["spawn"]) == 1 and op.welcomes[0].epoch == 1
