@@ -105,10 +105,11 @@ impl EngineHost {
         self.size.check_value("init_ctx", &init_ctx)?;
         let pinned_source = blueprint.clone();
         let (bp, bound_version) = self.resolve(blueprint).await?;
-        let pinned_source = match (pinned_source, &bound_version) {
+        let version_hex = bound_version.as_ref().map(|v| v.to_hex());
+        let pinned_source = match (pinned_source, &version_hex) {
             (BlueprintSource::Stored { id, .. }, Some(v)) => BlueprintSource::Stored {
                 id,
-                version: VersionPick::Fixed(v.to_hex()),
+                version: VersionPick::Fixed(v.clone()),
             },
             (source, _) => source,
         };
@@ -147,7 +148,6 @@ impl EngineHost {
         let compile_ref = BlueprintRef::Inline {
             value: Box::new(bp),
         };
-        let version_hex = bound_version.as_ref().map(|v| v.to_hex());
         let checked_before = version_hex
             .as_deref()
             .is_some_and(|v| self.checked.contains(&blueprint_id, v));
