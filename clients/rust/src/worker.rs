@@ -1,6 +1,8 @@
 //! [`Worker`]: a spawn's sub-agent calls (`GetPrompt`, `Submit`, `PostResult`) with the
 //! spawn's own credentials.
 
+use std::time::Duration;
+
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -9,9 +11,14 @@ use crate::json;
 use crate::pb;
 use crate::pb::worker_service_client::WorkerServiceClient;
 
+/// Tries of a worker call cut by the transport (a dropped connection is re-opened).
+const TRIES: u32 = 4;
+
 /// The worker side of one `spawn`: reads the step's prompt and submits its result.
 ///
-/// Calls carry the spawn's `worker_handle` as the bearer (or its signed
+/// A call the transport cut (the connection dropped, the server is restarting) is
+/// tried again, up to 4 times; if a cut `Submit` had landed, the retry answers that the
+/// step is finished. Calls carry the spawn's `worker_handle` as the bearer (or its signed
 /// `capability_token`, see [`Worker::by_capability_token`]) and its `traceparent`.
 #[derive(Clone, Debug)]
 pub struct Worker {
@@ -79,8 +86,11 @@ impl Worker {
         let msg = pb::GetPromptRequest {
             step_id: self.step_id.clone(),
         };
-        let req = self.request(msg, self.credential())?;
-        Ok(self.client().get_prompt(req).await?.into_inner())
+        retry(|| async {
+            let req = self.request(msg.clone(), self.credential())?;
+            Ok(self.client().get_prompt(req).await?.into_inner())
+        })
+        .await
     }
 
     /// Submits the step's text result; `Blocked` makes the engine `ask` the operator.
@@ -94,8 +104,11 @@ impl Worker {
             outcome: outcome as i32,
             step_id: String::new(),
         };
-        let req = self.request(msg, self.credential())?;
-        Ok(self.client().submit(req).await?.into_inner())
+        retry(|| async {
+            let req = self.request(msg.clone(), self.credential())?;
+            Ok(self.client().submit(req).await?.into_inner())
+        })
+        .await
     }
 
     /// Posts a JSON result (`ok: false` fails the step); always with the capability token.
@@ -109,8 +122,11 @@ impl Worker {
             value: json::to_proto_opt(value),
             ok: Some(ok),
         };
-        let req = self.request(msg, &self.capability_token)?;
-        Ok(self.client().post_result(req).await?.into_inner())
+        retry(|| async {
+            let req = self.request(msg.clone(), &self.capability_token)?;
+            Ok(self.client().post_result(req).await?.into_inner())
+        })
+        .await
     }
 
     fn credential(&self) -> &str {
@@ -138,4 +154,33 @@ impl Worker {
         }
         Ok(req)
     }
+}
+
+/// Runs `call`, again after a short pause while it fails in the transport.
+async fn retry<T, F, Fut>(call: F) -> Result<T, tonic::Status>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut pause = Duration::from_millis(50);
+    for _ in 1..TRIES {
+        match call().await {
+            Err(status) if cut_by_transport(&status) => {
+                tracing::debug!(%status, ?pause, "worker call cut by the transport: again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            other => return other,
+        }
+    }
+    call().await
+}
+
+/// Whether `status` comes from the connection rather than the server.
+fn cut_by_transport(status: &tonic::Status) -> bool {
+    use std::error::Error as _;
+    status.code() == tonic::Code::Unavailable
+        || status
+            .source()
+            .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some())
 }
