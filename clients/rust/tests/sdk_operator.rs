@@ -52,11 +52,7 @@ impl Handler for Upper {
     async fn on_spawn(&self, spawn: pb::Spawn, worker: Worker) -> Result<Value, BoxError> {
         self.seen
             .push(format!("spawn {} {}", spawn.agent, spawn.req_id));
-        let prompt = worker.get_prompt().await?;
-        worker
-            .submit(prompt.prompt.to_uppercase(), SubmitOutcome::Pass)
-            .await?;
-        Ok(Value::Null)
+        upper(&worker).await
     }
 
     async fn on_hook_after(&self, hook: pb::HookAfter) {
@@ -75,6 +71,14 @@ struct Running {
     run: tokio::task::JoinHandle<()>,
     sid: String,
     token: String,
+}
+
+/// Submits the step's prompt upper-cased.
+async fn upper(worker: &Worker) -> Result<Value, BoxError> {
+    let prompt = worker.get_prompt().await?;
+    let body = prompt.prompt.to_uppercase();
+    worker.submit(body, SubmitOutcome::Pass).await?;
+    Ok(Value::Null)
 }
 
 /// Connects `handler` as the role `remote` at `url` and runs it on its own task.
@@ -113,19 +117,25 @@ async fn session(server: &Server, op: &Running) -> pb::Session {
     resp.into_inner().session.expect("session")
 }
 
+/// A server and an [`Upper`] operator on it, rejecting hooks with `reject`.
+async fn upper_on_a_server(reject: Option<&str>) -> (Server, Seen, Running) {
+    let server = Server::ephemeral().await;
+    let seen = Seen::default();
+    let handler = Upper {
+        seen: seen.clone(),
+        reject: reject.map(Into::into),
+    };
+    let op = serve(server.url(), handler).await;
+    (server, seen, op)
+}
+
 fn output(t: &pb::Task, key: &str) -> Value {
     json::from_proto(t.final_ctx.clone())[key].clone()
 }
 
 #[tokio::test]
 async fn one_step_with_hooks_completes() {
-    let server = Server::ephemeral().await;
-    let seen = Seen::default();
-    let handler = Upper {
-        seen: seen.clone(),
-        ..Default::default()
-    };
-    let op = serve(server.url(), handler).await;
+    let (server, seen, op) = upper_on_a_server(None).await;
     let id = server
         .start_task(blueprint(&["w"], true), json!("hello"))
         .await;
@@ -146,13 +156,7 @@ async fn one_step_with_hooks_completes() {
 
 #[tokio::test]
 async fn three_steps_complete_each_spawned_once() {
-    let server = Server::ephemeral().await;
-    let seen = Seen::default();
-    let handler = Upper {
-        seen: seen.clone(),
-        ..Default::default()
-    };
-    let op = serve(server.url(), handler).await;
+    let (server, seen, op) = upper_on_a_server(None).await;
     let id = server
         .start_task(blueprint(&["s1", "s2", "s3"], false), json!("abc"))
         .await;
@@ -172,13 +176,7 @@ async fn three_steps_complete_each_spawned_once() {
 
 #[tokio::test]
 async fn a_rejected_hook_fails_the_task_with_the_reason() {
-    let server = Server::ephemeral().await;
-    let seen = Seen::default();
-    let handler = Upper {
-        seen: seen.clone(),
-        reject: Some("not today".into()),
-    };
-    let op = serve(server.url(), handler).await;
+    let (server, seen, op) = upper_on_a_server(Some("not today")).await;
     let id = server.start_task(blueprint(&["w"], true), json!("x")).await;
     let t = server.wait_state(&id, pb::TaskState::Failed).await;
     assert!(t.error.contains("not today"), "{}", t.error);
@@ -261,11 +259,7 @@ impl Handler for Holds {
             return Ok(json!("too late"));
         }
         self.release.notified().await;
-        let prompt = worker.get_prompt().await?;
-        worker
-            .submit(prompt.prompt.to_uppercase(), SubmitOutcome::Pass)
-            .await?;
-        Ok(Value::Null)
+        upper(&worker).await
     }
 
     async fn on_cancel(&self, cancel: pb::Cancel) {
