@@ -1,7 +1,7 @@
 //! One stream's life: `hello{sid, last_seq}`, the `welcome`, then frames until the
 //! stream ends, the server closes it or the operator shuts down.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -91,6 +91,7 @@ impl<H: Handler> Core<H> {
         let silent_after = Duration::from_secs(u64::from(welcome.ping_interval_secs) * 3);
         let out = Some(tx);
         let mut closing = None;
+        let mut heard = Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return (Exit::Shutdown, true),
@@ -99,8 +100,9 @@ impl<H: Handler> Core<H> {
                         self.on_done(done, &out).await;
                     }
                 }
-                item = next_within(&mut inbound, silent_after) => match item {
+                item = next_within(&mut inbound, heard, silent_after) => match item {
                     Ok(Some(frame)) => {
+                        heard = Instant::now();
                         if let Some(c) = self.on_frame(frame, &out).await {
                             closing = Some(c);
                         }
@@ -144,17 +146,18 @@ impl<H: Handler> Core<H> {
     }
 }
 
-/// The next frame; `Err` when the stream failed or nothing came for `silent_after`
-/// (0: no bound).
+/// The next frame; `Err` when the stream failed or nothing came for `silent_after` since
+/// `heard` (0: no bound).
 async fn next_within(
     inbound: &mut tonic::Streaming<pb::ServerFrame>,
+    heard: Instant,
     silent_after: Duration,
 ) -> Result<Option<pb::ServerFrame>, String> {
     let next = inbound.message();
     let item = if silent_after.is_zero() {
         next.await
     } else {
-        tokio::time::timeout(silent_after, next)
+        tokio::time::timeout_at((heard + silent_after).into(), next)
             .await
             .map_err(|_| format!("nothing from the server for {silent_after:?}"))?
     };
