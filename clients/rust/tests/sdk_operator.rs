@@ -337,7 +337,7 @@ async fn a_server_restart_mid_flow_redispatches_only_the_step_in_flight() {
 
 #[tokio::test]
 async fn a_stale_reply_is_a_logged_warning_and_the_operator_keeps_serving() {
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = Logs::capture(tracing::Level::WARN);
     let server = Server::ephemeral().await;
     let handler = Holds::new("s1", true);
     let (inside, seen) = (handler.inside.clone(), handler.upper.seen.clone());
@@ -374,5 +374,56 @@ async fn a_stale_reply_is_a_logged_warning_and_the_operator_keeps_serving() {
         .await;
     let t = server.wait_state(&next, pb::TaskState::Completed).await;
     assert_eq!(output(&t, "o1"), "B");
+    stop(op).await;
+}
+
+/// Answers the first spawn with a value (no submit) once released, telling `returned`.
+#[derive(Default)]
+struct ValueWhenReleased {
+    seen: Seen,
+    inside: Arc<Notify>,
+    release: Arc<Notify>,
+    returned: Arc<Notify>,
+}
+
+impl Handler for ValueWhenReleased {
+    async fn on_spawn(&self, spawn: pb::Spawn, _: Worker) -> Result<Value, BoxError> {
+        self.seen
+            .push(format!("spawn {} {}", spawn.agent, spawn.req_id));
+        self.inside.notify_one();
+        self.release.notified().await;
+        self.returned.notify_one();
+        Ok(json!("from the ack"))
+    }
+}
+
+#[tokio::test]
+async fn a_reply_made_while_disconnected_is_sent_when_the_server_sends_the_request_again() {
+    let (logs, _guard) = Logs::capture(tracing::Level::DEBUG);
+    let server = Server::ephemeral().await;
+    let proxy = Proxy::start(server.addr).await;
+    let handler = ValueWhenReleased::default();
+    let seen = handler.seen.clone();
+    let (inside, release) = (handler.inside.clone(), handler.release.clone());
+    let returned = handler.returned.clone();
+    let op = serve(proxy.url(), handler).await;
+    let id = server
+        .start_task(blueprint(&["s1"], false), json!("a"))
+        .await;
+    inside.notified().await;
+    proxy.cut_and_hold();
+    release.notify_one();
+    // The handler returns while no stream is attached: its frame counts as handled (the
+    // next hello acks it) and the server sends the request again, awaiting its reply.
+    returned.notified().await;
+    proxy.reopen();
+    let t = server.wait_state(&id, pb::TaskState::Completed).await;
+    assert_eq!(output(&t, "o1"), "from the ack");
+    assert_eq!(seen.counts()["spawn s1"], 1, "{:?}", seen.all());
+    assert!(
+        logs.text().contains("already handled: reply again"),
+        "{}",
+        logs.text()
+    );
     stop(op).await;
 }

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -231,6 +232,8 @@ pub fn blueprint(agents: &[&str], main_ai: bool) -> Value {
 pub struct Proxy {
     pub addr: SocketAddr,
     conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    /// While false, new connections are closed at once.
+    open: Arc<AtomicBool>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -240,8 +243,13 @@ impl Proxy {
         let addr = listener.local_addr().expect("proxy addr");
         let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
         let held = conns.clone();
+        let open = Arc::new(AtomicBool::new(true));
+        let gate = open.clone();
         let accept = tokio::spawn(async move {
             while let Ok((mut down, _)) = listener.accept().await {
+                if !gate.load(Ordering::SeqCst) {
+                    continue;
+                }
                 let task = tokio::spawn(async move {
                     if let Ok(mut up) = TcpStream::connect(upstream).await {
                         let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
@@ -253,12 +261,23 @@ impl Proxy {
         Proxy {
             addr,
             conns,
+            open,
             accept,
         }
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Drops every open connection and refuses new ones until [`Proxy::reopen`].
+    pub fn cut_and_hold(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        self.cut();
+    }
+
+    pub fn reopen(&self) {
+        self.open.store(true, Ordering::SeqCst);
     }
 
     /// Drops every open connection (both sockets close); new ones are accepted.
@@ -282,12 +301,12 @@ impl Drop for Proxy {
 pub struct Logs(Arc<Mutex<Vec<u8>>>);
 
 impl Logs {
-    /// Captures WARN and above until the guard drops.
-    pub fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+    /// Captures `level` and above until the guard drops.
+    pub fn capture(level: tracing::Level) -> (Logs, tracing::subscriber::DefaultGuard) {
         let logs = Logs::default();
         let writer = logs.clone();
         let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
+            .with_max_level(level)
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .finish();
