@@ -419,7 +419,21 @@ pub struct Serving {
 impl Serving {
     /// A new session holding `roles`, served by [`Submits`] with `body` until stopped.
     pub async fn start(ts: &TestServer, roles: &[&str], body: &str) -> Serving {
-        let op = sdk::Operator::builder(ts.url())
+        Serving::run(sdk::Operator::builder(ts.url()), roles, body).await
+    }
+
+    /// As [`Serving::start`], on a TLS server reached with `tls`.
+    pub async fn start_tls(
+        ts: &TestServer,
+        roles: &[&str],
+        body: &str,
+        tls: ClientTlsConfig,
+    ) -> Serving {
+        Serving::run(sdk::Operator::builder(ts.url()).tls(tls), roles, body).await
+    }
+
+    async fn run(builder: sdk::OperatorBuilder, roles: &[&str], body: &str) -> Serving {
+        let op = builder
             .roles(roles.iter().copied())
             .connect(Submits(body.into()))
             .await
