@@ -366,13 +366,8 @@ async fn an_sdk_operator_serves_a_task_over_tls() {
     let ts = TestServer::with_tls(tls_config(&pki, false), pki.tonic(None)).await;
     let op = Serving::start_tls(&ts, &["remote"], "over tls", pki.tonic(None)).await;
     let t = ts
-        .tasks()
-        .run_task(inline(fixture("operator.json"), json!({"input": "x"})))
-        .await
-        .expect("run")
-        .into_inner()
-        .task
-        .expect("task");
+        .run(inline(fixture("operator.json"), json!({"input": "x"})))
+        .await;
     assert_eq!(t.state(), pb::TaskState::Completed, "{}", t.error);
     assert_eq!(from_value(t.final_ctx)["output"], "over tls");
     op.stop().await;

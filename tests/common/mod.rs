@@ -103,6 +103,12 @@ impl TestServer {
         OperatorServiceClient::new(self.channel.clone())
     }
 
+    /// RunTask: the task at its end.
+    pub async fn run(&self, req: pb::RunTaskRequest) -> pb::Task {
+        let resp = self.tasks().run_task(req).await.expect("RunTask answers");
+        resp.into_inner().task.expect("a task")
+    }
+
     pub fn workers(&self) -> WorkerServiceClient<Channel> {
         WorkerServiceClient::new(self.channel.clone())
     }
