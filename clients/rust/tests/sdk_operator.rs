@@ -427,3 +427,46 @@ async fn a_reply_made_while_disconnected_is_sent_when_the_server_sends_the_reque
     );
     stop(op).await;
 }
+
+#[tokio::test]
+async fn an_existing_session_is_served_and_a_wrong_token_ends_run_with_an_error() {
+    let server = Server::ephemeral().await;
+    let mut ops = pb::operator_service_client::OperatorServiceClient::new(server.channel.clone());
+    let create = pb::CreateSessionRequest {
+        roles: vec!["remote".into()],
+    };
+    let created = ops
+        .create_session(create)
+        .await
+        .expect("session")
+        .into_inner();
+
+    let wrong = Operator::builder(server.url())
+        .session(created.sid.clone(), "not-the-token")
+        .connect(Upper::default())
+        .await
+        .expect("no call before run");
+    let err = tokio::time::timeout(std::time::Duration::from_secs(10), wrong.run())
+        .await
+        .expect("refused at once, not retried")
+        .expect_err("a wrong token");
+    assert!(
+        matches!(&err, mlua_swarm_operator::Error::Refused(s) if s.code() == tonic::Code::Unauthenticated),
+        "{err}"
+    );
+
+    let op = Operator::builder(server.url())
+        .session(created.sid, created.token)
+        .connect(Upper::default())
+        .await
+        .expect("operator");
+    let stop = op.shutdown_handle();
+    let run = tokio::spawn(op.run());
+    let id = server
+        .start_task(blueprint(&["w"], true), json!("ok"))
+        .await;
+    let t = server.wait_state(&id, pb::TaskState::Completed).await;
+    assert_eq!(output(&t, "o1"), "OK");
+    stop.shutdown();
+    run.await.expect("operator task").expect("a clean stop");
+}
