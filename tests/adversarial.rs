@@ -249,12 +249,11 @@ async fn a_session_resumes_after_a_large_accepted_reply() {
 #[tokio::test]
 async fn accepted_results_never_break_reads() {
     let ts = TestServer::start().await;
-    let mut op = Op::join(&ts, &["remote"]).await;
     let body = "z".repeat(1024 * 1024 - 64);
+    let op = Serving::start(&ts, &["remote"], &body).await;
     let mut ids = Vec::new();
     for i in 0..4 {
         let id = start(&ts, start_req(json!(format!("big {i}")))).await;
-        op.serve_until_hook_after(&ts, &body).await;
         let t = ended(&ts, &id, Duration::from_secs(10)).await;
         assert_eq!(t.state(), pb::TaskState::Completed, "{}", t.error);
         ids.push(id);
@@ -311,6 +310,7 @@ async fn accepted_results_never_break_reads() {
         .expect_err("init_ctx over the data limit");
     assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
     assert!(err.message().contains("init_ctx"), "{}", err.message());
+    op.stop().await;
 }
 
 /// Item 3: a final context that grew past what one message can carry is stored as a marker,

@@ -379,12 +379,12 @@ async fn grpc_and_websocket_operators_serve_each_others_tasks() {
     assert_eq!(from_value(t.final_ctx)["out"], "from ws");
 
     // POST /v1/tasks, served by a gRPC operator.
-    let mut op = Op::join(&ts, &["remote"]).await;
+    let op = Serving::start(&ts, &["remote"], "from grpc").await;
     let task = lg.post_task(json!({"blueprint": {"kind": "inline", "value": fixture("operator.json")}, "init_ctx": {"input": "legacy"}}));
-    op.serve_until_hook_after(&ts, "from grpc").await;
     let (status, out) = finished(task).await;
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["final_ctx"]["output"], "from grpc");
+    op.stop().await;
     ts.stop().await;
 }
 

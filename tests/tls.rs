@@ -359,3 +359,17 @@ async fn shutdown_does_not_wait_for_a_handshake_never_begun() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn an_sdk_operator_serves_a_task_over_tls() {
+    let pki = Pki::new("tls-sdk");
+    let ts = TestServer::with_tls(tls_config(&pki, false), pki.tonic(None)).await;
+    let op = Serving::start_tls(&ts, &["remote"], "over tls", pki.tonic(None)).await;
+    let t = ts
+        .run(inline(fixture("operator.json"), json!({"input": "x"})))
+        .await;
+    assert_eq!(t.state(), pb::TaskState::Completed, "{}", t.error);
+    assert_eq!(from_value(t.final_ctx)["output"], "over tls");
+    op.stop().await;
+    ts.stop().await;
+}

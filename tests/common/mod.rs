@@ -16,6 +16,7 @@ use mlua_swarm_grpc::pb::v1::operator_service_client::OperatorServiceClient;
 use mlua_swarm_grpc::pb::v1::task_service_client::TaskServiceClient;
 use mlua_swarm_grpc::pb::v1::worker_service_client::WorkerServiceClient;
 use mlua_swarm_grpc::server::{self, RunningServer};
+use mlua_swarm_operator as sdk;
 use serde_json::Value;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
@@ -100,6 +101,12 @@ impl TestServer {
 
     pub fn operators(&self) -> OperatorServiceClient<Channel> {
         OperatorServiceClient::new(self.channel.clone())
+    }
+
+    /// RunTask: the task at its end.
+    pub async fn run(&self, req: pb::RunTaskRequest) -> pb::Task {
+        let resp = self.tasks().run_task(req).await.expect("RunTask answers");
+        resp.into_inner().task.expect("a task")
     }
 
     pub fn workers(&self) -> WorkerServiceClient<Channel> {
@@ -363,8 +370,10 @@ impl Op {
     }
 }
 
-/// Reads a Spawn's prompt and submits `body` as the worker would, with the handle
-/// (`by_token` = false) or the capability token.
+/// Reads a Spawn's prompt and submits `body` as the worker would (the SDK's [`Worker`]),
+/// with the handle (`by_token` = false) or the capability token.
+///
+/// [`Worker`]: mlua_swarm_operator::Worker
 pub async fn work(
     ts: &TestServer,
     spawn: &pb::Spawn,
@@ -372,34 +381,78 @@ pub async fn work(
     outcome: pb::SubmitOutcome,
     by_token: bool,
 ) -> pb::GetPromptResponse {
-    let cred = if by_token {
-        &spawn.capability_token
-    } else {
-        &spawn.worker_handle
-    };
-    let prompt = ts
-        .workers()
-        .get_prompt(authed(
-            pb::GetPromptRequest {
-                step_id: spawn.step_id.clone(),
-            },
-            cred,
-        ))
-        .await
-        .expect("get prompt")
-        .into_inner();
-    ts.workers()
-        .submit(authed(
-            pb::SubmitRequest {
-                body: body.into(),
-                outcome: outcome as i32,
-                step_id: String::new(),
-            },
-            cred,
-        ))
-        .await
-        .expect("submit");
-    prompt
+    let mut worker = sdk::Worker::new(ts.channel.clone(), &recode(spawn));
+    if by_token {
+        worker = worker.by_capability_token();
+    }
+    let prompt = worker.get_prompt().await.expect("get prompt");
+    let outcome = sdk::SubmitOutcome::try_from(outcome as i32).expect("a known outcome");
+    worker.submit(body, outcome).await.expect("submit");
+    recode(&prompt)
+}
+
+/// A message as its twin on the other side (the SDK generates its own code from the same
+/// `proto/`, so the bytes are the same).
+pub fn recode<A: prost::Message, B: prost::Message + Default>(msg: &A) -> B {
+    B::decode(msg.encode_to_vec().as_slice()).expect("the same proto message")
+}
+
+/// The generic operator, on the SDK: approves every hook and submits `body` for every
+/// spawn.
+pub struct Submits(pub String);
+
+impl sdk::Handler for Submits {
+    async fn on_spawn(
+        &self,
+        _: sdk::pb::Spawn,
+        worker: sdk::Worker,
+    ) -> Result<Value, sdk::BoxError> {
+        worker.get_prompt().await?;
+        worker
+            .submit(self.0.as_str(), sdk::SubmitOutcome::Pass)
+            .await?;
+        Ok(Value::Null)
+    }
+}
+
+/// An SDK operator running on its own task.
+pub struct Serving {
+    stop: sdk::Shutdown,
+    run: tokio::task::JoinHandle<()>,
+    pub sid: String,
+}
+
+impl Serving {
+    /// A new session holding `roles`, served by [`Submits`] with `body` until stopped.
+    pub async fn start(ts: &TestServer, roles: &[&str], body: &str) -> Serving {
+        Serving::run(sdk::Operator::builder(ts.url()), roles, body).await
+    }
+
+    /// As [`Serving::start`], on a TLS server reached with `tls`.
+    pub async fn start_tls(
+        ts: &TestServer,
+        roles: &[&str],
+        body: &str,
+        tls: ClientTlsConfig,
+    ) -> Serving {
+        Serving::run(sdk::Operator::builder(ts.url()).tls(tls), roles, body).await
+    }
+
+    async fn run(builder: sdk::OperatorBuilder, roles: &[&str], body: &str) -> Serving {
+        let op = builder
+            .roles(roles.iter().copied())
+            .connect(Submits(body.into()))
+            .await
+            .expect("operator session");
+        let (sid, stop) = (op.sid().to_string(), op.shutdown_handle());
+        let run = tokio::spawn(async move { op.run().await.expect("operator runs") });
+        Serving { stop, run, sid }
+    }
+
+    pub async fn stop(self) {
+        self.stop.shutdown();
+        self.run.await.expect("operator task");
+    }
 }
 
 /// The next text message of a WebSocket as JSON, skipping pings (10 s); a Close frame is
