@@ -42,7 +42,7 @@ export type ConnState =
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
 
-export interface LinkEvents {
+export interface LinkEvents<S extends LinkSession = LinkSession> {
   state(s: ConnState): void;
   welcome(w: Welcome): void;
   /** A request or info frame (seq > 0) not handled yet; each seq once per server life. */
@@ -52,7 +52,7 @@ export interface LinkEvents {
   /** Everything up to `seq` is acknowledged (by us or, seen in welcome, by another client). */
   acked(seq: number): void;
   /** The session's resume state changed (persist it to survive a reload or a restart). */
-  persist?(s: LinkSession): void;
+  persist?(s: S): void;
   log(level: LogLevel, text: string): void;
 }
 
@@ -87,7 +87,7 @@ export class OperatorLink<S extends LinkSession = LinkSession> {
   constructor(
     readonly session: S,
     private readonly operators: Client<typeof OperatorService>,
-    private readonly ev: LinkEvents,
+    private readonly ev: LinkEvents<S>,
     opts: LinkOptions = {},
   ) {
     this.handled = new Set(session.handled.filter((s) => s > session.acked));

@@ -154,6 +154,7 @@ export class OperatorBase {
   private life = 0;
   private ready?: Promise<void>;
   private closedWith?: (reason: string) => void;
+  private refuseStart?: (e: Error) => void;
   /** Resolves with the reason once the operator stopped for good (stop(), or a fatal close). */
   readonly closed: Promise<string>;
 
@@ -201,6 +202,7 @@ export class OperatorBase {
     this.stopper.abort();
     for (const e of this.entries.values()) if (e.state !== "done") this.void(e, `operator ${reason}`);
     this.link?.stop(reason);
+    this.refuseStart?.(new Error(`operator ${reason} before it connected`));
     this.closedWith?.(reason);
   }
 
@@ -209,6 +211,7 @@ export class OperatorBase {
     let welcomed: () => void = () => {};
     let refused: (e: Error) => void = () => {};
     const first = new Promise<void>((res, rej) => ((welcomed = res), (refused = rej)));
+    this.refuseStart = refused;
     this.link = new OperatorLink(
       this.session,
       this.operators,

@@ -180,3 +180,32 @@ test("a stale reply surfaces as a warning and the operator keeps serving", async
   assert.equal(output(next), "done: again");
   assert.ok(!log.lines.some((l) => l.level === "error"), JSON.stringify(log.lines.filter((l) => l.level === "error")));
 });
+
+test("a session the server refuses for good: start() rejects and the operator closes", async () => {
+  const { op } = echoOperator("unused", { session: { sid: "op-00000000-0000-0000-0000-000000000000", token: "0".repeat(32) } });
+  await assert.rejects(op.start(), /NOT_FOUND|UNAUTHENTICATED/);
+  assert.match(await op.closed, /NOT_FOUND|UNAUTHENTICATED/);
+  assert.equal(op.state.kind, "closed");
+});
+
+test("a second operator resumes the session from what onSession saved", async (t) => {
+  let saved;
+  const first = echoOperator("resumed", { onSession: (s) => (saved = structuredClone(s)) });
+  cleanup(t, first.op);
+  await first.op.start();
+  const one = await finished(tasks, await startTask(tasks, blueprint("res", "resumed", 1), { input: "a" }));
+  assert.equal(one.state, TaskState.COMPLETED, one.error);
+  await until(() => saved?.acked === 3, "hook_before, spawn, hook_after acked and saved");
+  await first.op.stop();
+
+  const welcomes = [];
+  const second = echoOperator("resumed", { session: saved, onEvent: (e) => e.type === "welcome" && welcomes.push(e) });
+  cleanup(t, second.op);
+  await second.op.start();
+  assert.equal(welcomes[0].epoch, 2);
+  assert.equal(welcomes[0].replayed, 0, "nothing handled comes again");
+  const two = await finished(tasks, await startTask(tasks, blueprint("res", "resumed", 1), { input: "b" }));
+  assert.equal(two.state, TaskState.COMPLETED, two.error);
+  assert.equal(output(two), "done: b");
+  assert.equal(first.seen.spawns.length + second.seen.spawns.length, 2);
+});
