@@ -45,8 +45,8 @@ if [ -z "${CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
-say "npm ci"
-npm ci --no-audit --no-fund --loglevel=error
+say "npm ci (clients/ workspace: the console and the operator SDK it is built on, ../ts)"
+(cd .. && npm ci --no-audit --no-fund --loglevel=error)
 
 say "npm run build"
 npm run --silent build
