@@ -10,27 +10,9 @@
 # Last lines on success: node --test's summary ("# pass N", "# fail 0").
 set -euo pipefail
 cd "$(dirname "$0")"
-REPO="$(cd ../.. && pwd)"
-export MSE_GRPC_BIN="${MSE_GRPC_BIN:-$REPO/target/debug/mse-grpc}"
-
-say() { echo "clients/ts/test.sh: $*"; }
-
-if [ ! -x "$MSE_GRPC_BIN" ]; then
-  say "no server binary at $MSE_GRPC_BIN: run 'cargo build' first or set MSE_GRPC_BIN" >&2
-  exit 1
-fi
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  say "node and npm are needed (Node.js 20 or newer)" >&2
-  exit 1
-fi
-node_major="$(node -p 'process.versions.node.split(".")[0]')"
-if [ "$node_major" -lt 20 ]; then
-  say "Node.js $(node --version) is too old: 20 or newer is needed" >&2
-  exit 1
-fi
-
-say "npm ci (clients/ workspace)"
-(cd .. && npm ci --no-audit --no-fund --loglevel=error)
+NAME=clients/ts/test.sh
+# shellcheck source=../node-env.sh
+source ../node-env.sh
 
 say "npm run build"
 npm run --silent build

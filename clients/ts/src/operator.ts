@@ -3,78 +3,37 @@
 // whose Send failed, voids what a server restart voided, and never lets a handler's error
 // escape: a throwing handler becomes a rejection, a failed spawn or an error answer.
 
-import { create, type JsonValue } from "@bufbuild/protobuf";
 import { Code, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import {
-  AnswerSchema,
-  HookAckSchema,
   NoticeCode,
   OperatorService,
   SendOutcome,
-  SpawnAckSchema,
   type Ask,
-  type Cancel,
   type ClientFrame,
-  type HookAfter,
   type HookBefore,
   type ServerFrame,
   type Spawn,
   type Welcome,
 } from "./gen/mlua_swarm/v1/operator_pb.js";
 import { WorkerService } from "./gen/mlua_swarm/v1/worker_pb.js";
+import {
+  askReply,
+  hookReply,
+  safe,
+  settle,
+  spawnReply,
+  tooLarge,
+  type Handlers,
+  type HandlerContext,
+  type Logger,
+  type Maybe,
+  type NoticeName,
+  type OperatorEvent,
+  type OperatorNotice,
+} from "./handlers.js";
 import { OperatorLink, type ConnState, type LinkSession, type LogLevel } from "./link.js";
-import { accessHeaders, backoff, bearer, DEFAULT_BACKOFF, delay, errorCode, errorText, jsonToValue, retryable, valueToJson, type Backoff } from "./rpc.js";
+import { accessHeaders, backoff, bearer, DEFAULT_BACKOFF, delay, errorCode, errorText, retryable, valueToJson, type Backoff } from "./rpc.js";
 import { Worker } from "./worker.js";
-
-/** Where log lines go (default: `console`, without debug lines). */
-export type Logger = { [L in LogLevel]?: (text: string) => void };
-
-/** What every handler gets besides its frame. */
-export interface HandlerContext {
-  /** The frame's seq (the first one, if the request came again). */
-  seq: number;
-  /** Aborted when the request is withdrawn (`cancel`), voided by a server restart, or the operator stops. */
-  signal: AbortSignal;
-  /** The session's epoch when the frame arrived. */
-  epoch: number;
-}
-
-/** A hook verdict: approve (`ok: true`) or reject with a reason (it becomes the task's error). */
-export interface HookVerdict {
-  ok: boolean;
-  reason?: string;
-}
-
-/** An `ask` with its question as plain JSON. */
-export type AskRequest = Omit<Ask, "question" | "$typeName"> & { question: JsonValue };
-
-/** A `hook_after` with its result as plain JSON. */
-export type HookAfterInfo = Omit<HookAfter, "result" | "$typeName"> & { result: JsonValue };
-
-type Maybe<T> = T | Promise<T>;
-
-export interface Handlers {
-  /** Approve or reject a spawn. No handler, `true` or nothing: approve. Throwing rejects with the error. */
-  onHookBefore?(hook: HookBefore, ctx: HandlerContext): Maybe<HookVerdict | boolean | void>;
-  /**
-   * Run a spawned step: `worker` calls GetPrompt / Submit with the spawn's credentials.
-   * The return value is the ack's value (used only if the worker submitted nothing);
-   * throwing fails the step with the error's message.
-   */
-  onSpawn?(spawn: Spawn, worker: Worker, ctx: HandlerContext): Maybe<JsonValue | void>;
-  /** Answer a question (a worker reported blocked). Throwing answers `{"error": message}`. */
-  onAsk?(ask: AskRequest, ctx: HandlerContext): Maybe<JsonValue>;
-  /** A spawn finished (informational). */
-  onHookAfter?(info: HookAfterInfo, ctx: HandlerContext): Maybe<void>;
-  /** A request was withdrawn; its handler's signal is aborted and its reply will not be sent. */
-  onCancel?(cancel: Cancel, ctx: HandlerContext): Maybe<void>;
-  /** A client frame was not used (a stream `notice`, or a Send outcome other than ACCEPTED). Default: a warning. */
-  onNotice?(notice: OperatorNotice): void;
-  /** Connection changes, welcomes (epoch, server restarts) and the end of the operator. */
-  onEvent?(event: OperatorEvent): void;
-  /** The resume state changed: keep it to resume the session after a process restart. */
-  onSession?(session: LinkSession): void;
-}
 
 export interface OperatorOptions extends Handlers {
   /** The server, e.g. `http://127.0.0.1:7777`. Needed unless `transport` is given. */
@@ -94,22 +53,6 @@ export interface OperatorOptions extends Handlers {
   /** Log sink (default: console without debug). `null` silences it. */
   logger?: Logger | null;
 }
-
-/** Short names of notice codes: DUPLICATE, STALE, UNKNOWN_REQ, WRONG_KIND, INVALID_FRAME, TOO_LARGE. */
-export type NoticeName = keyof typeof NoticeCode;
-
-export interface OperatorNotice {
-  code: NoticeName;
-  reqId: string;
-  message: string;
-  /** `stream`: a notice frame; `send`: the outcome of a Send. */
-  source: "stream" | "send";
-}
-
-export type OperatorEvent =
-  | { type: "state"; state: ConnState }
-  | { type: "welcome"; sid: string; epoch: number; ackedSeq: number; replayed: number; serverRestarted: boolean; welcome: Welcome }
-  | { type: "closed"; reason: string };
 
 export type TransportFactory = (opts: { baseUrl: string; interceptors: Interceptor[] }) => Transport;
 
@@ -332,39 +275,15 @@ export class OperatorBase {
 
   private async serve(e: Entry, seq: number, req: HookBefore | Spawn | Ask): Promise<void> {
     const ctx = this.ctx(seq, e.abort.signal);
-    let reply: ClientFrame["body"];
-    if (e.kind === "hookBefore") {
-      const hook = req as HookBefore;
-      let verdict: HookVerdict;
-      try {
-        const v = await this.opts.onHookBefore?.(hook, ctx);
-        verdict = v === undefined || v === true ? { ok: true } : v === false ? { ok: false, reason: "rejected by the operator" } : v;
-      } catch (err) {
-        verdict = { ok: false, reason: errorText(err) };
-      }
-      reply = { case: "hookAck", value: create(HookAckSchema, { reqId: e.reqId, ok: verdict.ok, reason: verdict.reason ?? "" }) };
-    } else if (e.kind === "spawn") {
-      const spawn = req as Spawn;
-      try {
-        if (!this.opts.onSpawn) throw new Error("this operator has no onSpawn handler");
-        const v = await this.opts.onSpawn(spawn, new Worker(spawn, this.workers, e.abort.signal, this.access), ctx);
-        reply = { case: "spawnAck", value: create(SpawnAckSchema, { reqId: e.reqId, value: v === undefined ? undefined : jsonToValue(v) }) };
-      } catch (err) {
-        if (!e.voided) this.log("warn", `spawn ${spawn.stepId} (${spawn.agent}) failed: ${errorText(err)}`);
-        reply = { case: "spawnAck", value: create(SpawnAckSchema, { reqId: e.reqId, ok: false, error: errorText(err) || "spawn failed" }) };
-      }
-    } else {
-      const { $typeName: _, question, ...rest } = req as Ask;
-      let answer: JsonValue;
-      try {
-        if (!this.opts.onAsk) throw new Error("this operator has no onAsk handler");
-        answer = await this.opts.onAsk({ ...rest, question: valueToJson(question) }, ctx);
-      } catch (err) {
-        if (!e.voided) this.log("warn", `ask ${e.reqId} failed: ${errorText(err)}`);
-        answer = { error: errorText(err) };
-      }
-      reply = { case: "answer", value: create(AnswerSchema, { reqId: e.reqId, value: jsonToValue(answer ?? null) }) };
-    }
+    const onError = (what: string, err: unknown) => {
+      if (!e.voided) this.log("warn", `${what} failed: ${errorText(err)}`);
+    };
+    const reply =
+      e.kind === "hookBefore"
+        ? await hookReply(this.opts, req as HookBefore, ctx)
+        : e.kind === "spawn"
+          ? await spawnReply(this.opts, req as Spawn, new Worker(req as Spawn, this.workers, e.abort.signal, this.access), ctx, onError)
+          : await askReply(this.opts, req as Ask, ctx, onError);
     await this.deliver(e, reply);
   }
 
@@ -454,28 +373,3 @@ const consoleLogger: Logger = {
   warn: (t) => console.warn(t),
   error: (t) => console.error(t),
 };
-
-/** Runs `fn`; resolves with its error, or undefined. */
-async function settle(fn: () => Maybe<unknown>): Promise<unknown> {
-  try {
-    await fn();
-    return undefined;
-  } catch (e) {
-    return e ?? new Error("handler threw");
-  }
-}
-
-function safe(fn: () => void, onError: (e: unknown) => void): void {
-  try {
-    fn();
-  } catch (e) {
-    onError(e);
-  }
-}
-
-function tooLarge(reqId: string, reply: ClientFrame["body"]): ClientFrame["body"] {
-  const error = "the reply is over the server's data limit (--max-data-bytes)";
-  return reply.case === "answer"
-    ? { case: "answer", value: create(AnswerSchema, { reqId, value: jsonToValue({ error }) }) }
-    : { case: "spawnAck", value: create(SpawnAckSchema, { reqId, ok: false, error }) };
-}

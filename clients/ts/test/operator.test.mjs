@@ -209,3 +209,28 @@ test("a second operator resumes the session from what onSession saved", async (t
   assert.equal(output(two), "done: b");
   assert.equal(first.seen.spawns.length + second.seen.spawns.length, 2);
 });
+
+test("pings are answered: a stream stays up past 3 ping intervals", async (t) => {
+  const pinging = await startServer({ name: "pings", args: ["--ping-interval-secs", "1"] });
+  t.after(() => pinging.stop());
+  let pongs = 0;
+  const welcomes = [];
+  const op = new Operator({
+    baseUrl: pinging.base,
+    roles: ["pinged"],
+    logger: null,
+    interceptors: [
+      (next) => async (req) => {
+        if (req.method.name === "Send" && req.message.frame?.body.case === "pong") pongs++;
+        return next(req);
+      },
+    ],
+    onEvent: (e) => e.type === "welcome" && welcomes.push(e),
+  });
+  cleanup(t, op);
+  await op.start();
+  // The server closes a stream that sent nothing for 3 intervals; 4 pongs is past that.
+  await until(() => pongs >= 4, "4 pongs", 15_000);
+  assert.equal(welcomes.length, 1, "no reconnect");
+  assert.equal(op.state.kind, "connected");
+});
