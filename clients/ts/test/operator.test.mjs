@@ -234,3 +234,25 @@ test("pings are answered: a stream stays up past 3 ping intervals", async (t) =>
   assert.equal(welcomes.length, 1, "no reconnect");
   assert.equal(op.state.kind, "connected");
 });
+
+test("the browser build (connect-web, fetch) serves a task too", async (t) => {
+  // What bundlers and browsers get (the package's default export condition); Node 20 has fetch.
+  const web = await import("../dist/index.js");
+  const seen = [];
+  const op = new web.Operator({
+    baseUrl: server.base,
+    roles: ["fetched"],
+    logger: null,
+    onSpawn: async (spawn, worker) => {
+      seen.push(spawn.reqId);
+      const p = await worker.getPrompt();
+      await worker.submit(`web: ${p.prompt}`);
+    },
+  });
+  cleanup(t, op);
+  await op.start();
+  const task = await finished(tasks, await startTask(tasks, blueprint("web", "fetched", 1), { input: "hi" }));
+  assert.equal(task.state, TaskState.COMPLETED, task.error);
+  assert.equal(output(task), "web: hi");
+  assert.equal(seen.length, 1);
+});
