@@ -17,25 +17,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 WEB="$(pwd)"
-REPO="$(cd ../.. && pwd)"
-export MSE_GRPC_BIN="${MSE_GRPC_BIN:-$REPO/target/debug/mse-grpc}"
-
-say() { echo "clients/web/test.sh: $*"; }
-
-if [ ! -x "$MSE_GRPC_BIN" ]; then
-  say "no server binary at $MSE_GRPC_BIN: run 'cargo build' first or set MSE_GRPC_BIN" >&2
-  exit 1
-fi
-
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  say "node and npm are needed (Node.js 20 or newer)" >&2
-  exit 1
-fi
-node_major="$(node -p 'process.versions.node.split(".")[0]')"
-if [ "$node_major" -lt 20 ]; then
-  say "Node.js $(node --version) is too old: 20 or newer is needed (playwright-core)" >&2
-  exit 1
-fi
+NAME=clients/web/test.sh
+# shellcheck source=../node-env.sh
+source ../node-env.sh
 
 if [ -z "${CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then
   say "installing chromium (apt)"
@@ -44,9 +28,6 @@ if [ -z "${CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
-
-say "npm ci"
-npm ci --no-audit --no-fund --loglevel=error
 
 say "npm run build"
 npm run --silent build

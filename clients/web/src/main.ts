@@ -2,7 +2,7 @@
 // pending frames and activity (right).
 
 import { h, replace } from "./dom";
-import { NoticeCode, type ServerFrame } from "./gen/mlua_swarm/v1/operator_pb";
+import { NoticeCode, type ServerFrame } from "@mlua-swarm/operator/gen/operator_pb";
 import { OperatorLink, type ConnState } from "./operator";
 import { errorText, pretty, valueToJson } from "./rpc";
 import { clearSession, loadSession, saveSession, type SavedSession } from "./store";

@@ -1,15 +1,15 @@
 // gRPC-Web clients for the server this page was loaded from, and JSON helpers for the
-// google.protobuf.Value fields.
+// google.protobuf.Value fields (the error and Value helpers are the SDK's).
 
-import { fromJson, toJson, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
-import { ValueSchema, timestampDate, type Timestamp, type Value } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
+import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { apiTokenInterceptor } from "./auth";
-import { BlueprintService } from "./gen/mlua_swarm/v1/blueprint_pb";
-import { OperatorService } from "./gen/mlua_swarm/v1/operator_pb";
-import { ServerService } from "./gen/mlua_swarm/v1/server_pb";
-import { TaskService } from "./gen/mlua_swarm/v1/task_pb";
+import { BlueprintService } from "@mlua-swarm/operator/gen/blueprint_pb";
+import { OperatorService } from "@mlua-swarm/operator/gen/operator_pb";
+import { ServerService } from "@mlua-swarm/operator/gen/server_pb";
+import { TaskService } from "@mlua-swarm/operator/gen/task_pb";
 
 // Every call carries the API token if this tab has one (see auth.ts).
 const transport = createGrpcWebTransport({ baseUrl: location.origin, interceptors: [apiTokenInterceptor] });
@@ -19,35 +19,7 @@ export const tasks = createClient(TaskService, transport);
 export const blueprints = createClient(BlueprintService, transport);
 export const server = createClient(ServerService, transport);
 
-/** Call options carrying a session token. */
-export function bearer(token: string, signal?: AbortSignal): { headers: Record<string, string>; signal?: AbortSignal } {
-  return { headers: { authorization: `Bearer ${token}` }, signal };
-}
-
-/** "NOT_FOUND: operator session op-… not found" for RPC errors, the message otherwise. */
-export function errorText(e: unknown): string {
-  if (e instanceof ConnectError) {
-    const name = Code[e.code] ?? String(e.code);
-    const snake = name.replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
-    return `${snake}: ${e.rawMessage || "(no message)"}`;
-  }
-  if (e instanceof Error) return e.message;
-  return String(e);
-}
-
-export function errorCode(e: unknown): Code | undefined {
-  return e instanceof ConnectError ? e.code : undefined;
-}
-
-export { Code };
-
-export function valueToJson(v: Value | undefined): JsonValue {
-  return v === undefined ? null : toJson(ValueSchema, v);
-}
-
-export function jsonToValue(j: JsonValue): Value {
-  return fromJson(ValueSchema, j);
-}
+export { bearer, Code, errorCode, errorText, jsonToValue, valueToJson } from "@mlua-swarm/operator";
 
 /** Pretty JSON for display. */
 export function pretty(j: JsonValue | undefined): string {

@@ -13,7 +13,7 @@ import {
   type HookBefore,
   type ServerFrame,
   type Spawn,
-} from "../gen/mlua_swarm/v1/operator_pb";
+} from "@mlua-swarm/operator/gen/operator_pb";
 import { jsonToValue, parseJson, pretty, valueToJson } from "../rpc";
 import type { Ctx } from "./context";
 

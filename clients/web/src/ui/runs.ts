@@ -2,7 +2,7 @@
 // INTERRUPTED task and the "Rerun from step" form of a finished or interrupted one.
 
 import { clock, h, replace } from "../dom";
-import { RunEnd, RunStart, TaskState, type Task, type TaskRun } from "../gen/mlua_swarm/v1/task_pb";
+import { RunEnd, RunStart, TaskState, type Task, type TaskRun } from "@mlua-swarm/operator/gen/task_pb";
 import { errorText, tasks, tsMillis } from "../rpc";
 import type { Ctx } from "./context";
 import { shortId } from "./frames";

@@ -3,7 +3,7 @@
 // polled every 2 s. A failed poll greys the strip out (logged once, never in the banner).
 
 import { h } from "../dom";
-import type { GetStatsResponse } from "../gen/mlua_swarm/v1/server_pb";
+import type { GetStatsResponse } from "@mlua-swarm/operator/gen/server_pb";
 import { errorText, server } from "../rpc";
 import type { Ctx } from "./context";
 

@@ -3,7 +3,7 @@
 // have no stored version to read).
 
 import type { JsonValue } from "@bufbuild/protobuf";
-import type { Task } from "../gen/mlua_swarm/v1/task_pb";
+import type { Task } from "@mlua-swarm/operator/gen/task_pb";
 import { blueprints } from "../rpc";
 
 /** Blueprint step refs by `id@version`; a failed read is not cached. */

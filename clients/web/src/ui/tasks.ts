@@ -4,7 +4,7 @@
 // task's details hold its runs, with Resume / Rerun from step (./runs).
 
 import { duration, h, replace } from "../dom";
-import { TaskState, type Task, type TaskEvent } from "../gen/mlua_swarm/v1/task_pb";
+import { TaskState, type Task, type TaskEvent } from "@mlua-swarm/operator/gen/task_pb";
 import { backoff } from "../operator";
 import { Code, errorCode, errorText, pretty, tasks, tsMillis, valueToJson } from "../rpc";
 import type { Ctx } from "./context";
