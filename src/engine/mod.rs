@@ -80,6 +80,8 @@ pub struct EngineHost {
     durable: bool,
     /// Interrupted tasks waiting for the operator sessions they need.
     parked: Mutex<std::collections::HashSet<String>>,
+    /// The registered operator sessions by seat (sid and roles), to tell which are attached.
+    seats: Mutex<HashMap<String, Arc<dyn OperatorBackend>>>,
     steps: Mutex<HashMap<String, String>>,
     running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
     runs_changed: tokio::sync::Notify,

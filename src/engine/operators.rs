@@ -70,6 +70,9 @@ pub trait OperatorBackend: Send + Sync {
     ) -> Result<SpawnReply, OperatorRequestError>;
     /// Asks the operator a question and waits for the answer.
     async fn ask(&self, step: StepContext, question: Value) -> Result<Value, OperatorRequestError>;
+    /// True while a stream is attached: an interrupted run waiting for this seat resumes
+    /// only then, so it does not burn its TTL while nobody listens.
+    fn is_attached(&self) -> bool;
 }
 
 impl EngineHost {
@@ -82,10 +85,11 @@ impl EngineHost {
         backend: Arc<dyn OperatorBackend>,
     ) {
         let adapter = Arc::new(EngineOperator {
-            backend,
+            backend: backend.clone(),
             host: Arc::downgrade(self),
         });
         for seat in std::iter::once(sid).chain(roles.iter().map(String::as_str)) {
+            lock(&self.seats).insert(seat.to_string(), backend.clone());
             self.engine.register_operator(seat, adapter.clone()).await;
             self.engine.register_spawn_hook(seat, adapter.clone()).await;
             self.engine
@@ -95,9 +99,15 @@ impl EngineHost {
         }
     }
 
+    /// True if the session holding `seat` (a sid or a role) has a stream attached.
+    pub(super) fn seat_attached(&self, seat: &str) -> bool {
+        lock(&self.seats).get(seat).is_some_and(|b| b.is_attached())
+    }
+
     /// Removes a session's registrations; the next launch naming it fails to compile.
     pub async fn unregister_operator(&self, sid: &str, roles: &[String]) {
         for seat in std::iter::once(sid).chain(roles.iter().map(String::as_str)) {
+            lock(&self.seats).remove(seat);
             self.engine.unregister_operator(seat).await;
             self.engine.unregister_spawn_hook(seat).await;
             self.engine.unregister_senior_bridge(seat).await;

@@ -115,6 +115,7 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
         resume: settings.resume,
         durable: matches!(settings.storage, Storage::Dir(_)),
         parked: Mutex::new(Default::default()),
+        seats: Mutex::new(HashMap::new()),
         steps: Mutex::new(HashMap::new()),
         running: Mutex::new(HashMap::new()),
         runs_changed: tokio::sync::Notify::new(),

@@ -129,6 +129,10 @@ fn unexpected(reply: Reply) -> OperatorRequestError {
 
 #[async_trait]
 impl OperatorBackend for OperatorSession {
+    fn is_attached(&self) -> bool {
+        self.attached_epoch().is_some()
+    }
+
     async fn hook_before(
         &self,
         step: StepContext,

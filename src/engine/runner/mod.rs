@@ -101,10 +101,14 @@ impl EngineHost {
             loop {
                 let rec = self.get_task(task_id).await?;
                 if rec.state.is_terminal() {
+                    // The end is reported only once it would survive a kill.
+                    self.tasks.settled(task_id).await?;
                     return Ok(rec);
                 }
                 if changed.changed().await.is_err() {
-                    return self.get_task(task_id).await;
+                    let rec = self.get_task(task_id).await?;
+                    self.tasks.settled(task_id).await?;
+                    return Ok(rec);
                 }
             }
         };

@@ -167,17 +167,16 @@ impl EngineHost {
         });
     }
 
-    /// The seats (sids, roles) a task's launch needs that no session holds now.
+    /// The seats (sids, roles) a task's launch needs that no attached session holds now.
     async fn missing_seats(&self, task_id: &str) -> Result<Vec<String>> {
         let rec = self.get_task(task_id).await?;
         let launch = stored_launch(&rec)?;
         let (bp, _) = self.resolve(launch.blueprint.clone()).await?;
-        let registered = self.engine.list_operator_ids().await;
         let mut needed: Vec<String> = bp.operators.iter().map(|o| o.name.clone()).collect();
         needed.extend(launch.operator_sid.clone());
         needed.extend(launch.operator.spawn_hook_id.clone());
         needed.extend(launch.operator.senior_bridge_id.clone());
-        needed.retain(|s| !s.trim().is_empty() && !registered.iter().any(|r| r == s));
+        needed.retain(|s| !s.trim().is_empty() && !self.seat_attached(s));
         needed.sort();
         needed.dedup();
         Ok(needed)

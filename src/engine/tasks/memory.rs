@@ -16,7 +16,7 @@ use crate::error::Result;
 
 struct Entry {
     record: TaskRecord,
-    /// Consecutive seqs, oldest first: the event with seq `s` sits at `s - front.seq`.
+    /// Ascending seqs, oldest first (consecutive unless restored after a kill).
     events: VecDeque<TaskEvent>,
     next_seq: u64,
     dispatched: HashSet<String>,
@@ -40,10 +40,11 @@ impl Entry {
         self.notify.send_replace(seq);
     }
 
-    /// Events with seq > `after`, at most `limit`, found by index rather than by a scan.
+    /// Events with seq > `after`, at most `limit`, found by binary search rather than by
+    /// a scan. Seqs ascend but may have gaps: a history restored after a kill can miss
+    /// an event whose write the kill beat while a later one was committed.
     fn events_after(&self, after: u64, limit: usize) -> Vec<TaskEvent> {
-        let first = self.events.front().map_or(self.next_seq, |e| e.seq);
-        let skip = usize::try_from((after + 1).saturating_sub(first)).unwrap_or(usize::MAX);
+        let skip = self.events.partition_point(|e| e.seq <= after);
         self.events.iter().skip(skip).take(limit).cloned().collect()
     }
 }
@@ -440,6 +441,34 @@ mod tests {
 
     fn seqs(events: &[TaskEvent]) -> Vec<u64> {
         events.iter().map(|e| e.seq).collect()
+    }
+
+    #[tokio::test]
+    async fn a_history_restored_with_a_gap_still_takes_new_events() {
+        // A kill can beat the write of event 3 while event 4 was committed.
+        let event = |seq, kind| TaskEvent {
+            seq,
+            at: SystemTime::now(),
+            task_id: "t1".into(),
+            kind,
+        };
+        let reg = TaskRegistry::new(10);
+        reg.restore(
+            running("t1"),
+            vec![
+                event(1, step("ST-1")),
+                event(2, finished("ST-1", true)),
+                event(4, finished("ST-2", true)),
+            ],
+        );
+        let (_, seq) = reg
+            .interrupt_noting("t1", "server restart")
+            .expect("interrupt");
+        assert_eq!(seq, 5);
+        assert_eq!(reg.event("t1", 5).map(|e| e.seq), Some(5));
+        assert_eq!(reg.event("t1", 4).map(|e| e.seq), Some(4));
+        let after_two = reg.events_after("t1", 2, 10).await.expect("events");
+        assert_eq!(seqs(&after_two.expect("task")), vec![4, 5]);
     }
 
     #[tokio::test]

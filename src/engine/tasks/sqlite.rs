@@ -42,6 +42,8 @@ pub struct SqliteTaskStore {
     mem: TaskRegistry,
     isle: AsyncIsle,
     path: PathBuf,
+    /// Woken after every write, for [`TaskStore::settled`].
+    written: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for SqliteTaskStore {
@@ -106,6 +108,7 @@ impl SqliteTaskStore {
             mem,
             isle,
             path: path.to_path_buf(),
+            written: tokio::sync::Notify::new(),
         };
         Ok((store, driver))
     }
@@ -124,7 +127,8 @@ impl SqliteTaskStore {
         let kept = sql_int(EVENTS_KEPT as u64);
         let dropped = w.dropped;
         let path = self.path.clone();
-        self.isle
+        let written = self
+            .isle
             .call_write(move |tx| {
                 tx.prepare_cached(
                     "INSERT OR IGNORE INTO task_events (task_id, seq, at_ms, kind) \
@@ -154,7 +158,24 @@ impl SqliteTaskStore {
             .await
             .map_err(|e| {
                 Error::Unavailable(format!("task store {} write failed: {e}", path.display()))
+            });
+        self.written.notify_waiters();
+        written
+    }
+
+    /// True once the row of `task_id` on disk is finished, or gone (retention dropped
+    /// it, after its end).
+    async fn end_on_disk(&self, task_id: &str) -> Result<bool> {
+        let id = task_id.to_string();
+        self.isle
+            .call(move |conn| {
+                conn.prepare_cached("SELECT finished_ms IS NOT NULL FROM tasks WHERE task_id = ?1")?
+                    .query_row([id], |r| r.get::<_, bool>(0))
+                    .optional()
+                    .map(|finished| finished.unwrap_or(true))
             })
+            .await
+            .map_err(|e| Error::Unavailable(format!("task store read failed: {e}")))
     }
 
     fn event(&self, task_id: &str, seq: u64) -> Result<TaskEvent> {
@@ -163,6 +184,10 @@ impl SqliteTaskStore {
             .ok_or_else(|| Error::Internal(format!("event {seq} of {task_id} vanished")))
     }
 }
+
+/// How long a caller waits for a task's end to be committed before it is told to read
+/// the task again.
+const SETTLE_WAIT: Duration = Duration::from_secs(10);
 
 type LoadedTask = (String, Option<String>, Vec<(u64, u64, String)>);
 
@@ -286,6 +311,10 @@ impl TaskStore for SqliteTaskStore {
         self.mem.subscribe(task_id).await
     }
 
+    async fn settled(&self, task_id: &str) -> Result<()> {
+        self.wait_settled(task_id).await
+    }
+
     async fn len(&self) -> Result<usize> {
         self.mem.len().await
     }
@@ -312,6 +341,30 @@ impl SqliteTaskStore {
         })
         .await?;
         Ok(Some(record))
+    }
+
+    /// See [`TaskStore::settled`]: waits for the end's commit, at most [`SETTLE_WAIT`].
+    async fn wait_settled(&self, task_id: &str) -> Result<()> {
+        let wait = async {
+            loop {
+                let written = self.written.notified();
+                tokio::pin!(written);
+                written.as_mut().enable();
+                if self.end_on_disk(task_id).await? {
+                    return Ok(());
+                }
+                written.await;
+            }
+        };
+        tokio::time::timeout(SETTLE_WAIT, wait)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Unavailable(format!(
+                    "the end of task {task_id} is not stored in {} yet; read it again with \
+                     GetTask",
+                    self.path.display()
+                )))
+            })
     }
 
     /// Number of task rows on disk (tests, the census).

@@ -85,6 +85,13 @@ pub trait TaskStore: Send + Sync {
     /// It closes when the task is dropped.
     async fn subscribe(&self, task_id: &str) -> Result<Option<watch::Receiver<u64>>>;
 
+    /// Resolves once the end of `task_id` is durable. Readers see a change as it is made,
+    /// before its commit; a caller about to report an end waits here first, so what it
+    /// reports survives a kill. At once for the in-memory store.
+    async fn settled(&self, _task_id: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// Number of tasks held (running and retained finished ones).
     async fn len(&self) -> Result<usize>;
 
