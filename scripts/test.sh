@@ -21,6 +21,7 @@ echo "== clients/grpcurl"
 bash clients/grpcurl/test.sh
 echo "== clients/python"
 bash clients/python/test.sh
-echo "== clients/ts" && bash clients/ts/test.sh
+echo "== clients/ts"
+bash clients/ts/test.sh
 echo "== clients/web"
 bash clients/web/test.sh
