@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -24,6 +24,8 @@ use serde_json::json;
 
 /// gRPC's UNAUTHENTICATED.
 const GRPC_UNAUTHENTICATED: &[u8] = b"16";
+/// Built once: a lookup by `&str` parses the name on every call.
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// The budget: `failures` failed checks per `window`; past it, a cool-down of `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +140,7 @@ pub async fn check(State(brake): State<Arc<Brake>>, request: Request, next: Next
     if response.status() == StatusCode::UNAUTHORIZED
         || response
             .headers()
-            .get("grpc-status")
+            .get(&GRPC_STATUS)
             .map(HeaderValue::as_bytes)
             == Some(GRPC_UNAUTHENTICATED)
     {
@@ -152,7 +154,7 @@ pub async fn check(State(brake): State<Arc<Brake>>, request: Request, next: Next
     response.map(|body| {
         Body::new(body.map_frame(move |frame| {
             if let Some(trailers) = frame.trailers_ref() {
-                if trailers.get("grpc-status").map(HeaderValue::as_bytes)
+                if trailers.get(&GRPC_STATUS).map(HeaderValue::as_bytes)
                     == Some(GRPC_UNAUTHENTICATED)
                 {
                     brake.failed(ip);

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{header, HeaderMap, Response};
+use axum::http::{header, HeaderMap, HeaderName, Response};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use std::collections::{HashMap, HashSet};
@@ -308,8 +308,11 @@ impl Metered {
     }
 }
 
+/// Built once: a lookup by `&str` parses the name on every call.
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
 fn grpc_status(headers: &HeaderMap) -> Option<&'static str> {
-    let value = headers.get("grpc-status")?.to_str().ok()?;
+    let value = headers.get(&GRPC_STATUS)?.to_str().ok()?;
     Some(grpc_code_name(value.trim().parse().ok()?))
 }
 
