@@ -337,7 +337,7 @@ async fn a_server_restart_mid_flow_redispatches_only_the_step_in_flight() {
 
 #[tokio::test]
 async fn a_stale_reply_is_a_logged_warning_and_the_operator_keeps_serving() {
-    let (logs, _guard) = Logs::capture(tracing::Level::WARN);
+    let logs = Logs::global();
     let server = Server::ephemeral().await;
     let handler = Holds::new("s1", true);
     let (inside, seen) = (handler.inside.clone(), handler.upper.seen.clone());
@@ -353,16 +353,23 @@ async fn a_stale_reply_is_a_logged_warning_and_the_operator_keeps_serving() {
     server.tasks().cancel_task(cancel).await.expect("cancel");
     server.wait_state(&id, pb::TaskState::Cancelled).await;
     // The handler replies once cancelled; the server answers notice{STALE}.
+    let spawned = seen
+        .all()
+        .into_iter()
+        .find(|e| e.starts_with("spawn s1 "))
+        .expect("the spawn was seen");
+    let req_id = format!("req_id={}", spawned.rsplit(' ').next().expect("req_id"));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !logs.text().contains("Stale") {
+    while logs.lines_with(&["Stale", &req_id]).is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
-            "no warning:\n{}",
+            "no warning for {req_id}:\n{}",
             logs.text()
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert!(logs.text().contains("WARN"), "{}", logs.text());
+    let warned = logs.lines_with(&["Stale", &req_id]);
+    assert!(warned[0].contains("WARN"), "{warned:?}");
     assert!(
         seen.all().iter().any(|e| e.contains("changed my mind")),
         "on_cancel saw the reason: {:?}",
@@ -399,7 +406,7 @@ impl Handler for ValueWhenReleased {
 
 #[tokio::test]
 async fn a_reply_made_while_disconnected_is_sent_when_the_server_sends_the_request_again() {
-    let (logs, _guard) = Logs::capture(tracing::Level::DEBUG);
+    let logs = Logs::global();
     let server = Server::ephemeral().await;
     let proxy = Proxy::start(server.addr).await;
     let handler = ValueWhenReleased::default();
@@ -420,8 +427,12 @@ async fn a_reply_made_while_disconnected_is_sent_when_the_server_sends_the_reque
     let t = server.wait_state(&id, pb::TaskState::Completed).await;
     assert_eq!(output(&t, "o1"), "from the ack");
     assert_eq!(seen.counts()["spawn s1"], 1, "{:?}", seen.all());
+    let spawned = seen.all()[0].clone();
+    let req_id = format!("req_id={}", spawned.rsplit(' ').next().expect("req_id"));
     assert!(
-        logs.text().contains("already handled: reply again"),
+        !logs
+            .lines_with(&["already handled: reply again", &req_id])
+            .is_empty(),
         "{}",
         logs.text()
     );

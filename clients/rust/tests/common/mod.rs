@@ -301,16 +301,33 @@ impl Drop for Proxy {
 pub struct Logs(Arc<Mutex<Vec<u8>>>);
 
 impl Logs {
-    /// Captures `level` and above until the guard drops.
-    pub fn capture(level: tracing::Level) -> (Logs, tracing::subscriber::DefaultGuard) {
-        let logs = Logs::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(level)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
+    /// Everything the test process logs at DEBUG and above, from the first call on. One
+    /// global subscriber: a per-thread one (`set_default`) raced with the other tests'
+    /// threads over tracing's cached callsite interest and missed lines now and then.
+    /// Tests share it, so each looks for lines naming its own request.
+    pub fn global() -> Logs {
+        static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
+        LOGS.get_or_init(|| {
+            let logs = Logs::default();
+            let writer = logs.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::DEBUG)
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
+            logs
+        })
+        .clone()
+    }
+
+    /// The captured lines that contain every one of `parts`.
+    pub fn lines_with(&self, parts: &[&str]) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| parts.iter().all(|p| l.contains(p)))
+            .map(str::to_string)
+            .collect()
     }
 
     pub fn text(&self) -> String {
