@@ -8,14 +8,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use rusqlite::{params, OptionalExtension};
+use rusqlite::OptionalExtension;
 use rusqlite_isle::{AsyncIsle, AsyncIsleDriver};
 use tokio::sync::watch;
 
+use super::group::{GroupWriter, Write};
 use super::memory::EvictHook;
 use super::{
-    unix_ms, RunStart, TaskEvent, TaskEventKind, TaskPosition, TaskRecord, TaskRegistry, TaskState,
-    TaskStore, EVENTS_KEPT,
+    RunStart, TaskEvent, TaskEventKind, TaskPosition, TaskRecord, TaskRegistry, TaskState,
+    TaskStore,
 };
 use crate::engine::census::StructureCounts;
 use crate::error::{Error, Result};
@@ -40,10 +41,8 @@ CREATE TABLE IF NOT EXISTS task_events (
 /// The SQLite [`TaskStore`] (`tasks.sqlite` under the data dir).
 pub struct SqliteTaskStore {
     mem: TaskRegistry,
-    isle: AsyncIsle,
+    writer: Arc<GroupWriter>,
     path: PathBuf,
-    /// Woken after every write, for [`TaskStore::settled`].
-    written: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for SqliteTaskStore {
@@ -52,14 +51,6 @@ impl std::fmt::Debug for SqliteTaskStore {
             .field("path", &self.path)
             .finish_non_exhaustive()
     }
-}
-
-/// One change, written in one transaction: the event, the record it produced, and the
-/// tasks retention dropped.
-struct Write {
-    record: TaskRecord,
-    event: TaskEvent,
-    dropped: Vec<String>,
 }
 
 impl SqliteTaskStore {
@@ -106,78 +97,18 @@ impl SqliteTaskStore {
         }
         let store = Self {
             mem,
-            isle,
+            writer: GroupWriter::new(isle, path.to_path_buf()),
             path: path.to_path_buf(),
-            written: tokio::sync::Notify::new(),
         };
         Ok((store, driver))
-    }
-
-    async fn write(&self, w: Write) -> Result<()> {
-        let record = serde_json::to_string(&w.record).map_err(internal)?;
-        let launch = match &w.record.launch {
-            Some(l) if w.event.seq == 1 => Some(serde_json::to_string(l).map_err(internal)?),
-            _ => None,
-        };
-        let kind = serde_json::to_string(&w.event.kind).map_err(internal)?;
-        let task_id = w.record.task_id.clone();
-        let seq = sql_int(w.event.seq);
-        let at_ms = sql_int(unix_ms(w.event.at));
-        let finished_ms = w.record.finished_at.map(|t| sql_int(unix_ms(t)));
-        let kept = sql_int(EVENTS_KEPT as u64);
-        let dropped = w.dropped;
-        let path = self.path.clone();
-        let written = self
-            .isle
-            .call(move |conn| {
-                immediate(conn, |tx| {
-                    tx.prepare_cached(
-                        "INSERT OR IGNORE INTO task_events (task_id, seq, at_ms, kind) \
-                     VALUES (?1, ?2, ?3, ?4)",
-                    )?
-                    .execute(params![task_id, seq, at_ms, kind])?;
-                    if seq > kept {
-                        tx.prepare_cached(
-                            "DELETE FROM task_events WHERE task_id = ?1 AND seq <= ?2",
-                        )?
-                        .execute(params![task_id, seq - kept])?;
-                    }
-                    tx.prepare_cached(
-                        "INSERT INTO tasks (task_id, rev, finished_ms, record, launch) \
-                     VALUES (?1, ?2, ?3, ?4, ?5) \
-                     ON CONFLICT(task_id) DO UPDATE SET rev = excluded.rev, \
-                       finished_ms = excluded.finished_ms, record = excluded.record \
-                     WHERE excluded.rev > tasks.rev",
-                    )?
-                    .execute(params![
-                        task_id,
-                        seq,
-                        finished_ms,
-                        record,
-                        launch
-                    ])?;
-                    for id in &dropped {
-                        tx.prepare_cached("DELETE FROM task_events WHERE task_id = ?1")?
-                            .execute([id])?;
-                        tx.prepare_cached("DELETE FROM tasks WHERE task_id = ?1")?
-                            .execute([id])?;
-                    }
-                    Ok(())
-                })
-            })
-            .await
-            .map_err(|e| {
-                Error::Unavailable(format!("task store {} write failed: {e}", path.display()))
-            });
-        self.written.notify_waiters();
-        written
     }
 
     /// True once the row of `task_id` on disk is finished, or gone (retention dropped
     /// it, after its end).
     async fn end_on_disk(&self, task_id: &str) -> Result<bool> {
         let id = task_id.to_string();
-        self.isle
+        self.writer
+            .isle()
             .call(move |conn| {
                 conn.prepare_cached("SELECT finished_ms IS NOT NULL FROM tasks WHERE task_id = ?1")?
                     .query_row([id], |r| r.get::<_, bool>(0))
@@ -195,46 +126,20 @@ impl SqliteTaskStore {
     }
 }
 
-/// Runs `body` in a `BEGIN IMMEDIATE` transaction whose BEGIN, COMMIT and ROLLBACK are
-/// cached statements (`Connection::transaction*` parses them on every call: 6 % of this
-/// store's writer thread).
-fn immediate<T>(
-    conn: &mut rusqlite::Connection,
-    body: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
-) -> rusqlite::Result<T> {
-    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-    match body(conn) {
-        Ok(value) => {
-            if let Err(e) = conn
-                .prepare_cached("COMMIT")
-                .and_then(|mut s| s.execute([]))
-            {
-                let _ = conn
-                    .prepare_cached("ROLLBACK")
-                    .and_then(|mut s| s.execute([]));
-                return Err(e);
-            }
-            Ok(value)
-        }
-        Err(e) => {
-            let _ = conn
-                .prepare_cached("ROLLBACK")
-                .and_then(|mut s| s.execute([]));
-            Err(e)
-        }
-    }
-}
-
 /// How long a caller waits for a task's end to be committed before it is told to read
 /// the task again.
 const SETTLE_WAIT: Duration = Duration::from_secs(10);
 
-type LoadedTask = (String, Option<String>, Vec<(u64, u64, String)>);
-
-/// SQLite integers are signed; our seqs and times fit.
-fn sql_int(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+/// A change that drops no task.
+fn write(record: TaskRecord, event: TaskEvent) -> Write {
+    Write {
+        record,
+        event,
+        dropped: Vec::new(),
+    }
 }
+
+type LoadedTask = (String, Option<String>, Vec<(u64, u64, String)>);
 
 /// Every held task (finished ones in the order they finished) with its events.
 fn load(conn: &mut rusqlite::Connection) -> rusqlite::Result<Vec<LoadedTask>> {
@@ -261,54 +166,60 @@ fn load(conn: &mut rusqlite::Connection) -> rusqlite::Result<Vec<LoadedTask>> {
     Ok(out)
 }
 
-fn internal(e: serde_json::Error) -> Error {
-    Error::Internal(format!("task store encode: {e}"))
-}
-
 #[async_trait]
 impl TaskStore for SqliteTaskStore {
     async fn create(&self, record: TaskRecord) -> Result<()> {
-        let event = self.mem.create_noting(record.clone());
-        self.write(Write {
-            record,
-            event,
-            dropped: Vec::new(),
-        })
-        .await
+        self.writer
+            .change(|| {
+                let event = self.mem.create_noting(record.clone());
+                Ok(Some(((), write(record, event))))
+            })
+            .await
+            .map(|_| ())
     }
 
     async fn push(&self, task_id: &str, kind: TaskEventKind) -> Result<bool> {
-        let Some((record, seq)) = self.mem.push_noting(task_id, kind) else {
-            return Ok(false);
-        };
-        let event = self.event(task_id, seq)?;
-        self.write(Write {
-            record,
-            event,
-            dropped: Vec::new(),
-        })
-        .await?;
-        Ok(true)
+        let pushed = self
+            .writer
+            .change(|| {
+                let Some((record, seq)) = self.mem.push_noting(task_id, kind) else {
+                    return Ok(None);
+                };
+                let event = self.event(task_id, seq)?;
+                Ok(Some(((), write(record, event))))
+            })
+            .await?;
+        Ok(pushed.is_some())
     }
 
     async fn finish(&self, task_id: &str, end: TaskEventKind) -> Result<Option<TaskRecord>> {
-        let Some((record, seq, dropped)) = self.mem.finish_evicting(task_id, end) else {
-            return Ok(None);
-        };
-        let event = self.event(task_id, seq)?;
-        self.write(Write {
-            record: record.clone(),
-            event,
-            dropped: dropped.clone(),
-        })
-        .await?;
-        self.mem.evicted(dropped);
-        Ok(Some(record))
+        let finished = self
+            .writer
+            .change(|| {
+                let Some((record, seq, dropped)) = self.mem.finish_evicting(task_id, end) else {
+                    return Ok(None);
+                };
+                let event = self.event(task_id, seq)?;
+                let done = (record.clone(), dropped.clone());
+                Ok(Some((
+                    done,
+                    Write {
+                        record,
+                        event,
+                        dropped,
+                    },
+                )))
+            })
+            .await?;
+        Ok(finished.map(|(record, dropped)| {
+            self.mem.evicted(dropped);
+            record
+        }))
     }
 
     async fn interrupt(&self, task_id: &str, reason: &str) -> Result<Option<TaskRecord>> {
-        let changed = self.mem.interrupt_noting(task_id, reason);
-        self.write_changed(changed).await
+        self.write_changed(|| self.mem.interrupt_noting(task_id, reason))
+            .await
     }
 
     async fn reopen(
@@ -317,8 +228,8 @@ impl TaskStore for SqliteTaskStore {
         start: RunStart,
         replayed_steps: u64,
     ) -> Result<Option<TaskRecord>> {
-        let changed = self.mem.reopen_noting(task_id, start, replayed_steps);
-        self.write_changed(changed).await
+        self.write_changed(|| self.mem.reopen_noting(task_id, start, replayed_steps))
+            .await
     }
 
     async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>> {
@@ -365,29 +276,28 @@ impl TaskStore for SqliteTaskStore {
 }
 
 impl SqliteTaskStore {
-    /// Writes a record changed by the event with `seq` (interrupt, reopen).
+    /// Makes a change that produced a record and the event with `seq` (interrupt,
+    /// reopen), and writes it.
     async fn write_changed(
         &self,
-        changed: Option<(TaskRecord, u64)>,
+        change: impl FnOnce() -> Option<(TaskRecord, u64)>,
     ) -> Result<Option<TaskRecord>> {
-        let Some((record, seq)) = changed else {
-            return Ok(None);
-        };
-        let event = self.event(&record.task_id, seq)?;
-        self.write(Write {
-            record: record.clone(),
-            event,
-            dropped: Vec::new(),
-        })
-        .await?;
-        Ok(Some(record))
+        self.writer
+            .change(|| {
+                let Some((record, seq)) = change() else {
+                    return Ok(None);
+                };
+                let event = self.event(&record.task_id, seq)?;
+                Ok(Some((record.clone(), write(record, event))))
+            })
+            .await
     }
 
     /// See [`TaskStore::settled`]: waits for the end's commit, at most [`SETTLE_WAIT`].
     async fn wait_settled(&self, task_id: &str) -> Result<()> {
         let wait = async {
             loop {
-                let written = self.written.notified();
+                let written = self.writer.written.notified();
                 tokio::pin!(written);
                 written.as_mut().enable();
                 if self.end_on_disk(task_id).await? {
@@ -409,7 +319,8 @@ impl SqliteTaskStore {
 
     /// Number of task rows on disk (tests, the census).
     pub async fn rows(&self) -> Result<u64> {
-        self.isle
+        self.writer
+            .isle()
             .call(|conn| {
                 conn.query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get::<_, i64>(0))
                     .optional()
@@ -417,5 +328,70 @@ impl SqliteTaskStore {
             })
             .await
             .map_err(|e| Error::Unavailable(format!("task store read failed: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::record::running;
+    use super::*;
+
+    fn step(id: String) -> TaskEventKind {
+        TaskEventKind::StepDispatched {
+            step_id: id,
+            agent: "a".into(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_changes_are_committed_in_seq_order_and_read_back() {
+        let dir = std::env::temp_dir().join(format!("mse-tasks-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("tasks.sqlite");
+        let (store, driver) = SqliteTaskStore::open(&path, 100, Box::new(|_| {}))
+            .await
+            .expect("open");
+        let store = Arc::new(store);
+        let tasks = (0..16).map(|t| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let id = format!("t{t}");
+                store.create(running(&id)).await.expect("create");
+                // Two writers per task race; each change is still written in seq order.
+                let pushes = (0..2).map(|w| {
+                    let (store, id) = (Arc::clone(&store), id.clone());
+                    tokio::spawn(async move {
+                        for s in 0..10 {
+                            let kind = step(format!("ST-{w}-{s}"));
+                            assert!(store.push(&id, kind).await.expect("push"));
+                        }
+                    })
+                });
+                for push in futures::future::join_all(pushes).await {
+                    push.expect("pushes");
+                }
+            })
+        });
+        for task in futures::future::join_all(tasks).await {
+            task.expect("task");
+        }
+        drop(store);
+        driver.shutdown().await.expect("shutdown");
+
+        let (store, driver) = SqliteTaskStore::open(&path, 100, Box::new(|_| {}))
+            .await
+            .expect("reopen");
+        for t in 0..16 {
+            let events = store
+                .events_after(&format!("t{t}"), 0, 100)
+                .await
+                .expect("events")
+                .expect("task held");
+            let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+            assert_eq!(seqs, (1..=21).collect::<Vec<u64>>(), "t{t}");
+        }
+        drop(store);
+        driver.shutdown().await.expect("shutdown");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
