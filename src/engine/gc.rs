@@ -178,8 +178,11 @@ fn prune(s: &mut EngineState, task_id: &str) -> Vec<StepSnapshot> {
         s.trace_handles.remove(step);
     }
     s.tokens.retain(|fp, rec| {
-        let owned = fps.contains(fp) || rec.task_id.as_ref().is_some_and(|t| steps.contains(t));
-        if owned && !fps.contains(fp) {
+        if fps.contains(fp) {
+            return false;
+        }
+        let owned = rec.task_id.as_ref().is_some_and(|t| steps.contains(t));
+        if owned {
             fps.push(fp.clone());
         }
         !owned

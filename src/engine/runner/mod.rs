@@ -98,19 +98,18 @@ impl EngineHost {
             let Some(mut changed) = self.tasks.subscribe(task_id).await? else {
                 return Err(unknown_task(task_id));
             };
-            loop {
+            let rec = loop {
                 let rec = self.get_task(task_id).await?;
                 if rec.state.is_terminal() {
-                    // The end is reported only once it would survive a kill.
-                    self.tasks.settled(task_id).await?;
-                    return Ok(rec);
+                    break rec;
                 }
                 if changed.changed().await.is_err() {
-                    let rec = self.get_task(task_id).await?;
-                    self.tasks.settled(task_id).await?;
-                    return Ok(rec);
+                    break self.get_task(task_id).await?;
                 }
-            }
+            };
+            // The end is reported only once it would survive a kill.
+            self.tasks.settled(task_id).await?;
+            Ok(rec)
         };
         match deadline {
             None => wait.await,

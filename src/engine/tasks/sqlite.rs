@@ -180,14 +180,7 @@ impl TaskStore for SqliteTaskStore {
 
     async fn push(&self, task_id: &str, kind: TaskEventKind) -> Result<bool> {
         let pushed = self
-            .writer
-            .change(|| {
-                let Some((record, seq)) = self.mem.push_noting(task_id, kind) else {
-                    return Ok(None);
-                };
-                let event = self.event(task_id, seq)?;
-                Ok(Some(((), write(record, event))))
-            })
+            .write_changed(|| self.mem.push_noting(task_id, kind), |_| ())
             .await?;
         Ok(pushed.is_some())
     }
@@ -218,7 +211,7 @@ impl TaskStore for SqliteTaskStore {
     }
 
     async fn interrupt(&self, task_id: &str, reason: &str) -> Result<Option<TaskRecord>> {
-        self.write_changed(|| self.mem.interrupt_noting(task_id, reason))
+        self.write_changed(|| self.mem.interrupt_noting(task_id, reason), Clone::clone)
             .await
     }
 
@@ -228,8 +221,11 @@ impl TaskStore for SqliteTaskStore {
         start: RunStart,
         replayed_steps: u64,
     ) -> Result<Option<TaskRecord>> {
-        self.write_changed(|| self.mem.reopen_noting(task_id, start, replayed_steps))
-            .await
+        self.write_changed(
+            || self.mem.reopen_noting(task_id, start, replayed_steps),
+            Clone::clone,
+        )
+        .await
     }
 
     async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>> {
@@ -276,19 +272,20 @@ impl TaskStore for SqliteTaskStore {
 }
 
 impl SqliteTaskStore {
-    /// Makes a change that produced a record and the event with `seq` (interrupt,
-    /// reopen), and writes it.
-    async fn write_changed(
+    /// Makes a change that produced a record and the event with `seq` (push, interrupt,
+    /// reopen) and writes it; answers with what `keep` takes of the record.
+    async fn write_changed<T>(
         &self,
         change: impl FnOnce() -> Option<(TaskRecord, u64)>,
-    ) -> Result<Option<TaskRecord>> {
+        keep: impl FnOnce(&TaskRecord) -> T,
+    ) -> Result<Option<T>> {
         self.writer
             .change(|| {
                 let Some((record, seq)) = change() else {
                     return Ok(None);
                 };
                 let event = self.event(&record.task_id, seq)?;
-                Ok(Some((record.clone(), write(record, event))))
+                Ok(Some((keep(&record), write(record, event))))
             })
             .await
     }
