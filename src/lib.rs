@@ -22,6 +22,7 @@ pub mod limits;
 pub mod metrics;
 pub mod operator;
 pub mod pb;
+pub mod pg;
 pub mod secret;
 pub mod server;
 pub mod telemetry;

@@ -134,6 +134,11 @@ async fn serve(args: ServeArgs) -> Result<(), server::StartError> {
         mlua_swarm_grpc::config::Storage::Dir(dir) => {
             tracing::info!(data_dir = %dir.display(), "state kept on disk")
         }
+        mlua_swarm_grpc::config::Storage::Postgres { url, dir } => tracing::info!(
+            database = %url,
+            data_dir = %dir.display(),
+            "tasks, runs and sessions in PostgreSQL; Blueprints and data outputs on disk"
+        ),
         mlua_swarm_grpc::config::Storage::Ephemeral => tracing::info!("ephemeral: state in memory"),
     }
     let host = EngineHost::start(&config).await?;

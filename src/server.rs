@@ -26,7 +26,9 @@ use crate::engine::EngineHost;
 use crate::gate::{self, Gate};
 use crate::grpc;
 use crate::metrics::export::{Exporter, Sampler};
-use crate::operator::{OperatorHub, SessionLimits, SessionLinks, SqliteSessionStore};
+use crate::operator::{
+    OperatorHub, PgSessionStore, SessionLimits, SessionLinks, SqliteSessionStore,
+};
 
 /// HTTP/2 streams one connection may hold open (operator streams, watches, unary calls).
 const MAX_STREAMS_PER_CONNECTION: u32 = 4096;
@@ -107,7 +109,7 @@ fn start_tls(config: &Config) -> Result<Option<TlsAcceptor>, StartError> {
 }
 
 /// The operator hub on the session store the storage mode picks (SQLite under the data
-/// dir, or in memory for `--ephemeral`), with the sessions of the previous process restored.
+/// dir, PostgreSQL with `--database-url`, or in memory for `--ephemeral`), with the sessions of the previous process restored.
 async fn start_hub(
     config: &Config,
     host: &Arc<EngineHost>,
@@ -115,6 +117,10 @@ async fn start_hub(
 ) -> Result<Arc<OperatorHub>, StartError> {
     let links = match &config.storage {
         Storage::Dir(dir) => SessionLinks::new(Arc::new(SqliteSessionStore::open(dir).await?)),
+        Storage::Postgres { url, .. } => {
+            let pool = crate::pg::connect(url).await?;
+            SessionLinks::new(Arc::new(PgSessionStore::open(pool).await?))
+        }
         Storage::Ephemeral => SessionLinks::in_process(),
     };
     let hub = OperatorHub::start_with(

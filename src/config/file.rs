@@ -14,6 +14,7 @@ pub(super) struct FileConfig {
     pub(super) bind: Option<String>,
     pub(super) data_dir: Option<PathBuf>,
     pub(super) ephemeral: Option<bool>,
+    pub(super) database_url: Option<String>,
     pub(super) api_token: Option<String>,
     pub(super) token_secret: Option<String>,
     pub(super) max_message_bytes: Option<usize>,

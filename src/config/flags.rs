@@ -20,6 +20,11 @@ pub struct ServeArgs {
     /// Keep everything in memory; nothing is written to disk.
     #[arg(long, env = "MSE_EPHEMERAL")]
     pub ephemeral: bool,
+    /// PostgreSQL URL (postgres://user:pass@host:5432/db): tasks, runs, the replay
+    /// journal and operator sessions live there; Blueprints and data outputs stay under
+    /// --data-dir [default: none, SQLite under --data-dir].
+    #[arg(long, env = "MSE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// Require `authorization: Bearer <token>` on Task and Blueprint RPCs.
     #[arg(long, env = "MSE_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,

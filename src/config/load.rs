@@ -12,6 +12,7 @@ use super::{
 };
 use crate::brake::BrakeLimits;
 use crate::engine::ResumeMode;
+use crate::pg::DatabaseUrl;
 
 impl Config {
     /// Resolves flags and environment (already merged by clap) over the TOML file over the
@@ -32,15 +33,31 @@ impl Config {
             why: format!("'{bind_text}' is not an address like 127.0.0.1:7777 ({e})"),
         })?;
         let ephemeral = args.ephemeral || file.ephemeral.unwrap_or(false);
-        let storage = if ephemeral {
-            Storage::Ephemeral
-        } else {
-            Storage::Dir(
-                args.data_dir
-                    .clone()
-                    .or(file.data_dir)
-                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
-            )
+        let database_url = args
+            .database_url
+            .clone()
+            .or(file.database_url)
+            .filter(|u| !u.trim().is_empty());
+        let dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let storage = match (ephemeral, database_url) {
+            (true, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "database_url",
+                    why: "--ephemeral keeps everything in memory; drop one of --ephemeral \
+                          and --database-url"
+                        .into(),
+                })
+            }
+            (true, None) => Storage::Ephemeral,
+            (false, Some(url)) => Storage::Postgres {
+                url: database_url_checked(&url)?,
+                dir,
+            },
+            (false, None) => Storage::Dir(dir),
         };
         let api_token = args
             .api_token
@@ -186,6 +203,24 @@ impl Config {
     }
 }
 
+/// A `postgres://` or `postgresql://` URL, or the `key=value` form.
+fn database_url_checked(text: &str) -> Result<DatabaseUrl, ConfigError> {
+    let url = DatabaseUrl::new(text);
+    let shown = url.redacted();
+    let lower = shown.to_ascii_lowercase();
+    if lower.starts_with("postgres://")
+        || lower.starts_with("postgresql://")
+        || (!lower.contains("://") && lower.contains('='))
+    {
+        Ok(url)
+    } else {
+        Err(ConfigError::Invalid {
+            key: "database_url",
+            why: format!("'{shown}' is not a PostgreSQL URL like postgres://user@host:5432/db"),
+        })
+    }
+}
+
 /// Cert and key come together; a client CA needs both.
 fn tls_files(
     cert: Option<PathBuf>,
@@ -258,6 +293,35 @@ mod tests {
             .expect_err("bad")
             .to_string()
             .contains("nonsense"));
+    }
+
+    #[test]
+    fn a_database_url_selects_postgres_and_excludes_ephemeral() {
+        let mut a = args();
+        a.database_url = Some("postgres://mse:s3cret@db/mse".into());
+        a.data_dir = Some("/d".into());
+        let c = Config::load(&a).expect("postgres");
+        assert_eq!(
+            c.storage,
+            Storage::Postgres {
+                url: DatabaseUrl::new("postgres://mse:s3cret@db/mse"),
+                dir: "/d".into()
+            }
+        );
+        assert!(!format!("{c:?}").contains("s3cret"));
+        a.ephemeral = true;
+        let err = Config::load(&a).expect_err("both").to_string();
+        assert!(
+            err.contains("--ephemeral") && err.contains("--database-url"),
+            "{err}"
+        );
+        a.ephemeral = false;
+        a.database_url = Some("mysql://u:s3cret@db/x".into());
+        let err = Config::load(&a).expect_err("not postgres").to_string();
+        assert!(
+            err.contains("not a PostgreSQL URL") && !err.contains("s3cret"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -69,7 +69,7 @@ impl WorkerHandles {
     /// [`BOOTS_FILE`] and this one is added. An unreadable or damaged file fails the boot
     /// with a message naming it.
     pub(super) fn for_storage(storage: &Storage) -> Result<Self> {
-        let Storage::Dir(dir) = storage else {
+        let Some(dir) = storage.dir() else {
             return Ok(Self::default());
         };
         let path = dir.join(BOOTS_FILE);

@@ -29,6 +29,11 @@ impl Journal {
         }
     }
 
+    /// On run and replay stores opened elsewhere (PostgreSQL).
+    pub(super) fn from_stores(runs: Arc<dyn RunStore>, replay: Arc<dyn ReplayStore>) -> Self {
+        Self { runs, replay }
+    }
+
     /// `runs.sqlite` and `journal.sqlite` under `dir` (WAL), with their writer threads.
     pub(super) async fn open(dir: &Path) -> Result<(Self, Vec<AsyncIsleDriver>)> {
         let runs_path = dir.join("runs.sqlite");

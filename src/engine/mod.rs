@@ -17,6 +17,7 @@ mod memory_journal;
 mod memory_runs;
 mod operators;
 mod outputs;
+mod pg_runs;
 mod runner;
 mod sessions;
 mod settings;
@@ -48,8 +49,8 @@ pub use runner::{
 };
 pub use settings::{EngineSettings, ResumeMode, Storage};
 pub use tasks::{
-    RunEnd, RunStart, SqliteTaskStore, TaskEvent, TaskEventKind, TaskPosition, TaskRecord,
-    TaskRegistry, TaskRun, TaskState, TaskStore, TtlSource, EVENTS_KEPT, STEP_IDS_KEPT,
+    PgTaskStore, RunEnd, RunStart, SqliteTaskStore, TaskEvent, TaskEventKind, TaskPosition,
+    TaskRecord, TaskRegistry, TaskRun, TaskState, TaskStore, TtlSource, EVENTS_KEPT, STEP_IDS_KEPT,
 };
 pub use worker::{Credential, SubmitOutcome, WorkerPrompt};
 

@@ -2,17 +2,42 @@
 //! server's configuration builds these (`From<&Config>` in `config`); the engine never
 //! reads the configuration itself.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::limits::SizePolicy;
+use crate::pg::DatabaseUrl;
 
 /// Where state lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Storage {
     /// Blueprints in a git store and data outputs in SQLite under this directory.
     Dir(PathBuf),
+    /// Tasks, runs, the replay journal and operator sessions in PostgreSQL (the system
+    /// of record several replicas can share); Blueprints, data outputs and boot ids
+    /// still under the directory.
+    Postgres {
+        /// The database.
+        url: DatabaseUrl,
+        /// Where Blueprints and data outputs are kept.
+        dir: PathBuf,
+    },
     /// Everything in memory.
     Ephemeral,
+}
+
+impl Storage {
+    /// The data directory, unless everything is in memory.
+    pub fn dir(&self) -> Option<&Path> {
+        match self {
+            Storage::Dir(dir) | Storage::Postgres { dir, .. } => Some(dir),
+            Storage::Ephemeral => None,
+        }
+    }
+
+    /// True when state survives a restart.
+    pub fn is_durable(&self) -> bool {
+        !matches!(self, Storage::Ephemeral)
+    }
 }
 
 /// What happens at boot to tasks a restart interrupted.
@@ -56,10 +81,7 @@ impl std::fmt::Debug for EngineSettings {
 impl EngineSettings {
     /// The directory of the git Blueprint store, when state is on disk.
     pub(super) fn blueprint_root(&self) -> Option<PathBuf> {
-        match &self.storage {
-            Storage::Dir(dir) => Some(dir.join("blueprints")),
-            Storage::Ephemeral => None,
-        }
+        self.storage.dir().map(|dir| dir.join("blueprints"))
     }
 }
 

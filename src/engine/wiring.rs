@@ -17,7 +17,9 @@ use mlua_swarm::{
 use super::journal::Journal;
 use super::tasks::EvictHook;
 use super::timed::Timed;
-use super::{EngineHost, EngineSettings, SqliteTaskStore, Storage, TaskRegistry, TaskStore};
+use super::{
+    EngineHost, EngineSettings, PgTaskStore, SqliteTaskStore, Storage, TaskRegistry, TaskStore,
+};
 use crate::error::{Error, Result};
 use crate::metrics::StepKind;
 
@@ -74,7 +76,7 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
             let out: Arc<dyn OutputStore> = bounded;
             (bp, out, Vec::new())
         }
-        Storage::Dir(dir) => open_dir_stores(dir).await?,
+        Storage::Dir(dir) | Storage::Postgres { dir, .. } => open_dir_stores(dir).await?,
     };
     let (journal, tasks) = match &settings.storage {
         Storage::Ephemeral => {
@@ -97,6 +99,16 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
             let tasks: Arc<dyn TaskStore> = Arc::new(store);
             (journal, tasks)
         }
+        Storage::Postgres { url, .. } => {
+            let pool = crate::pg::connect(url).await?;
+            let journal = Journal::from_stores(
+                Arc::new(super::pg_runs::PgRunStore::new(pool.clone())),
+                Arc::new(super::pg_runs::PgReplayStore::new(pool.clone())),
+            );
+            let store = PgTaskStore::open(pool, settings.task_retention, forget(&journal)).await?;
+            let tasks: Arc<dyn TaskStore> = Arc::new(store);
+            (journal, tasks)
+        }
     };
     let blueprints: Arc<dyn BlueprintStore> =
         Arc::new(super::archivable::Archivable::new(blueprints));
@@ -113,7 +125,7 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
         tasks,
         journal,
         resume: settings.resume,
-        durable: matches!(settings.storage, Storage::Dir(_)),
+        durable: settings.storage.is_durable(),
         parked: Mutex::new(Default::default()),
         seats: Mutex::new(HashMap::new()),
         steps: Mutex::new(HashMap::new()),

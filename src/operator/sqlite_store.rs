@@ -7,15 +7,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 use rusqlite_isle::{AsyncIsle, AsyncIsleDriver, IsleError};
-use tokio::sync::Notify;
 
+use super::notes::{from_unix_ms, unix_ms, Note, Notes};
 use super::outbox::Marks;
 use super::store::{Claim, SessionRecord, SessionStore, DELETED_KEPT};
 use crate::error::{Error, Result};
@@ -52,36 +51,6 @@ pub struct StoreOpenError {
     pub path: PathBuf,
     /// What SQLite said.
     pub reason: String,
-}
-
-/// Hot-path notes of one session not yet written (0 = nothing to raise).
-#[derive(Debug, Clone, Copy, Default)]
-struct Note {
-    epoch: u64,
-    marks: Marks,
-    seen_ms: i64,
-}
-
-#[derive(Debug, Default)]
-struct Notes {
-    pending: Mutex<HashMap<String, Note>>,
-    wake: Notify,
-    /// Set when the store closes or drops: the flusher ends.
-    done: AtomicBool,
-}
-
-impl Notes {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Note>> {
-        match self.pending.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
-    fn raise(&self, sid: &str, f: impl FnOnce(&mut Note)) {
-        f(self.lock().entry(sid.to_string()).or_default());
-        self.wake.notify_one();
-    }
 }
 
 /// Session records in SQLite.
@@ -153,15 +122,6 @@ fn store_error(path: &Path, e: IsleError) -> Error {
         e if e.is_busy() => Error::Unavailable("the session store is busy; retry".into()),
         e => Error::Internal(format!("session store {}: {e}", path.display())),
     }
-}
-
-fn unix_ms(t: SystemTime) -> i64 {
-    let ms = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
-    i64::try_from(ms).unwrap_or(i64::MAX)
-}
-
-fn from_unix_ms(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 fn to_i64(n: u64) -> i64 {
@@ -293,8 +253,7 @@ fn write_notes(tx: &Transaction<'_>, notes: &HashMap<String, Note>) -> rusqlite:
 /// Writes the merged notes whenever some arrive, until the store closes or drops.
 fn spawn_flusher(isle: AsyncIsle, notes: Arc<Notes>) {
     tokio::spawn(async move {
-        while !notes.done.load(Ordering::Acquire) {
-            notes.wake.notified().await;
+        while notes.next().await {
             if !flush(&isle, &notes).await {
                 break;
             }
@@ -304,14 +263,13 @@ fn spawn_flusher(isle: AsyncIsle, notes: Arc<Notes>) {
 
 impl Drop for SqliteSessionStore {
     fn drop(&mut self) {
-        self.notes.done.store(true, Ordering::Release);
-        self.notes.wake.notify_one();
+        self.notes.finish();
     }
 }
 
 /// Writes what is pending; false once the store is closed.
 async fn flush(isle: &AsyncIsle, notes: &Notes) -> bool {
-    let batch = std::mem::take(&mut *notes.lock());
+    let batch = notes.take();
     if batch.is_empty() {
         return true;
     }
@@ -363,27 +321,19 @@ impl SessionStore for SqliteSessionStore {
     }
 
     fn record_attach(&self, sid: &str, epoch: u64, at: SystemTime) {
-        self.notes.raise(sid, |n| {
-            n.epoch = n.epoch.max(epoch);
-            n.seen_ms = n.seen_ms.max(unix_ms(at));
-        });
+        self.notes.attach(sid, epoch, at);
     }
 
     fn record_marks(&self, sid: &str, marks: Marks) {
-        self.notes.raise(sid, |n| {
-            n.marks.last_seq = n.marks.last_seq.max(marks.last_seq);
-            n.marks.acked = n.marks.acked.max(marks.acked);
-        });
+        self.notes.marks(sid, marks);
     }
 
     fn touch(&self, sid: &str, at: SystemTime) {
-        self.notes
-            .raise(sid, |n| n.seen_ms = n.seen_ms.max(unix_ms(at)));
+        self.notes.touch(sid, at);
     }
 
     async fn close(&self) {
-        self.notes.done.store(true, Ordering::Release);
-        self.notes.wake.notify_one();
+        self.notes.finish();
         flush(&self.isle, &self.notes).await;
         if let Some(driver) = self.driver.lock().await.take() {
             if let Err(e) = driver.shutdown().await {

@@ -3,6 +3,8 @@
 
 mod group;
 mod memory;
+mod pg_batch;
+mod postgres;
 mod record;
 mod sqlite;
 mod store;
@@ -10,6 +12,7 @@ mod watch;
 
 pub(crate) use memory::EvictHook;
 pub use memory::TaskRegistry;
+pub use postgres::PgTaskStore;
 pub(crate) use record::unix_ms;
 pub use record::{
     RunEnd, RunStart, TaskEvent, TaskEventKind, TaskPosition, TaskRecord, TaskRun, TaskState,

@@ -1,0 +1,295 @@
+//! The PostgreSQL task store's writer. A change and its place in the queue are taken
+//! under one lock (a task's events are queued in seq order); one flusher writes
+//! everything queued as ONE statement (a data-modifying `WITH` over arrays: one round
+//! trip per batch, atomic), retries it while the database is unreachable (the statement
+//! is idempotent), and answers each caller once its change is committed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio::sync::{oneshot, Notify};
+
+use super::{unix_ms, TaskEvent, TaskRecord, EVENTS_KEPT};
+use crate::error::{Error, Result};
+use crate::pg::int;
+
+/// How long a batch is retried while the database is unreachable.
+const RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// One change: the event, the record it produced, and the tasks retention dropped.
+pub(super) struct Change {
+    pub(super) record: TaskRecord,
+    pub(super) event: TaskEvent,
+    pub(super) dropped: Vec<String>,
+}
+
+#[derive(Default)]
+struct Queued {
+    changes: Vec<(Change, oneshot::Sender<Result<()>>)>,
+    /// Tasks with a change queued or being written, and how many.
+    unsettled: HashMap<String, usize>,
+    /// Tasks whose last write failed: their end may not be stored.
+    failed: HashSet<String>,
+    flushing: bool,
+}
+
+/// See the module doc.
+pub(super) struct PgWriter {
+    pool: Pool,
+    queued: Mutex<Queued>,
+    /// Woken after every batch.
+    written: Notify,
+}
+
+impl PgWriter {
+    pub(super) fn new(pool: Pool) -> Arc<Self> {
+        Arc::new(Self {
+            pool,
+            queued: Mutex::new(Queued::default()),
+            written: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queued> {
+        match self.queued.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Makes a change with `make` and queues it in one step; resolves with what `make`
+    /// returned once the change is committed (`None`: nothing changed).
+    pub(super) async fn submit<T>(
+        self: &Arc<Self>,
+        make: impl FnOnce() -> Result<Option<(T, Change)>>,
+    ) -> Result<Option<T>> {
+        let (tx, rx) = oneshot::channel();
+        let (value, start) = {
+            let mut q = self.lock();
+            let Some((value, change)) = make()? else {
+                return Ok(None);
+            };
+            *q.unsettled
+                .entry(change.record.task_id.clone())
+                .or_default() += 1;
+            q.changes.push((change, tx));
+            (value, !std::mem::replace(&mut q.flushing, true))
+        };
+        if start {
+            let writer = Arc::clone(self);
+            tokio::spawn(async move { writer.flush().await });
+        }
+        match rx.await {
+            Ok(done) => done.map(|()| Some(value)),
+            Err(_) => Err(Error::Unavailable("the task writer stopped".into())),
+        }
+    }
+
+    /// Resolves once no change of `task_id` is queued or in flight; UNAVAILABLE if its
+    /// last write failed.
+    pub(super) async fn settled(&self, task_id: &str) -> Result<()> {
+        loop {
+            let written = self.written.notified();
+            tokio::pin!(written);
+            written.as_mut().enable();
+            {
+                let q = self.lock();
+                if !q.unsettled.contains_key(task_id) {
+                    if q.failed.contains(task_id) {
+                        return Err(Error::Unavailable(format!(
+                            "the end of task {task_id} was not stored in the database; read \
+                             it again with GetTask"
+                        )));
+                    }
+                    return Ok(());
+                }
+            }
+            written.await;
+        }
+    }
+
+    async fn flush(&self) {
+        loop {
+            let batch = {
+                let mut q = self.lock();
+                if q.changes.is_empty() {
+                    q.flushing = false;
+                    return;
+                }
+                std::mem::take(&mut q.changes)
+            };
+            let (changes, waiters): (Vec<Change>, Vec<_>) = batch.into_iter().unzip();
+            let outcome = match Arrays::of(&changes) {
+                Ok(arrays) => self.write(&arrays).await,
+                Err(e) => Err(e.to_string()),
+            };
+            {
+                let mut q = self.lock();
+                for c in &changes {
+                    let id = &c.record.task_id;
+                    if let Some(n) = q.unsettled.get_mut(id) {
+                        *n -= 1;
+                        if *n == 0 {
+                            q.unsettled.remove(id);
+                        }
+                    }
+                    if outcome.is_err() {
+                        q.failed.insert(id.clone());
+                    } else {
+                        q.failed.remove(id);
+                    }
+                }
+            }
+            self.written.notify_waiters();
+            for waiter in waiters {
+                let _ =
+                    waiter.send(outcome.clone().map_err(|why| {
+                        Error::Unavailable(format!("task store write failed: {why}"))
+                    }));
+            }
+        }
+    }
+
+    /// Writes one batch, retrying for [`RETRY_FOR`] while the database is unreachable.
+    async fn write(&self, a: &Arrays) -> std::result::Result<(), String> {
+        let deadline = tokio::time::Instant::now() + RETRY_FOR;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let failure = match crate::pg::client(&self.pool).await {
+                Ok(client) => match client.prepare_cached(WRITE).await {
+                    Ok(stmt) => match client.execute(&stmt, &a.params()).await {
+                        Ok(_) => return Ok(()),
+                        Err(e) => (crate::pg::is_transient(&e), e.to_string()),
+                    },
+                    Err(e) => (crate::pg::is_transient(&e), e.to_string()),
+                },
+                Err(e) => (true, e.to_string()),
+            };
+            match failure {
+                (true, why) if tokio::time::Instant::now() + pause < deadline => {
+                    tracing::warn!(error = %why, "task store: database unreachable, retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                (_, why) => return Err(why),
+            }
+        }
+    }
+}
+
+/// A batch in one statement: the events, the newest record of each task (its launch
+/// with its first event), the event windows trimmed, the tasks retention dropped.
+const WRITE: &str = "
+WITH ev AS (
+    INSERT INTO task_events (task_id, seq, at_ms, kind)
+    SELECT t, s, a, k::jsonb FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[])
+        AS x(t, s, a, k)
+    ON CONFLICT DO NOTHING
+), rec AS (
+    INSERT INTO tasks AS cur (task_id, rev, finished_ms, record, launch)
+    SELECT t, r, f, j::jsonb, l::jsonb
+    FROM unnest($5::text[], $6::int8[], $7::int8[], $8::text[], $9::text[]) AS x(t, r, f, j, l)
+    ON CONFLICT (task_id) DO UPDATE SET rev = excluded.rev,
+        finished_ms = excluded.finished_ms, record = excluded.record
+    WHERE excluded.rev > cur.rev
+), trimmed AS (
+    DELETE FROM task_events e USING unnest($10::text[], $11::int8[]) AS x(t, upto)
+    WHERE e.task_id = x.t AND e.seq <= x.upto
+), gone_events AS (
+    DELETE FROM task_events WHERE task_id = ANY($12::text[])
+), gone AS (
+    DELETE FROM tasks WHERE task_id = ANY($12::text[])
+)
+SELECT 1";
+
+/// The parameters of [`WRITE`].
+#[derive(Default)]
+struct Arrays {
+    ev_task: Vec<String>,
+    ev_seq: Vec<i64>,
+    ev_at: Vec<i64>,
+    ev_kind: Vec<String>,
+    rec_task: Vec<String>,
+    rec_rev: Vec<i64>,
+    rec_finished: Vec<Option<i64>>,
+    rec_json: Vec<String>,
+    rec_launch: Vec<Option<String>>,
+    trim_task: Vec<String>,
+    trim_upto: Vec<i64>,
+    dropped: Vec<String>,
+}
+
+impl Arrays {
+    /// Rows of tasks dropped in the same batch are not written at all (the statement's
+    /// parts see one snapshot, so a delete would miss rows inserted beside it).
+    fn of(changes: &[Change]) -> Result<Self> {
+        let json = |e: serde_json::Error| Error::Internal(format!("task store encode: {e}"));
+        let dropped: HashSet<&str> = changes
+            .iter()
+            .flat_map(|c| c.dropped.iter().map(String::as_str))
+            .collect();
+        let mut last: HashMap<&str, usize> = HashMap::new();
+        let mut first_seen: HashSet<&str> = HashSet::new();
+        for (i, c) in changes.iter().enumerate() {
+            last.insert(&c.record.task_id, i);
+        }
+        let mut a = Arrays {
+            dropped: dropped.iter().map(|s| s.to_string()).collect(),
+            ..Arrays::default()
+        };
+        let kept = int(EVENTS_KEPT as u64);
+        for (i, c) in changes.iter().enumerate() {
+            let id = c.record.task_id.as_str();
+            if dropped.contains(id) {
+                continue;
+            }
+            let seq = int(c.event.seq);
+            if c.event.seq == 1 {
+                first_seen.insert(id);
+            }
+            a.ev_task.push(id.to_string());
+            a.ev_seq.push(seq);
+            a.ev_at.push(int(unix_ms(c.event.at)));
+            a.ev_kind
+                .push(serde_json::to_string(&c.event.kind).map_err(json)?);
+            if last.get(id) != Some(&i) {
+                continue;
+            }
+            if seq > kept {
+                a.trim_task.push(id.to_string());
+                a.trim_upto.push(seq - kept);
+            }
+            let launch = match (&c.record.launch, first_seen.contains(id)) {
+                (Some(l), true) => Some(serde_json::to_string(l).map_err(json)?),
+                _ => None,
+            };
+            a.rec_task.push(id.to_string());
+            a.rec_rev.push(seq);
+            a.rec_finished
+                .push(c.record.finished_at.map(|t| int(unix_ms(t))));
+            a.rec_json
+                .push(serde_json::to_string(&c.record).map_err(json)?);
+            a.rec_launch.push(launch);
+        }
+        Ok(a)
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 12] {
+        [
+            &self.ev_task,
+            &self.ev_seq,
+            &self.ev_at,
+            &self.ev_kind,
+            &self.rec_task,
+            &self.rec_rev,
+            &self.rec_finished,
+            &self.rec_json,
+            &self.rec_launch,
+            &self.trim_task,
+            &self.trim_upto,
+            &self.dropped,
+        ]
+    }
+}

@@ -1,0 +1,136 @@
+//! The embedded schema: numbered migrations applied at start in one transaction, under
+//! an advisory lock so replicas starting together apply each once, recorded in
+//! `mse_schema`. A database newer than this build is refused.
+
+use deadpool_postgres::Object;
+
+use crate::error::Error;
+
+/// The newest schema version this build knows.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// Key of the advisory lock that serialises migrations (any fixed number).
+const MIGRATION_LOCK: i64 = 0x6d73_655f_7363_6865;
+
+/// Migration `i` moves the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[V1];
+
+/// Version 1: tasks, runs, the replay journal, operator sessions, replicas.
+///
+/// Ready for several replicas, though one process uses it today: `replicas` holds each
+/// replica's heartbeat by the database's clock; `runner` / `lease_epoch` on tasks and
+/// runs name the replica that drives them and fence a stale one; `gateway` on sessions
+/// names the replica holding the stream.
+const V1: &str = "
+CREATE TABLE replicas (
+    id           text PRIMARY KEY,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    draining     boolean NOT NULL DEFAULT false
+);
+
+CREATE TABLE tasks (
+    task_id     text PRIMARY KEY,
+    rev         bigint NOT NULL,
+    finished_ms bigint,
+    record      jsonb NOT NULL,
+    launch      jsonb,
+    runner      text,
+    lease_epoch bigint NOT NULL DEFAULT 0,
+    created     bigserial
+);
+CREATE INDEX tasks_running ON tasks (runner) WHERE finished_ms IS NULL;
+
+CREATE TABLE task_events (
+    task_id text NOT NULL,
+    seq     bigint NOT NULL,
+    at_ms   bigint NOT NULL,
+    kind    jsonb NOT NULL,
+    PRIMARY KEY (task_id, seq)
+);
+
+CREATE TABLE runs (
+    id          text PRIMARY KEY,
+    task_id     text NOT NULL,
+    status      text NOT NULL,
+    created_at  bigint NOT NULL,
+    updated_at  bigint NOT NULL,
+    record      jsonb NOT NULL,
+    runner      text,
+    lease_epoch bigint NOT NULL DEFAULT 0,
+    seq         bigserial
+);
+CREATE INDEX runs_by_task ON runs (task_id);
+CREATE INDEX runs_running ON runs (status) WHERE status = 'running';
+
+CREATE TABLE replay_log (
+    seq         bigserial PRIMARY KEY,
+    run_id      text NOT NULL,
+    step_ref    text NOT NULL,
+    input_hash  text NOT NULL,
+    occurrence  integer NOT NULL,
+    ctx_json    text NOT NULL,
+    output_json text NOT NULL,
+    created_at  bigint NOT NULL,
+    UNIQUE (run_id, step_ref, input_hash, occurrence)
+);
+CREATE INDEX replay_by_run ON replay_log (run_id, seq);
+
+CREATE TABLE sessions (
+    sid          text PRIMARY KEY,
+    token_hash   text NOT NULL,
+    roles        jsonb NOT NULL,
+    epoch        bigint NOT NULL,
+    last_seq     bigint NOT NULL,
+    acked        bigint NOT NULL,
+    created_ms   bigint NOT NULL,
+    last_seen_ms bigint NOT NULL,
+    deleted_ms   bigint,
+    gateway      text
+);
+CREATE INDEX sessions_deleted ON sessions (deleted_ms) WHERE deleted_ms IS NOT NULL;
+
+-- One row per role a live session holds: the primary key is the unique claim.
+CREATE TABLE session_roles (
+    role text PRIMARY KEY,
+    sid  text NOT NULL REFERENCES sessions (sid) ON DELETE CASCADE
+);
+CREATE INDEX session_roles_by_sid ON session_roles (sid);
+";
+
+/// Applies the migrations the database lacks, all in one transaction.
+pub(super) async fn migrate(client: &mut Object) -> Result<(), Error> {
+    let fail = |e: tokio_postgres::Error| super::error("schema", &e);
+    let tx = client.transaction().await.map_err(fail)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(fail)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS mse_schema (
+            version    integer PRIMARY KEY,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )",
+    )
+    .await
+    .map_err(fail)?;
+    let row = tx
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM mse_schema", &[])
+        .await
+        .map_err(fail)?;
+    let current: i32 = row.get(0);
+    if current > SCHEMA_VERSION {
+        return Err(Error::FailedPrecondition(format!(
+            "the database schema is version {current}, newer than this build's \
+             {SCHEMA_VERSION}; run a newer mse-grpc against it"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        let version = i as i32 + 1;
+        tx.batch_execute(sql).await.map_err(fail)?;
+        tx.execute("INSERT INTO mse_schema (version) VALUES ($1)", &[&version])
+            .await
+            .map_err(fail)?;
+        tracing::info!(version, "database schema migrated");
+    }
+    tx.commit().await.map_err(fail)
+}
