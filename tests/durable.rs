@@ -4,119 +4,27 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{authed, fixture, start_inline, temp_dir, C, S};
+use common::child::{
+    finished_tasks_survive_a_kill, operator_flow_resumes_after_a_kill, Operator, Proc, Tally,
+};
+use common::{fixture, start_inline, temp_dir};
 use futures::StreamExt;
 use mlua_swarm_grpc::pb::v1 as pb;
-use mlua_swarm_grpc::pb::v1::operator_service_client::OperatorServiceClient;
-use mlua_swarm_grpc::pb::v1::task_service_client::TaskServiceClient;
-use mlua_swarm_grpc::pb::v1::worker_service_client::WorkerServiceClient;
 use serde_json::json;
-use tonic::transport::{Channel, Endpoint};
 
-/// A server child process on `dir`.
-struct Proc {
-    child: Child,
-    channel: Channel,
+#[tokio::test]
+async fn finished_tasks_are_read_listed_and_watched_after_a_kill() {
+    finished_tasks_survive_a_kill(&data_dir("finished"), &[]).await;
 }
 
-impl Proc {
-    /// Starts the binary on `dir` with `extra` flags and waits until it serves.
-    async fn start(dir: &Path, extra: &[&str]) -> Proc {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let log = std::fs::File::create(dir.with_extension("log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_mse-grpc"))
-            .arg("serve")
-            .args(["--bind", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(dir)
-            .args(extra)
-            .env_remove("MSE_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn mse-grpc");
-        let channel = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-            .expect("endpoint")
-            .connect_timeout(Duration::from_secs(2))
-            .connect_lazy();
-        // From here on, Drop kills and reaps the child whatever happens.
-        let proc = Proc { child, channel };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut health = tonic_health::pb::health_client::HealthClient::new(proc.channel.clone());
-        loop {
-            let req = tonic_health::pb::HealthCheckRequest::default();
-            if let Ok(r) = health.check(req).await {
-                if r.into_inner().status
-                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-                {
-                    return proc;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server on {} never served",
-                dir.display()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// SIGKILL, and reap.
-    fn kill(self) {
-        drop(self);
-    }
-
-    fn tasks(&self) -> TaskServiceClient<Channel> {
-        TaskServiceClient::new(self.channel.clone())
-    }
-
-    /// Runs the fixture Blueprint `bp` on `input` to its end; it must complete.
-    async fn run_completed(&self, bp: &str, input: serde_json::Value) -> pb::Task {
-        let req: pb::RunTaskRequest = common::inline(fixture(bp), input);
-        let resp = self.tasks().run_task(req).await.expect("run");
-        let t = resp.into_inner().task.expect("task");
-        assert_eq!(t.state(), pb::TaskState::Completed, "{}", t.error);
-        t
-    }
-
-    async fn get(&self, id: &str) -> pb::Task {
-        let req = pb::GetTaskRequest { task_id: id.into() };
-        let resp = self.tasks().get_task(req).await.expect("get task");
-        resp.into_inner().task.expect("task")
-    }
-
-    /// Polls until the task is in `state` (bounded).
-    async fn wait_state(&self, id: &str, state: pb::TaskState) -> pb::Task {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let t = self.get(id).await;
-            if t.state() == state {
-                return t;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{id} stuck in {:?}: {}",
-                t.state(),
-                t.error
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+#[tokio::test]
+async fn an_operator_flow_killed_after_step_two_completes_without_dispatching_steps_again() {
+    operator_flow_resumes_after_a_kill(&data_dir("operator"), &[]).await;
 }
 
 fn data_dir(tag: &str) -> PathBuf {
@@ -136,53 +44,6 @@ async fn a_corrupt_store_file_fails_the_boot_naming_the_file() {
     assert!(!out.status.success(), "a corrupt store must fail the boot");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("tasks.sqlite"), "{err}");
-}
-
-#[tokio::test]
-async fn finished_tasks_are_read_listed_and_watched_after_a_kill() {
-    let dir = data_dir("finished");
-    let server = Proc::start(&dir, &[]).await;
-    let mut ids = Vec::new();
-    for i in 0..3 {
-        let t = server
-            .run_completed("identity.json", json!({ "input": i }))
-            .await;
-        ids.push(t.task_id);
-    }
-    server.kill();
-    let server = Proc::start(&dir, &[]).await;
-    for (i, id) in ids.iter().enumerate() {
-        let t = server.get(id).await;
-        assert_eq!(t.state(), pb::TaskState::Completed);
-        let ctx = common::from_value(t.final_ctx);
-        assert_eq!(ctx["output"]["echoed"], json!(i.to_string()), "{ctx}");
-        assert_eq!(t.runs.len(), 1);
-        assert_eq!(t.runs[0].end(), pb::RunEnd::Completed);
-    }
-    let listed = server
-        .tasks()
-        .list_tasks(pb::ListTasksRequest::default())
-        .await
-        .expect("list")
-        .into_inner();
-    assert_eq!(listed.tasks.len(), 3);
-    let events: Vec<_> = server
-        .tasks()
-        .watch_task(pb::WatchTaskRequest {
-            task_id: ids[0].clone(),
-        })
-        .await
-        .expect("watch")
-        .into_inner()
-        .map(|e| e.expect("event").event.expect("event").seq)
-        .collect()
-        .await;
-    assert_eq!(
-        events,
-        vec![1, 2, 3, 4],
-        "started, dispatched, finished, completed"
-    );
-    server.kill();
 }
 
 #[tokio::test]
@@ -274,233 +135,6 @@ async fn manual_mode_waits_for_resume_task_and_rerun_task_runs_again_from_a_step
     assert_eq!(rerun.runs[2].start(), pb::RunStart::Rerun);
     assert_eq!(rerun.runs[2].from_step, "echo");
     assert_eq!(rerun.runs[2].replayed_steps, 0, "cut at the first echo");
-    server.kill();
-}
-
-/// A scripted operator holding the role `remote`: answers every spawn with the step's
-/// prompt upper-cased, counting spawns per (task, agent).
-struct Operator {
-    tx: tokio::sync::mpsc::Sender<pb::ClientFrame>,
-    rx: tonic::Streaming<pb::ServerFrame>,
-    workers: WorkerServiceClient<Channel>,
-}
-
-impl Operator {
-    async fn join(server: &Proc) -> (Operator, pb::CreateSessionResponse) {
-        let mut ops = OperatorServiceClient::new(server.channel.clone());
-        let created = ops
-            .create_session(pb::CreateSessionRequest {
-                roles: vec!["remote".into()],
-            })
-            .await
-            .expect("session")
-            .into_inner();
-        (Operator::attach(server, &created).await, created)
-    }
-
-    /// Connects to the session `created` (which survives a restart).
-    async fn attach(server: &Proc, created: &pb::CreateSessionResponse) -> Operator {
-        let mut ops = OperatorServiceClient::new(server.channel.clone());
-        let (tx, out) = tokio::sync::mpsc::channel(1024);
-        let hello = pb::Hello {
-            sid: created.sid.clone(),
-            last_seq: 0,
-        };
-        tx.send(pb::ClientFrame {
-            body: Some(C::Hello(hello)),
-        })
-        .await
-        .expect("hello");
-        let stream = tokio_stream::wrappers::ReceiverStream::new(out);
-        let mut rx = ops
-            .connect(authed(stream, &created.token))
-            .await
-            .expect("connect")
-            .into_inner();
-        let first = rx.message().await.expect("welcome").expect("frame");
-        assert!(matches!(first.body, Some(S::Welcome(_))), "{first:?}");
-        Operator {
-            tx,
-            rx,
-            workers: WorkerServiceClient::new(server.channel.clone()),
-        }
-    }
-
-    async fn send(&self, body: C) {
-        let _ = self.tx.send(pb::ClientFrame { body: Some(body) }).await;
-    }
-
-    /// The next spawn (other frames acked), or None when the stream ends.
-    async fn next_spawn(&mut self) -> Option<pb::Spawn> {
-        loop {
-            let frame = tokio::time::timeout(Duration::from_secs(20), self.rx.message())
-                .await
-                .expect("a frame in time")
-                .ok()??;
-            self.send(C::Ack(pb::Ack { seq: frame.seq })).await;
-            match frame.body {
-                Some(S::Ping(p)) => self.send(C::Pong(pb::Pong { nonce: p.nonce })).await,
-                Some(S::Spawn(s)) => return Some(s),
-                _ => {}
-            }
-        }
-    }
-
-    /// Answers spawns until one for `agent` arrives, which it returns unanswered; every
-    /// spawn seen is counted in `seen` by agent.
-    async fn answer_until(&mut self, agent: &str, seen: &mut HashMap<String, u32>) -> pb::Spawn {
-        loop {
-            let s = self.next_spawn().await.expect("spawn");
-            *seen.entry(s.agent.clone()).or_default() += 1;
-            if s.agent == agent {
-                return s;
-            }
-            self.answer(&s).await;
-        }
-    }
-
-    /// Does the worker's part of a spawn and acks it.
-    async fn answer(&mut self, spawn: &pb::Spawn) {
-        answer(self.workers.clone(), self.tx.clone(), spawn)
-            .await
-            .expect("answer");
-    }
-
-    /// Answers every spawn on its own tokio task until the stream ends (the server was
-    /// killed), counting spawns per (task, agent) in `tally`.
-    fn answer_all(mut self, tally: Arc<Mutex<Tally>>) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            while let Ok(Some(spawn)) = self.next_frame_spawn().await {
-                tally.lock().expect("tally").saw(&spawn);
-                let (workers, tx) = (self.workers.clone(), self.tx.clone());
-                // A kill can cut the answer; the resumed run spawns the step again.
-                tokio::spawn(async move { answer(workers, tx, &spawn).await });
-            }
-        })
-    }
-
-    /// The next spawn, with no deadline (pings keep the stream busy); Ok(None) or an
-    /// error once the stream ends.
-    async fn next_frame_spawn(&mut self) -> Result<Option<pb::Spawn>, tonic::Status> {
-        loop {
-            let Some(frame) = self.rx.message().await? else {
-                return Ok(None);
-            };
-            self.send(C::Ack(pb::Ack { seq: frame.seq })).await;
-            match frame.body {
-                Some(S::Ping(p)) => self.send(C::Pong(pb::Pong { nonce: p.nonce })).await,
-                Some(S::Spawn(s)) => return Ok(Some(s)),
-                _ => {}
-            }
-        }
-    }
-}
-
-/// The worker's part of a spawn (the prompt, a body naming the agent), then the ack.
-async fn answer(
-    mut workers: WorkerServiceClient<Channel>,
-    tx: tokio::sync::mpsc::Sender<pb::ClientFrame>,
-    spawn: &pb::Spawn,
-) -> Result<(), tonic::Status> {
-    let prompt = workers
-        .get_prompt(authed(
-            pb::GetPromptRequest {
-                step_id: spawn.step_id.clone(),
-            },
-            &spawn.worker_handle,
-        ))
-        .await?
-        .into_inner();
-    let body = format!("{}+{}", prompt.prompt, spawn.agent);
-    workers
-        .submit(authed(
-            pb::SubmitRequest {
-                body,
-                outcome: pb::SubmitOutcome::Pass as i32,
-                step_id: String::new(),
-            },
-            &spawn.worker_handle,
-        ))
-        .await?;
-    let ack = pb::SpawnAck {
-        req_id: spawn.req_id.clone(),
-        ..Default::default()
-    };
-    let _ = tx
-        .send(pb::ClientFrame {
-            body: Some(C::SpawnAck(ack)),
-        })
-        .await;
-    Ok(())
-}
-
-/// Spawns an operator saw, per (task, agent), and the last agent spawned per task.
-#[derive(Default)]
-struct Tally {
-    spawns: HashMap<(String, String), u32>,
-    last: HashMap<String, String>,
-}
-
-impl Tally {
-    fn saw(&mut self, spawn: &pb::Spawn) {
-        let key = (spawn.task_id.clone(), spawn.agent.clone());
-        *self.spawns.entry(key).or_default() += 1;
-        self.last.insert(spawn.task_id.clone(), spawn.agent.clone());
-    }
-}
-
-#[tokio::test]
-async fn an_operator_flow_killed_after_step_two_completes_without_dispatching_steps_again() {
-    let dir = data_dir("operator");
-    let server = Proc::start(&dir, &[]).await;
-    let (mut op, session) = Operator::join(&server).await;
-    let id = server
-        .tasks()
-        .start_task(start_inline(
-            fixture("five-steps.json"),
-            json!({"input": "x"}),
-        ))
-        .await
-        .expect("start")
-        .into_inner()
-        .task_id;
-    let mut spawns: HashMap<String, u32> = HashMap::new();
-    // Steps 1 and 2 are acked and journaled; step 3 is in flight.
-    op.answer_until("s3", &mut spawns).await;
-    drop(op);
-    server.kill();
-
-    let server = Proc::start(&dir, &[]).await;
-    let t = server.get(&id).await;
-    assert_eq!(
-        t.state(),
-        pb::TaskState::Interrupted,
-        "waits for its operator"
-    );
-    // The session and its role survived the restart; its stream resumes the task.
-    let mut op = Operator::attach(&server, &session).await;
-    loop {
-        let s = op.next_spawn().await.expect("spawn");
-        *spawns.entry(s.agent.clone()).or_default() += 1;
-        op.answer(&s).await;
-        if s.agent == "s5" {
-            break;
-        }
-    }
-    let done = server.wait_state(&id, pb::TaskState::Completed).await;
-    assert_eq!(spawns["s1"], 1, "{spawns:?}");
-    assert_eq!(spawns["s2"], 1, "{spawns:?}");
-    assert_eq!(spawns["s3"], 2, "the step in flight runs again: {spawns:?}");
-    assert_eq!(spawns["s4"], 1, "{spawns:?}");
-    assert_eq!(spawns["s5"], 1, "{spawns:?}");
-    let ctx = common::from_value(done.final_ctx);
-    assert!(
-        ctx["o5"].as_str().is_some_and(|s| s.contains("s5")),
-        "{ctx}"
-    );
-    assert_eq!(done.runs.len(), 2);
-    assert_eq!(done.runs[1].start(), pb::RunStart::Resume);
-    assert_eq!(done.runs[1].replayed_steps, 2);
     server.kill();
 }
 

@@ -2,7 +2,9 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod child;
 pub mod pki;
+pub mod postgres;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

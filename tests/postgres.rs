@@ -1,0 +1,153 @@
+//! `--database-url`: tasks, their events and results, runs, the replay journal and
+//! operator sessions kept in PostgreSQL survive a `kill -9` of the server. Real
+//! `mse-grpc` child processes against a throwaway PostgreSQL cluster (`common::postgres`:
+//! skipped, saying so, only when the PostgreSQL binaries are absent).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::child::{finished_tasks_survive_a_kill, operator_flow_resumes_after_a_kill, Proc};
+use common::postgres::Postgres;
+use common::{temp_dir, Op};
+use mlua_swarm_grpc::pb::v1 as pb;
+use mlua_swarm_grpc::pb::v1::operator_service_client::OperatorServiceClient;
+
+fn data_dir(tag: &str) -> PathBuf {
+    temp_dir(tag).join("data")
+}
+
+/// Nothing of the system of record was written under the data dir.
+fn assert_no_sqlite_stores(dir: &Path) {
+    for file in [
+        "tasks.sqlite",
+        "runs.sqlite",
+        "journal.sqlite",
+        "sessions.sqlite",
+    ] {
+        assert!(
+            !dir.join(file).exists(),
+            "{file} written beside --database-url"
+        );
+    }
+}
+
+#[tokio::test]
+async fn finished_tasks_their_events_and_results_survive_a_kill() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database().await;
+    let dir = data_dir("pg-finished");
+    finished_tasks_survive_a_kill(&dir, &["--database-url", &url]).await;
+    assert_no_sqlite_stores(&dir);
+}
+
+#[tokio::test]
+async fn an_operator_flow_killed_after_step_two_completes_without_dispatching_steps_again() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database().await;
+    let dir = data_dir("pg-operator");
+    operator_flow_resumes_after_a_kill(&dir, &["--database-url", &url]).await;
+    assert_no_sqlite_stores(&dir);
+}
+
+#[tokio::test]
+async fn a_session_its_token_and_its_roles_survive_a_kill() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database().await;
+    let dir = data_dir("pg-sessions");
+    let flags = ["--database-url", url.as_str()];
+    let first = Proc::start(&dir, &flags).await;
+    let mut ops = OperatorServiceClient::new(first.channel.clone());
+    let created = ops
+        .create_session(pb::CreateSessionRequest {
+            roles: vec!["remote".into(), "lead".into()],
+        })
+        .await
+        .expect("create session")
+        .into_inner();
+    let op = Op::connect_on(&first.channel, &created.sid, &created.token, 0)
+        .await
+        .expect("connect");
+    assert_eq!(op.welcome.epoch, 1);
+    // The attach epoch is written behind; once stored, the restart steps past it.
+    let stored = format!("SELECT epoch FROM sessions WHERE sid = '{}'", created.sid);
+    assert_eq!(Postgres::wait_for(&url, &stored, |e| e == 1).await, 1);
+    drop(op);
+    first.kill();
+
+    let second = Proc::start(&dir, &flags).await;
+    let mut ops = OperatorServiceClient::new(second.channel.clone());
+    let listed = ops
+        .list_sessions(pb::ListSessionsRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    let sids: Vec<&str> = listed.sessions.iter().map(|s| s.sid.as_str()).collect();
+    assert_eq!(sids, [created.sid.as_str()]);
+    let op = Op::connect_on(&second.channel, &created.sid, &created.token, 0)
+        .await
+        .expect("the same sid + token connect after the restart");
+    assert!(op.welcome.server_restarted, "{:?}", op.welcome);
+    assert!(op.welcome.epoch > 1, "{:?}", op.welcome);
+    assert_eq!(op.welcome.roles, ["remote", "lead"]);
+    let wrong = Op::connect_on(&second.channel, &created.sid, "0123456789abcdef", 0).await;
+    assert_eq!(
+        wrong.err().map(|s| s.code()),
+        Some(tonic::Code::Unauthenticated)
+    );
+    let clash = ops
+        .create_session(pb::CreateSessionRequest {
+            roles: vec!["lead".into()],
+        })
+        .await;
+    assert_eq!(
+        clash.err().map(|s| s.code()),
+        Some(tonic::Code::AlreadyExists),
+        "the role is still held"
+    );
+    second.kill();
+    assert_no_sqlite_stores(&dir);
+}
+
+#[tokio::test]
+async fn a_stopped_database_fails_the_boot_naming_it_without_its_password() {
+    let Some(pg) = Postgres::start() else { return };
+    pg.database().await;
+    let url = format!(
+        "postgres://postgres:hunter2-secret@127.0.0.1:{}/postgres",
+        pg.port
+    );
+    pg.stop();
+    let dir = data_dir("pg-down");
+    let out = Command::new(env!("CARGO_BIN_EXE_mse-grpc"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .args(["--database-url", &url])
+        .env_remove("MSE_CONFIG")
+        .output()
+        .expect("run");
+    assert!(
+        !out.status.success(),
+        "an unreachable database fails the boot"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach the database"), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{}", pg.port)), "{err}");
+    assert!(err.contains("--database-url"), "says what to fix: {err}");
+    assert!(!err.contains("hunter2"), "the password leaked: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_mse-grpc"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--ephemeral"])
+        .args(["--database-url", &url])
+        .env_remove("MSE_CONFIG")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--ephemeral"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+}
