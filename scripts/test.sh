@@ -12,6 +12,17 @@ if ! command -v grpcurl >/dev/null 2>&1; then
   hash -r
 fi
 
+# tests/postgres.rs starts a throwaway PostgreSQL cluster from Debian's binaries; without
+# them it skips (saying so), so install them when apt can.
+if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && command -v apt-get >/dev/null; then
+  echo "scripts/test.sh: installing postgresql (apt) for tests/postgres.rs"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq || true
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null || \
+    echo "scripts/test.sh: postgresql not installed; tests/postgres.rs will skip"
+fi
+
 echo "== cargo test"
 cargo test --all-targets
 cargo build --quiet

@@ -8,14 +8,37 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::child::{finished_tasks_survive_a_kill, operator_flow_resumes_after_a_kill, Proc};
-use common::postgres::Postgres;
-use common::{temp_dir, Op};
+use common::child::{
+    finished_tasks_survive_a_kill, operator_flow_resumes_after_a_kill, Operator, Proc,
+};
+use common::postgres::{bounded, Postgres};
+use common::{fixture, start_inline, temp_dir, Op};
 use mlua_swarm_grpc::pb::v1 as pb;
 use mlua_swarm_grpc::pb::v1::operator_service_client::OperatorServiceClient;
+use serde_json::json;
 
-fn data_dir(tag: &str) -> PathBuf {
-    temp_dir(tag).join("data")
+/// A data dir (Blueprints, data outputs) removed with its parent when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        Scratch(temp_dir(tag).join("data"))
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(parent) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(parent);
+        }
+    }
 }
 
 /// Nothing of the system of record was written under the data dir.
@@ -36,118 +59,199 @@ fn assert_no_sqlite_stores(dir: &Path) {
 #[tokio::test]
 async fn finished_tasks_their_events_and_results_survive_a_kill() {
     let Some(pg) = Postgres::start() else { return };
-    let url = pg.database().await;
-    let dir = data_dir("pg-finished");
-    finished_tasks_survive_a_kill(&dir, &["--database-url", &url]).await;
-    assert_no_sqlite_stores(&dir);
+    bounded(120, async {
+        let url = pg.database().await;
+        let dir = Scratch::new("pg-finished");
+        finished_tasks_survive_a_kill(&dir, &["--database-url", &url]).await;
+        assert_no_sqlite_stores(&dir);
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn an_operator_flow_killed_after_step_two_completes_without_dispatching_steps_again() {
     let Some(pg) = Postgres::start() else { return };
-    let url = pg.database().await;
-    let dir = data_dir("pg-operator");
-    operator_flow_resumes_after_a_kill(&dir, &["--database-url", &url]).await;
-    assert_no_sqlite_stores(&dir);
+    bounded(120, async {
+        let url = pg.database().await;
+        let dir = Scratch::new("pg-operator");
+        operator_flow_resumes_after_a_kill(&dir, &["--database-url", &url]).await;
+        assert_no_sqlite_stores(&dir);
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_session_its_token_and_its_roles_survive_a_kill() {
     let Some(pg) = Postgres::start() else { return };
-    let url = pg.database().await;
-    let dir = data_dir("pg-sessions");
-    let flags = ["--database-url", url.as_str()];
-    let first = Proc::start(&dir, &flags).await;
-    let mut ops = OperatorServiceClient::new(first.channel.clone());
-    let created = ops
-        .create_session(pb::CreateSessionRequest {
-            roles: vec!["remote".into(), "lead".into()],
-        })
-        .await
-        .expect("create session")
-        .into_inner();
-    let op = Op::connect_on(&first.channel, &created.sid, &created.token, 0)
-        .await
-        .expect("connect");
-    assert_eq!(op.welcome.epoch, 1);
-    // The attach epoch is written behind; once stored, the restart steps past it.
-    let stored = format!("SELECT epoch FROM sessions WHERE sid = '{}'", created.sid);
-    assert_eq!(Postgres::wait_for(&url, &stored, |e| e == 1).await, 1);
-    drop(op);
-    first.kill();
+    bounded(120, async {
+        let url = pg.database().await;
+        let dir = Scratch::new("pg-sessions");
+        let flags = ["--database-url", url.as_str()];
+        let first = Proc::start(&dir, &flags).await;
+        let mut ops = OperatorServiceClient::new(first.channel.clone());
+        let created = ops
+            .create_session(pb::CreateSessionRequest {
+                roles: vec!["remote".into(), "lead".into()],
+            })
+            .await
+            .expect("create session")
+            .into_inner();
+        let op = Op::connect_on(&first.channel, &created.sid, &created.token, 0)
+            .await
+            .expect("connect");
+        assert_eq!(op.welcome.epoch, 1);
+        // The attach epoch is written behind; once stored, the restart steps past it.
+        let stored = format!("SELECT epoch FROM sessions WHERE sid = '{}'", created.sid);
+        assert_eq!(Postgres::wait_for(&url, &stored, |e| e == 1).await, 1);
+        drop(op);
+        first.kill();
 
-    let second = Proc::start(&dir, &flags).await;
-    let mut ops = OperatorServiceClient::new(second.channel.clone());
-    let listed = ops
-        .list_sessions(pb::ListSessionsRequest::default())
-        .await
-        .expect("list")
-        .into_inner();
-    let sids: Vec<&str> = listed.sessions.iter().map(|s| s.sid.as_str()).collect();
-    assert_eq!(sids, [created.sid.as_str()]);
-    let op = Op::connect_on(&second.channel, &created.sid, &created.token, 0)
-        .await
-        .expect("the same sid + token connect after the restart");
-    assert!(op.welcome.server_restarted, "{:?}", op.welcome);
-    assert!(op.welcome.epoch > 1, "{:?}", op.welcome);
-    assert_eq!(op.welcome.roles, ["remote", "lead"]);
-    let wrong = Op::connect_on(&second.channel, &created.sid, "0123456789abcdef", 0).await;
-    assert_eq!(
-        wrong.err().map(|s| s.code()),
-        Some(tonic::Code::Unauthenticated)
-    );
-    let clash = ops
-        .create_session(pb::CreateSessionRequest {
-            roles: vec!["lead".into()],
-        })
-        .await;
-    assert_eq!(
-        clash.err().map(|s| s.code()),
-        Some(tonic::Code::AlreadyExists),
-        "the role is still held"
-    );
-    second.kill();
-    assert_no_sqlite_stores(&dir);
+        let second = Proc::start(&dir, &flags).await;
+        let mut ops = OperatorServiceClient::new(second.channel.clone());
+        let listed = ops
+            .list_sessions(pb::ListSessionsRequest::default())
+            .await
+            .expect("list")
+            .into_inner();
+        let sids: Vec<&str> = listed.sessions.iter().map(|s| s.sid.as_str()).collect();
+        assert_eq!(sids, [created.sid.as_str()]);
+        let op = Op::connect_on(&second.channel, &created.sid, &created.token, 0)
+            .await
+            .expect("the same sid + token connect after the restart");
+        assert!(op.welcome.server_restarted, "{:?}", op.welcome);
+        assert!(op.welcome.epoch > 1, "{:?}", op.welcome);
+        assert_eq!(op.welcome.roles, ["remote", "lead"]);
+        let wrong = Op::connect_on(&second.channel, &created.sid, "0123456789abcdef", 0).await;
+        assert_eq!(
+            wrong.err().map(|s| s.code()),
+            Some(tonic::Code::Unauthenticated)
+        );
+        let clash = ops
+            .create_session(pb::CreateSessionRequest {
+                roles: vec!["lead".into()],
+            })
+            .await;
+        assert_eq!(
+            clash.err().map(|s| s.code()),
+            Some(tonic::Code::AlreadyExists),
+            "the role is still held"
+        );
+        second.kill();
+        assert_no_sqlite_stores(&dir);
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_stopped_database_fails_the_boot_naming_it_without_its_password() {
     let Some(pg) = Postgres::start() else { return };
-    pg.database().await;
-    let url = format!(
-        "postgres://postgres:hunter2-secret@127.0.0.1:{}/postgres",
-        pg.port
-    );
-    pg.stop();
-    let dir = data_dir("pg-down");
-    let out = Command::new(env!("CARGO_BIN_EXE_mse-grpc"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(&dir)
-        .args(["--database-url", &url])
-        .env_remove("MSE_CONFIG")
-        .output()
-        .expect("run");
-    assert!(
-        !out.status.success(),
-        "an unreachable database fails the boot"
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot reach the database"), "{err}");
-    assert!(err.contains(&format!("127.0.0.1:{}", pg.port)), "{err}");
-    assert!(err.contains("--database-url"), "says what to fix: {err}");
-    assert!(!err.contains("hunter2"), "the password leaked: {err}");
-    assert!(!err.contains("panicked"), "{err}");
+    bounded(120, async {
+        pg.database().await;
+        let url = format!(
+            "postgres://postgres:hunter2-secret@127.0.0.1:{}/postgres",
+            pg.port
+        );
+        pg.stop();
+        let dir = Scratch::new("pg-down");
+        let out = Command::new(env!("CARGO_BIN_EXE_mse-grpc"))
+            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(&*dir)
+            .args(["--database-url", &url])
+            .env_remove("MSE_CONFIG")
+            .output()
+            .expect("run");
+        assert!(
+            !out.status.success(),
+            "an unreachable database fails the boot"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("cannot reach the database"), "{err}");
+        assert!(err.contains(&format!("127.0.0.1:{}", pg.port)), "{err}");
+        assert!(err.contains("--database-url"), "says what to fix: {err}");
+        assert!(!err.contains("hunter2"), "the password leaked: {err}");
+        assert!(!err.contains("panicked"), "{err}");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_mse-grpc"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--ephemeral"])
-        .args(["--database-url", &url])
-        .env_remove("MSE_CONFIG")
-        .output()
-        .expect("run");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("--ephemeral"),
-        "{err}"
-    );
-    assert!(!err.contains("hunter2"), "{err}");
+        let out = Command::new(env!("CARGO_BIN_EXE_mse-grpc"))
+            .args(["serve", "--bind", "127.0.0.1:0", "--ephemeral"])
+            .args(["--database-url", &url])
+            .env_remove("MSE_CONFIG")
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("--ephemeral"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_database_outage_refuses_new_tasks_and_the_end_of_a_running_one_is_retried() {
+    let Some(pg) = Postgres::start() else { return };
+    bounded(120, async {
+        let url = pg.database().await;
+        let dir = Scratch::new("pg-outage");
+        let flags = ["--database-url", url.as_str()];
+        let server = Proc::start(&dir, &flags).await;
+        let (mut op, _session) = Operator::join(&server).await;
+        let id = server
+            .tasks()
+            .start_task(start_inline(
+                fixture("five-steps.json"),
+                json!({"input": "job"}),
+            ))
+            .await
+            .expect("start")
+            .into_inner()
+            .task_id;
+        let spawn = op.answer_until("s5", &mut Default::default()).await;
+
+        pg.stop();
+        let refused = server
+            .tasks()
+            .start_task(start_inline(fixture("identity.json"), json!({"input": 1})))
+            .await
+            .expect_err("no new task while the database is down");
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+        assert!(!refused.message().contains("postgres://"), "{refused:?}");
+        // The operator answers the last step while the database is down: the task's
+        // writes (the step's end, the task's end) wait for it.
+        op.answer(&spawn).await;
+        let mut watch = server
+            .tasks()
+            .watch_task(pb::WatchTaskRequest {
+                task_id: id.clone(),
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        let mut finished = 0;
+        while finished < 5 {
+            let event = watch.message().await.expect("event").expect("open");
+            let kind = event.event.and_then(|e| e.kind);
+            if matches!(kind, Some(pb::task_event::Kind::StepFinished(_))) {
+                finished += 1;
+            }
+        }
+        drop(watch);
+        pg.start_again();
+        let stored = format!(
+            "SELECT count(*) FROM tasks WHERE task_id = '{id}' AND finished_ms IS NOT NULL"
+        );
+        assert_eq!(
+            Postgres::wait_for(&url, &stored, |n| n == 1).await,
+            1,
+            "the end was written once the database was back"
+        );
+        server.kill();
+        let server = Proc::start(&dir, &flags).await;
+        assert_eq!(server.get(&id).await.state(), pb::TaskState::Completed);
+        server
+            .run_completed("identity.json", json!({"input": 2}))
+            .await;
+        server.kill();
+    })
+    .await;
 }

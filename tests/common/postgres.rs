@@ -190,6 +190,14 @@ impl Drop for Postgres {
     }
 }
 
+/// Runs a test body for at most `secs`: a hung test fails (and its cluster is stopped
+/// by the unwinding) instead of holding the run.
+pub async fn bounded<T>(secs: u64, body: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(secs), body)
+        .await
+        .unwrap_or_else(|_| panic!("the test did not finish within {secs} s"))
+}
+
 fn remove(dir: &Path) {
     if let Err(e) = std::fs::remove_dir_all(dir) {
         eprintln!("could not remove {}: {e}", dir.display());

@@ -87,6 +87,12 @@ impl PgWriter {
         }
     }
 
+    /// UNAVAILABLE at once when the database cannot be reached (a new task is refused
+    /// rather than held while a change already made waits for the database).
+    pub(super) async fn reachable(&self) -> Result<()> {
+        crate::pg::client(&self.pool).await.map(drop)
+    }
+
     /// Resolves once no change of `task_id` is queued or in flight; UNAVAILABLE if its
     /// last write failed.
     pub(super) async fn settled(&self, task_id: &str) -> Result<()> {

@@ -122,6 +122,7 @@ impl PgTaskStore {
 #[async_trait]
 impl TaskStore for PgTaskStore {
     async fn create(&self, record: TaskRecord) -> Result<()> {
+        self.writer.reachable().await?;
         self.writer
             .submit(|| {
                 let event = self.mem.create_noting(record.clone());
