@@ -31,6 +31,10 @@ pub enum Error {
     /// The caller's deadline passed.
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// A concurrent change won (a Blueprint's head moved while this write was prepared);
+    /// read again and retry.
+    #[error("{0}")]
+    Aborted(String),
     /// A transient condition (engine lock busy, server draining); retry.
     #[error("{0}")]
     Unavailable(String),
@@ -55,6 +59,7 @@ impl Error {
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Error::Aborted(_) => Code::Aborted,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
         }
@@ -67,7 +72,7 @@ impl Error {
             Error::Unauthenticated(_) => 401,
             Error::PermissionDenied(_) => 403,
             Error::NotFound(_) => 404,
-            Error::AlreadyExists(_) | Error::FailedPrecondition(_) => 409,
+            Error::AlreadyExists(_) | Error::FailedPrecondition(_) | Error::Aborted(_) => 409,
             Error::ResourceExhausted(_) => 413,
             Error::Unavailable(_) => 503,
             Error::DeadlineExceeded(_) => 504,

@@ -14,6 +14,7 @@ use common::child::{
 use common::postgres::{bounded, Postgres};
 use common::{fixture, start_inline, temp_dir, Op};
 use mlua_swarm_grpc::pb::v1 as pb;
+use mlua_swarm_grpc::pb::v1::blueprint_service_client::BlueprintServiceClient;
 use mlua_swarm_grpc::pb::v1::operator_service_client::OperatorServiceClient;
 use serde_json::json;
 
@@ -252,6 +253,91 @@ async fn a_database_outage_refuses_new_tasks_and_the_end_of_a_running_one_is_ret
             .run_completed("identity.json", json!({"input": 2}))
             .await;
         server.kill();
+    })
+    .await;
+}
+
+/// `identity.json` as the Blueprint `hello`, its step and agent named `name`.
+fn hello(name: &str) -> prost_types::Struct {
+    let text = fixture("identity.json")
+        .to_string()
+        .replace("\"echo\"", &format!("\"{name}\""));
+    common::to_struct(serde_json::from_str(&text).expect("json"))
+}
+
+async fn put(server: &Proc, name: &str) -> Result<pb::PutBlueprintResponse, tonic::Status> {
+    let req = pb::PutBlueprintRequest {
+        id: "hello".into(),
+        blueprint: Some(hello(name)),
+    };
+    BlueprintServiceClient::new(server.channel.clone())
+        .put_blueprint(req)
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn head(server: &Proc) -> String {
+    let req = pb::GetBlueprintRequest {
+        id: "hello".into(),
+        version: String::new(),
+    };
+    let got = BlueprintServiceClient::new(server.channel.clone())
+        .get_blueprint(req)
+        .await
+        .expect("get blueprint");
+    got.into_inner().version
+}
+
+#[tokio::test]
+async fn blueprints_live_in_the_database_and_a_write_from_a_stale_head_is_aborted() {
+    let Some(pg) = Postgres::start() else { return };
+    bounded(120, async {
+        let url = pg.database().await;
+        let flags = ["--database-url", url.as_str()];
+        let (dir_a, dir_b) = (Scratch::new("pg-bp-a"), Scratch::new("pg-bp-b"));
+        let a = Proc::start(&dir_a, &flags).await;
+        let v1 = put(&a, "first").await.expect("put v1").version;
+        assert_eq!(head(&a).await, v1, "a reads (and keeps) the head");
+        // A second server on the same database moves the head.
+        let b = Proc::start(&dir_b, &flags).await;
+        let v2 = put(&b, "second").await.expect("put v2");
+        assert!(v2.created);
+        let stale = put(&a, "third")
+            .await
+            .expect_err("a wrote from the head it read");
+        assert_eq!(stale.code(), tonic::Code::Aborted, "{stale:?}");
+        assert!(stale.message().contains(&v2.version), "{stale:?}");
+        let v3 = put(&a, "third")
+            .await
+            .expect("the retry reads the new head")
+            .version;
+        let versions = BlueprintServiceClient::new(b.channel.clone())
+            .list_versions(pb::ListVersionsRequest {
+                id: "hello".into(),
+                limit: 0,
+            })
+            .await
+            .expect("versions")
+            .into_inner();
+        let listed: Vec<&str> = versions
+            .versions
+            .iter()
+            .map(|v| v.version.as_str())
+            .collect();
+        assert_eq!(listed, [v3.as_str(), v2.version.as_str(), v1.as_str()]);
+        a.kill();
+        b.kill();
+
+        let a = Proc::start(&dir_a, &flags).await;
+        assert_eq!(head(&a).await, v3);
+        let req = common::stored("hello", None, json!({"input": "x"}));
+        let t = a.tasks().run_task(req).await.expect("run").into_inner();
+        assert_eq!(t.task.expect("task").state(), pb::TaskState::Completed);
+        a.kill();
+        assert!(
+            !dir_a.join("blueprints").exists(),
+            "no git store beside --database-url"
+        );
     })
     .await;
 }

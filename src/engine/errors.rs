@@ -22,6 +22,13 @@ pub(super) fn from_store(e: BlueprintStoreError) -> Error {
         BlueprintStoreError::Archived(id) => Error::FailedPrecondition(format!(
             "blueprint '{id}' is archived; call UnarchiveBlueprint first"
         )),
+        // Only the PostgreSQL store raises it: the head moved under a compare-and-set.
+        BlueprintStoreError::HashMismatch { expected, actual } => Error::Aborted(format!(
+            "the blueprint changed while this write was prepared: its head is {}, not {}; \
+             read it again and retry",
+            actual.to_hex(),
+            expected.to_hex()
+        )),
         BlueprintStoreError::LockBusy => {
             Error::Unavailable("blueprint store is busy writing this id; retry".into())
         }

@@ -17,6 +17,7 @@ mod memory_journal;
 mod memory_runs;
 mod operators;
 mod outputs;
+mod pg_blueprints;
 mod pg_runs;
 mod runner;
 mod sessions;

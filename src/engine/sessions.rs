@@ -44,10 +44,12 @@ impl EngineHost {
         self.engine.detach(&token).await.map_err(from_engine)
     }
 
-    /// The Blueprint store's backend name ("git2" or "in_memory") and root directory.
+    /// The Blueprint store's backend name ("git2", "postgres" or "in_memory") and root
+    /// directory.
     pub fn blueprint_store_info(&self) -> (&'static str, Option<std::path::PathBuf>) {
         match &self.store_root {
             Some(root) => ("git2", Some(root.clone())),
+            None if self.durable => ("postgres", None),
             None => ("in_memory", None),
         }
     }

@@ -79,9 +79,13 @@ impl std::fmt::Debug for EngineSettings {
 }
 
 impl EngineSettings {
-    /// The directory of the git Blueprint store, when state is on disk.
+    /// The directory of the git Blueprint store, when Blueprints are there (not in
+    /// memory, not in PostgreSQL).
     pub(super) fn blueprint_root(&self) -> Option<PathBuf> {
-        self.storage.dir().map(|dir| dir.join("blueprints"))
+        match &self.storage {
+            Storage::Dir(dir) => Some(dir.join("blueprints")),
+            Storage::Postgres { .. } | Storage::Ephemeral => None,
+        }
     }
 }
 

@@ -65,6 +65,11 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
         Compiler::new(registry),
     ));
 
+    // The database first: an unreachable one fails the boot before anything is created.
+    let pool = match &settings.storage {
+        Storage::Postgres { url, .. } => Some(crate::pg::connect(url).await?),
+        _ => None,
+    };
     let mut bounded_outputs = None;
     let (blueprints, outputs, mut drivers) = match &settings.storage {
         Storage::Ephemeral => {
@@ -76,7 +81,9 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
             let out: Arc<dyn OutputStore> = bounded;
             (bp, out, Vec::new())
         }
-        Storage::Dir(dir) | Storage::Postgres { dir, .. } => open_dir_stores(dir).await?,
+        Storage::Dir(dir) | Storage::Postgres { dir, .. } => {
+            open_dir_stores(dir, pool.as_ref()).await?
+        }
     };
     let (journal, tasks) = match &settings.storage {
         Storage::Ephemeral => {
@@ -99,8 +106,8 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
             let tasks: Arc<dyn TaskStore> = Arc::new(store);
             (journal, tasks)
         }
-        Storage::Postgres { url, .. } => {
-            let pool = crate::pg::connect(url).await?;
+        Storage::Postgres { .. } => {
+            let pool = pool.ok_or_else(|| Error::Internal("no database pool".into()))?;
             let journal = Journal::from_stores(
                 Arc::new(super::pg_runs::PgRunStore::new(pool.clone())),
                 Arc::new(super::pg_runs::PgReplayStore::new(pool.clone())),
@@ -155,18 +162,27 @@ type Stores = (
     Vec<rusqlite_isle::AsyncIsleDriver>,
 );
 
-async fn open_dir_stores(dir: &Path) -> Result<Stores> {
+/// Blueprints (git under `dir`, or in the database when `pool` is given) and data outputs
+/// (SQLite under `dir`).
+async fn open_dir_stores(dir: &Path, pool: Option<&deadpool_postgres::Pool>) -> Result<Stores> {
     // Unavailable rather than Internal: the message, naming the file, is what boot prints.
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         Error::Unavailable(format!("cannot open {what} under {}: {e}", dir.display()))
     };
     std::fs::create_dir_all(dir).map_err(|e| fail("the data directory", &e))?;
     super::sqlite_sync::install()?;
-    let bp_root = dir.join("blueprints");
-    let bp = tokio::task::spawn_blocking(move || Git2BlueprintStore::open_or_init(bp_root))
-        .await
-        .map_err(|e| fail("the blueprint store", &e))?
-        .map_err(|e| fail("the blueprint store", &e))?;
+    let bp: Arc<dyn BlueprintStore> = match pool {
+        Some(pool) => Arc::new(super::pg_blueprints::PgBlueprintStore::new(pool.clone())),
+        None => {
+            let bp_root = dir.join("blueprints");
+            let git =
+                tokio::task::spawn_blocking(move || Git2BlueprintStore::open_or_init(bp_root))
+                    .await
+                    .map_err(|e| fail("the blueprint store", &e))?
+                    .map_err(|e| fail("the blueprint store", &e))?;
+            Arc::new(git)
+        }
+    };
     let outputs = dir.join("outputs.sqlite");
     super::journal::use_wal(&outputs).await?;
     let (out, driver) = SqliteOutputStore::open(&outputs)
@@ -175,7 +191,7 @@ async fn open_dir_stores(dir: &Path) -> Result<Stores> {
     index_output_seq(outputs)
         .await
         .map_err(|e| fail("the data store", &e))?;
-    Ok((Arc::new(bp), Arc::new(out), vec![driver]))
+    Ok((bp, Arc::new(out), vec![driver]))
 }
 
 /// The engine's output store numbers each row `MAX(seq) + 1` and has no index on `seq`,

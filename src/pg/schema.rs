@@ -13,7 +13,7 @@ pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 const MIGRATION_LOCK: i64 = 0x6d73_655f_7363_6865;
 
 /// Migration `i` moves the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Version 1: tasks, runs, the replay journal, operator sessions, replicas.
 ///
@@ -96,6 +96,33 @@ CREATE TABLE session_roles (
     sid  text NOT NULL REFERENCES sessions (sid) ON DELETE CASCADE
 );
 CREATE INDEX session_roles_by_sid ON session_roles (sid);
+";
+
+/// Version 2: Blueprints. `blueprint_versions` holds each version's canonical YAML (its
+/// hash is the version), `blueprint_history` each head move, `blueprint_heads` the head
+/// (moved by compare-and-set) and the archive mark.
+const V2: &str = "
+CREATE TABLE blueprint_versions (
+    id        text NOT NULL,
+    version   text NOT NULL,
+    yaml      text NOT NULL,
+    trace     jsonb NOT NULL,
+    rationale text NOT NULL,
+    PRIMARY KEY (id, version)
+);
+
+CREATE TABLE blueprint_history (
+    seq     bigserial PRIMARY KEY,
+    id      text NOT NULL,
+    version text NOT NULL
+);
+CREATE INDEX blueprint_history_by_id ON blueprint_history (id, seq);
+
+CREATE TABLE blueprint_heads (
+    id       text PRIMARY KEY,
+    version  text NOT NULL,
+    archived boolean NOT NULL DEFAULT false
+);
 ";
 
 /// Applies the migrations the database lacks, all in one transaction.
