@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::child::{
-    finished_tasks_survive_a_kill, operator_flow_resumes_after_a_kill, Operator, Proc,
+    finished_tasks_survive_a_kill, operator_flow_resumes_after_a_kill, tasks_survive_kills,
+    Operator, Proc,
 };
 use common::postgres::{bounded, Postgres};
 use common::{fixture, start_inline, temp_dir, Op};
@@ -338,6 +339,54 @@ async fn blueprints_live_in_the_database_and_a_write_from_a_stale_head_is_aborte
             !dir_a.join("blueprints").exists(),
             "no git store beside --database-url"
         );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_tasks_survive_five_kills_and_no_completed_step_is_dispatched_twice() {
+    let Some(pg) = Postgres::start() else { return };
+    bounded(300, async {
+        let url = pg.database().await;
+        let dir = Scratch::new("pg-kills");
+        tasks_survive_kills(&dir, &["--database-url", &url]).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_claims_of_one_role_leave_exactly_one_holder() {
+    let Some(pg) = Postgres::start() else { return };
+    bounded(120, async {
+        let url = pg.database().await;
+        let flags = ["--database-url", url.as_str()];
+        let (dir_a, dir_b) = (Scratch::new("pg-role-a"), Scratch::new("pg-role-b"));
+        // Two servers on one database: the database decides.
+        let servers = [
+            Proc::start(&dir_a, &flags).await,
+            Proc::start(&dir_b, &flags).await,
+        ];
+        let claims = (0..16).map(|i| {
+            let mut ops = OperatorServiceClient::new(servers[i % 2].channel.clone());
+            async move {
+                ops.create_session(pb::CreateSessionRequest {
+                    roles: vec!["lead".into(), format!("r{i}")],
+                })
+                .await
+            }
+        });
+        let results = futures::future::join_all(claims).await;
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(won, 1, "{results:?}");
+        for lost in results.iter().filter_map(|r| r.as_ref().err()) {
+            assert_eq!(lost.code(), tonic::Code::AlreadyExists, "{lost:?}");
+        }
+        let listed = OperatorServiceClient::new(servers[1].channel.clone())
+            .list_sessions(pb::ListSessionsRequest::default())
+            .await
+            .expect("list")
+            .into_inner();
+        assert_eq!(listed.sessions.len(), 1, "a refused claim stores nothing");
     })
     .await;
 }

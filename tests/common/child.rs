@@ -396,3 +396,218 @@ pub async fn operator_flow_resumes_after_a_kill(dir: &Path, extra: &[&str]) {
     assert_eq!(done.runs[1].replayed_steps, 2);
     server.kill();
 }
+
+/// Waves of tasks, each started on a fresh server and cut by a kill.
+const WAVES: usize = 5;
+/// Tasks per wave; every `OPERATED_EVERY`-th is served by the operator.
+const PER_WAVE: usize = 40;
+const OPERATED_EVERY: usize = 5;
+const STEPS: [&str; 5] = ["s1", "s2", "s3", "s4", "s5"];
+
+impl Proc {
+    /// Every held task's state (all pages).
+    pub async fn states(&self) -> HashMap<String, pb::TaskState> {
+        let mut out = HashMap::new();
+        let mut page_token = String::new();
+        loop {
+            let req = pb::ListTasksRequest {
+                page_size: 1000,
+                page_token,
+                ..Default::default()
+            };
+            let page = self
+                .tasks()
+                .list_tasks(req)
+                .await
+                .expect("list")
+                .into_inner();
+            for t in &page.tasks {
+                out.insert(t.task_id.clone(), t.state());
+            }
+            if page.next_page_token.is_empty() {
+                return out;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// Polls until `pred` holds of the states (bounded).
+    pub async fn wait_states(
+        &self,
+        what: &str,
+        pred: impl Fn(&HashMap<String, pb::TaskState>) -> bool,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let states = self.states().await;
+            if pred(&states) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never {what}: {states:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    pub async fn events(&self, id: &str) -> Vec<TaskEventBody> {
+        let req = pb::WatchTaskRequest { task_id: id.into() };
+        self.tasks()
+            .watch_task(req)
+            .await
+            .expect("watch")
+            .into_inner()
+            .map(|e| e.expect("event").event.expect("event").kind.expect("kind"))
+            .collect()
+            .await
+    }
+}
+
+pub type TaskEventBody = pb::task_event::Kind;
+
+/// 200 tasks (every fifth served by an operator) in five waves, each cut by a kill and a
+/// restart with `--data-dir dir` and `extra`: all complete, no completed step is
+/// dispatched again. Wants a multi-threaded runtime.
+pub async fn tasks_survive_kills(dir: &Path, extra: &[&str]) {
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let (mut local, mut operated) = (Vec::new(), Vec::new());
+    // Spawns that may repeat: the last one of each operated task at each kill.
+    let mut may_repeat: HashMap<(String, String), u32> = HashMap::new();
+    let mut server = Proc::start(dir, extra).await;
+    let (first, session) = Operator::join(&server).await;
+    let mut op = first.answer_all(tally.clone());
+    for wave in 0..WAVES {
+        let starts = (0..PER_WAVE).map(|i| {
+            let served = i % OPERATED_EVERY == 0;
+            let input = format!("w{wave}-{i}");
+            let bp = if served {
+                "five-steps.json"
+            } else {
+                "five-local.json"
+            };
+            let req = start_inline(fixture(bp), json!({ "input": input }));
+            let mut tasks = server.tasks();
+            async move {
+                let id = tasks
+                    .start_task(req)
+                    .await
+                    .expect("start")
+                    .into_inner()
+                    .task_id;
+                (served, id, input)
+            }
+        });
+        let started = futures::future::join_all(starts).await;
+        let wave_ids: Vec<String> = started.iter().map(|(_, id, _)| id.clone()).collect();
+        for (served, id, input) in started {
+            if served {
+                operated.push(id)
+            } else {
+                local.push((id, input))
+            }
+        }
+        // Kill once the wave is under way: its first task done, the others in flight.
+        server
+            .wait_states("a task of the wave completed", |s| {
+                wave_ids
+                    .iter()
+                    .any(|id| s.get(id) == Some(&pb::TaskState::Completed))
+            })
+            .await;
+        let done = server.states().await;
+        server.kill();
+        tokio::time::timeout(Duration::from_secs(10), op)
+            .await
+            .expect("the operator's stream ends with its server")
+            .expect("operator task");
+        // After the kill: every spawn the operator saw is counted, the last of each
+        // unfinished task may have been in flight.
+        {
+            let tally = tally.lock().expect("tally");
+            for (task, agent) in &tally.last {
+                if done.get(task) != Some(&pb::TaskState::Completed) {
+                    *may_repeat.entry((task.clone(), agent.clone())).or_default() += 1;
+                }
+            }
+        }
+        server = Proc::start(dir, extra).await;
+        // The session survived the kill: the operator re-attaches to it.
+        op = Operator::attach(&server, &session)
+            .await
+            .answer_all(tally.clone());
+    }
+    let total = WAVES * PER_WAVE;
+    server
+        .wait_states("all tasks completed", |s| {
+            s.len() == total && s.values().all(|st| *st == pb::TaskState::Completed)
+        })
+        .await;
+    op.abort();
+
+    let (mut local_resumed, mut operated_resumed) = (0, 0);
+    let tally = tally.lock().expect("tally").spawns.clone();
+    for id in &operated {
+        let t = server.get(id).await;
+        operated_resumed += usize::from(t.runs.len() > 1);
+        for step in STEPS {
+            let key = (id.clone(), step.to_string());
+            let seen = tally.get(&key).copied().unwrap_or(0);
+            let allowed = 1 + may_repeat.get(&key).copied().unwrap_or(0);
+            assert!(
+                (1..=allowed).contains(&seen),
+                "{id} {step} spawned {seen} times, {allowed} allowed"
+            );
+        }
+        let ctx = super::from_value(t.final_ctx);
+        assert!(
+            ctx["o5"].as_str().is_some_and(|s| s.ends_with("+s5")),
+            "{ctx}"
+        );
+    }
+    for (id, input) in &local {
+        let t = server.get(id).await;
+        local_resumed += usize::from(t.runs.len() > 1);
+        let ctx = super::from_value(t.final_ctx);
+        assert_eq!(ctx["o5"]["echoed"], json!(input), "{ctx}");
+        check_local_dispatches(id, &server.events(id).await, &t.runs);
+    }
+    eprintln!(
+        "resumed after a kill: {local_resumed} of {} in-process tasks, {operated_resumed} of {} operated",
+        local.len(),
+        operated.len()
+    );
+    assert!(
+        local_resumed > 0 && operated_resumed > 0,
+        "the kills cut no run"
+    );
+    server.kill();
+}
+
+/// An in-process task's events, run by run: a run's StepDispatched events are the
+/// steps its journal answered plus those it really dispatched. A killed run really
+/// dispatches the steps it journaled plus at most the one in flight; the last run
+/// dispatches exactly the steps its journal could not answer, once each.
+fn check_local_dispatches(id: &str, events: &[TaskEventBody], runs: &[pb::TaskRun]) {
+    let mut dispatched = vec![0u64; runs.len()];
+    let mut run = 0;
+    for body in events {
+        match body {
+            TaskEventBody::RunStarted(_) => run += 1,
+            TaskEventBody::StepDispatched(_) => dispatched[run] += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(run + 1, runs.len(), "{id}: one RunStarted per resume");
+    let last = runs.len() - 1;
+    for (k, r) in runs.iter().enumerate() {
+        let real = dispatched[k].saturating_sub(r.replayed_steps);
+        if k == last {
+            assert_eq!(dispatched[k], 5, "{id}: the last run passes each step once");
+            assert_eq!(real, 5 - r.replayed_steps, "{id}: {runs:?}");
+        } else {
+            let journaled = runs[k + 1].replayed_steps - r.replayed_steps;
+            assert!(
+                real <= journaled + 1,
+                "{id}: run {k} dispatched {real} steps, journaled {journaled}: {runs:?}"
+            );
+        }
+    }
+}
