@@ -16,10 +16,11 @@ use common::postgres::{bounded, Postgres};
 use common::{fixture, start_inline, temp_dir, Op};
 use mlua_swarm_grpc::pb::v1 as pb;
 use mlua_swarm_grpc::pb::v1::blueprint_service_client::BlueprintServiceClient;
+use mlua_swarm_grpc::pb::v1::data_service_client::DataServiceClient;
 use mlua_swarm_grpc::pb::v1::operator_service_client::OperatorServiceClient;
 use serde_json::json;
 
-/// A data dir (Blueprints, data outputs) removed with its parent when dropped.
+/// A data dir (boot ids of worker handles) removed with its parent when dropped.
 struct Scratch(PathBuf);
 
 impl Scratch {
@@ -76,8 +77,20 @@ async fn an_operator_flow_killed_after_step_two_completes_without_dispatching_st
     bounded(120, async {
         let url = pg.database().await;
         let dir = Scratch::new("pg-operator");
-        operator_flow_resumes_after_a_kill(&dir, &["--database-url", &url]).await;
+        let flags = ["--database-url", url.as_str()];
+        operator_flow_resumes_after_a_kill(&dir, &flags).await;
         assert_no_sqlite_stores(&dir);
+        // The workers' results (data outputs) are in the database too.
+        let server = Proc::start(&dir, &flags).await;
+        let got = DataServiceClient::new(server.channel.clone())
+            .get(pb::GetRequest { key: "s5".into() })
+            .await
+            .expect("the last step's output")
+            .into_inner()
+            .record
+            .expect("record");
+        assert_eq!(got.producer_agent, "s5");
+        server.kill();
     })
     .await;
 }
@@ -381,12 +394,18 @@ async fn concurrent_claims_of_one_role_leave_exactly_one_holder() {
         for lost in results.iter().filter_map(|r| r.as_ref().err()) {
             assert_eq!(lost.code(), tonic::Code::AlreadyExists, "{lost:?}");
         }
-        let listed = OperatorServiceClient::new(servers[1].channel.clone())
-            .list_sessions(pb::ListSessionsRequest::default())
-            .await
-            .expect("list")
-            .into_inner();
-        assert_eq!(listed.sessions.len(), 1, "a refused claim stores nothing");
+        // Each server lists the sessions it created (one hub per process in this phase).
+        let mut listed = 0;
+        for server in &servers {
+            listed += OperatorServiceClient::new(server.channel.clone())
+                .list_sessions(pb::ListSessionsRequest::default())
+                .await
+                .expect("list")
+                .into_inner()
+                .sessions
+                .len();
+        }
+        assert_eq!(listed, 1, "a refused claim stores nothing");
     })
     .await;
 }

@@ -18,6 +18,7 @@ mod memory_runs;
 mod operators;
 mod outputs;
 mod pg_blueprints;
+mod pg_outputs;
 mod pg_runs;
 mod runner;
 mod sessions;

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use deadpool_postgres::Pool;
 use mlua_swarm::blueprint::store::{BlueprintStore, Git2BlueprintStore, InMemoryBlueprintStore};
 use mlua_swarm::core::config::CheckPolicy;
 use mlua_swarm::service::task_launch::TaskLaunchService;
@@ -81,9 +82,8 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
             let out: Arc<dyn OutputStore> = bounded;
             (bp, out, Vec::new())
         }
-        Storage::Dir(dir) | Storage::Postgres { dir, .. } => {
-            open_dir_stores(dir, pool.as_ref()).await?
-        }
+        Storage::Dir(dir) => open_dir_stores(dir).await?,
+        Storage::Postgres { dir, .. } => pg_stores(dir, pool.as_ref())?,
     };
     let (journal, tasks) = match &settings.storage {
         Storage::Ephemeral => {
@@ -162,27 +162,16 @@ type Stores = (
     Vec<rusqlite_isle::AsyncIsleDriver>,
 );
 
-/// Blueprints (git under `dir`, or in the database when `pool` is given) and data outputs
-/// (SQLite under `dir`).
-async fn open_dir_stores(dir: &Path, pool: Option<&deadpool_postgres::Pool>) -> Result<Stores> {
-    // Unavailable rather than Internal: the message, naming the file, is what boot prints.
-    let fail = |what: &str, e: &dyn std::fmt::Display| {
-        Error::Unavailable(format!("cannot open {what} under {}: {e}", dir.display()))
-    };
-    std::fs::create_dir_all(dir).map_err(|e| fail("the data directory", &e))?;
+/// Blueprints in git and data outputs in SQLite under `dir`.
+async fn open_dir_stores(dir: &Path) -> Result<Stores> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| cannot_open(dir, what, e);
+    data_dir(dir)?;
     super::sqlite_sync::install()?;
-    let bp: Arc<dyn BlueprintStore> = match pool {
-        Some(pool) => Arc::new(super::pg_blueprints::PgBlueprintStore::new(pool.clone())),
-        None => {
-            let bp_root = dir.join("blueprints");
-            let git =
-                tokio::task::spawn_blocking(move || Git2BlueprintStore::open_or_init(bp_root))
-                    .await
-                    .map_err(|e| fail("the blueprint store", &e))?
-                    .map_err(|e| fail("the blueprint store", &e))?;
-            Arc::new(git)
-        }
-    };
+    let bp_root = dir.join("blueprints");
+    let bp = tokio::task::spawn_blocking(move || Git2BlueprintStore::open_or_init(bp_root))
+        .await
+        .map_err(|e| fail("the blueprint store", &e))?
+        .map_err(|e| fail("the blueprint store", &e))?;
     let outputs = dir.join("outputs.sqlite");
     super::journal::use_wal(&outputs).await?;
     let (out, driver) = SqliteOutputStore::open(&outputs)
@@ -191,7 +180,25 @@ async fn open_dir_stores(dir: &Path, pool: Option<&deadpool_postgres::Pool>) -> 
     index_output_seq(outputs)
         .await
         .map_err(|e| fail("the data store", &e))?;
-    Ok((bp, Arc::new(out), vec![driver]))
+    Ok((Arc::new(bp), Arc::new(out), vec![driver]))
+}
+
+/// Blueprints and data outputs in PostgreSQL; `dir` keeps only the boot ids.
+fn pg_stores(dir: &Path, pool: Option<&Pool>) -> Result<Stores> {
+    let pool = pool.ok_or_else(|| Error::Internal("no database pool".into()))?;
+    data_dir(dir)?;
+    let bp = super::pg_blueprints::PgBlueprintStore::new(pool.clone());
+    let out = super::pg_outputs::PgOutputStore::new(pool.clone());
+    Ok((Arc::new(bp), Arc::new(out), Vec::new()))
+}
+
+fn data_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| cannot_open(dir, "the data directory", &e))
+}
+
+/// Unavailable rather than Internal: the message, naming the file, is what boot prints.
+fn cannot_open(dir: &Path, what: &str, e: &dyn std::fmt::Display) -> Error {
+    Error::Unavailable(format!("cannot open {what} under {}: {e}", dir.display()))
 }
 
 /// The engine's output store numbers each row `MAX(seq) + 1` and has no index on `seq`,

@@ -13,7 +13,7 @@ pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 const MIGRATION_LOCK: i64 = 0x6d73_655f_7363_6865;
 
 /// Migration `i` moves the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// Version 1: tasks, runs, the replay journal, operator sessions, replicas.
 ///
@@ -123,6 +123,22 @@ CREATE TABLE blueprint_heads (
     version  text NOT NULL,
     archived boolean NOT NULL DEFAULT false
 );
+";
+
+/// Version 3: data outputs (the engine's `OutputStore`), "latest" by `seq`.
+const V3: &str = "
+CREATE TABLE outputs (
+    seq            bigserial PRIMARY KEY,
+    id             text NOT NULL UNIQUE,
+    task_id        text NOT NULL,
+    attempt        bigint NOT NULL,
+    producer_agent text NOT NULL,
+    event          jsonb NOT NULL,
+    parent_refs    jsonb NOT NULL
+);
+CREATE INDEX outputs_by_attempt ON outputs (task_id, attempt, seq);
+CREATE INDEX outputs_by_producer ON outputs (producer_agent, seq);
+CREATE INDEX outputs_by_producer_run ON outputs (producer_agent, task_id, attempt, seq);
 ";
 
 /// Applies the migrations the database lacks, all in one transaction.
