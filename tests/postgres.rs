@@ -212,15 +212,8 @@ async fn a_database_outage_refuses_new_tasks_and_the_end_of_a_running_one_is_ret
         let server = Proc::start(&dir, &flags).await;
         let (mut op, _session) = Operator::join(&server).await;
         let id = server
-            .tasks()
-            .start_task(start_inline(
-                fixture("five-steps.json"),
-                json!({"input": "job"}),
-            ))
-            .await
-            .expect("start")
-            .into_inner()
-            .task_id;
+            .start_flow("five-steps.json", json!({"input": "job"}))
+            .await;
         let spawn = op.answer_until("s5", &mut Default::default()).await;
 
         pg.stop();

@@ -75,6 +75,54 @@ impl MemoryRunStore {
     }
 }
 
+/// The engine's checks on an assignee call: a slot, and (to acquire) a description.
+pub(super) fn check_assignee(slot: &str, desc: Option<&str>) -> Result<(), RunStoreError> {
+    if slot.is_empty() {
+        return Err(RunStoreError::AssigneeSlotRequired);
+    }
+    if desc.is_some_and(|d| d.trim().is_empty()) {
+        return Err(RunStoreError::AssigneeDescRequired);
+    }
+    Ok(())
+}
+
+/// `RunStore::acquire_assignee` on a record: the run-wide generation advances.
+pub(super) fn acquire(
+    r: &mut RunRecord,
+    slot: &str,
+    op: &str,
+    desc: &str,
+) -> (u64, Option<Assignee>) {
+    r.next_generation += 1;
+    let holder = Assignee {
+        op: op.to_string(),
+        desc: desc.to_string(),
+        gen: r.next_generation,
+    };
+    let previous = r.current.insert(slot.to_string(), holder);
+    (r.next_generation, previous)
+}
+
+/// `RunStore::vacate_assignee` on a record: released only by the holder's generation.
+pub(super) fn vacate(r: &mut RunRecord, slot: &str, expected_gen: u64) -> VacateOutcome {
+    match r.current.get(slot) {
+        Some(held) if held.gen == expected_gen => {}
+        other => {
+            return VacateOutcome::Stale {
+                current: other.cloned(),
+            }
+        }
+    }
+    let Some(released) = r.current.remove(slot) else {
+        return VacateOutcome::Stale { current: None };
+    };
+    r.next_generation += 1;
+    VacateOutcome::Released {
+        generation: r.next_generation,
+        released,
+    }
+}
+
 #[async_trait]
 impl RunStore for MemoryRunStore {
     fn name(&self) -> &str {
@@ -147,22 +195,8 @@ impl RunStore for MemoryRunStore {
         op: &str,
         desc: &str,
     ) -> Result<(u64, Option<Assignee>), RunStoreError> {
-        if slot.is_empty() {
-            return Err(RunStoreError::AssigneeSlotRequired);
-        }
-        if desc.trim().is_empty() {
-            return Err(RunStoreError::AssigneeDescRequired);
-        }
-        self.update(id, |r| {
-            r.next_generation += 1;
-            let holder = Assignee {
-                op: op.to_string(),
-                desc: desc.to_string(),
-                gen: r.next_generation,
-            };
-            let previous = r.current.insert(slot.to_string(), holder);
-            (r.next_generation, previous)
-        })
+        check_assignee(slot, Some(desc))?;
+        self.update(id, |r| acquire(r, slot, op, desc))
     }
 
     async fn vacate_assignee(
@@ -171,31 +205,17 @@ impl RunStore for MemoryRunStore {
         slot: &str,
         expected_gen: u64,
     ) -> Result<VacateOutcome, RunStoreError> {
-        if slot.is_empty() {
-            return Err(RunStoreError::AssigneeSlotRequired);
-        }
+        check_assignee(slot, None)?;
         let mut runs = self.lock();
         let (_, record) = runs
             .by_id
             .get_mut(id)
             .ok_or_else(|| RunStoreError::NotFound(id.clone()))?;
-        match record.current.get(slot) {
-            Some(held) if held.gen == expected_gen => {}
-            other => {
-                return Ok(VacateOutcome::Stale {
-                    current: other.cloned(),
-                })
-            }
+        let outcome = vacate(record, slot, expected_gen);
+        if matches!(outcome, VacateOutcome::Released { .. }) {
+            record.updated_at = now();
         }
-        let Some(released) = record.current.remove(slot) else {
-            return Ok(VacateOutcome::Stale { current: None });
-        };
-        record.next_generation += 1;
-        record.updated_at = now();
-        Ok(VacateOutcome::Released {
-            generation: record.next_generation,
-            released,
-        })
+        Ok(outcome)
     }
 
     async fn set_result(

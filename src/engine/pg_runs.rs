@@ -14,6 +14,7 @@ use mlua_swarm::store::run::{
 use mlua_swarm::types::{RunId, TaskId};
 use tokio_postgres::Row;
 
+use super::memory_runs::{acquire, check_assignee, vacate};
 use crate::pg::{int, uint};
 
 /// Unix seconds, as the engine's stores stamp `updated_at`.
@@ -219,23 +220,8 @@ impl RunStore for PgRunStore {
         op: &str,
         desc: &str,
     ) -> Result<(u64, Option<Assignee>), RunStoreError> {
-        if slot.is_empty() {
-            return Err(RunStoreError::AssigneeSlotRequired);
-        }
-        if desc.trim().is_empty() {
-            return Err(RunStoreError::AssigneeDescRequired);
-        }
-        self.locked(id, |r| {
-            r.next_generation += 1;
-            let holder = Assignee {
-                op: op.to_string(),
-                desc: desc.to_string(),
-                gen: r.next_generation,
-            };
-            let previous = r.current.insert(slot.to_string(), holder);
-            (r.next_generation, previous)
-        })
-        .await
+        check_assignee(slot, Some(desc))?;
+        self.locked(id, |r| acquire(r, slot, op, desc)).await
     }
 
     async fn vacate_assignee(
@@ -244,25 +230,8 @@ impl RunStore for PgRunStore {
         slot: &str,
         expected_gen: u64,
     ) -> Result<VacateOutcome, RunStoreError> {
-        if slot.is_empty() {
-            return Err(RunStoreError::AssigneeSlotRequired);
-        }
-        self.locked(id, |r| match r.current.remove(slot) {
-            Some(released) if released.gen == expected_gen => {
-                r.next_generation += 1;
-                VacateOutcome::Released {
-                    generation: r.next_generation,
-                    released,
-                }
-            }
-            other => {
-                if let Some(held) = &other {
-                    r.current.insert(slot.to_string(), held.clone());
-                }
-                VacateOutcome::Stale { current: other }
-            }
-        })
-        .await
+        check_assignee(slot, None)?;
+        self.locked(id, |r| vacate(r, slot, expected_gen)).await
     }
 
     async fn set_result(

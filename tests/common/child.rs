@@ -74,6 +74,13 @@ impl Proc {
         drop(self);
     }
 
+    /// Starts the fixture Blueprint `bp` on `input`; its task id.
+    pub async fn start_flow(&self, bp: &str, input: serde_json::Value) -> String {
+        let req = start_inline(fixture(bp), input);
+        let started = self.tasks().start_task(req).await.expect("start task");
+        started.into_inner().task_id
+    }
+
     pub fn tasks(&self) -> TaskServiceClient<Channel> {
         TaskServiceClient::new(self.channel.clone())
     }
@@ -348,15 +355,8 @@ pub async fn operator_flow_resumes_after_a_kill(dir: &Path, extra: &[&str]) {
     let server = Proc::start(dir, extra).await;
     let (mut op, session) = Operator::join(&server).await;
     let id = server
-        .tasks()
-        .start_task(start_inline(
-            fixture("five-steps.json"),
-            json!({"input": "x"}),
-        ))
-        .await
-        .expect("start")
-        .into_inner()
-        .task_id;
+        .start_flow("five-steps.json", json!({"input": "x"}))
+        .await;
     let mut spawns: HashMap<String, u32> = HashMap::new();
     // Steps 1 and 2 are acked and journaled; step 3 is in flight.
     op.answer_until("s3", &mut spawns).await;
