@@ -38,7 +38,15 @@ impl std::ops::Deref for Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        if let Some(parent) = self.0.parent() {
+        let Some(parent) = self.0.parent() else {
+            return;
+        };
+        if std::thread::panicking() {
+            eprintln!(
+                "kept for a look: {} (server log: data.log)",
+                parent.display()
+            );
+        } else {
             let _ = std::fs::remove_dir_all(parent);
         }
     }
@@ -62,9 +70,9 @@ fn assert_no_sqlite_stores(dir: &Path) {
 #[tokio::test]
 async fn finished_tasks_their_events_and_results_survive_a_kill() {
     let Some(pg) = Postgres::start() else { return };
+    let dir = Scratch::new("pg-finished");
     bounded(120, async {
         let url = pg.database().await;
-        let dir = Scratch::new("pg-finished");
         finished_tasks_survive_a_kill(&dir, &["--database-url", &url]).await;
         assert_no_sqlite_stores(&dir);
     })
@@ -74,9 +82,9 @@ async fn finished_tasks_their_events_and_results_survive_a_kill() {
 #[tokio::test]
 async fn an_operator_flow_killed_after_step_two_completes_without_dispatching_steps_again() {
     let Some(pg) = Postgres::start() else { return };
+    let dir = Scratch::new("pg-operator");
     bounded(120, async {
         let url = pg.database().await;
-        let dir = Scratch::new("pg-operator");
         let flags = ["--database-url", url.as_str()];
         operator_flow_resumes_after_a_kill(&dir, &flags).await;
         assert_no_sqlite_stores(&dir);
@@ -98,9 +106,9 @@ async fn an_operator_flow_killed_after_step_two_completes_without_dispatching_st
 #[tokio::test]
 async fn a_session_its_token_and_its_roles_survive_a_kill() {
     let Some(pg) = Postgres::start() else { return };
+    let dir = Scratch::new("pg-sessions");
     bounded(120, async {
         let url = pg.database().await;
-        let dir = Scratch::new("pg-sessions");
         let flags = ["--database-url", url.as_str()];
         let first = Proc::start(&dir, &flags).await;
         let mut ops = OperatorServiceClient::new(first.channel.clone());
@@ -160,6 +168,7 @@ async fn a_session_its_token_and_its_roles_survive_a_kill() {
 #[tokio::test]
 async fn a_stopped_database_fails_the_boot_naming_it_without_its_password() {
     let Some(pg) = Postgres::start() else { return };
+    let dir = Scratch::new("pg-down");
     bounded(120, async {
         pg.database().await;
         let url = format!(
@@ -167,7 +176,6 @@ async fn a_stopped_database_fails_the_boot_naming_it_without_its_password() {
             pg.port
         );
         pg.stop();
-        let dir = Scratch::new("pg-down");
         let out = Command::new(env!("CARGO_BIN_EXE_mse-grpc"))
             .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
             .arg(&*dir)
@@ -205,9 +213,9 @@ async fn a_stopped_database_fails_the_boot_naming_it_without_its_password() {
 #[tokio::test]
 async fn a_database_outage_refuses_new_tasks_and_the_end_of_a_running_one_is_retried() {
     let Some(pg) = Postgres::start() else { return };
-    bounded(120, async {
+    let dir = Scratch::new("pg-outage");
+    bounded(240, async {
         let url = pg.database().await;
-        let dir = Scratch::new("pg-outage");
         let flags = ["--database-url", url.as_str()];
         let server = Proc::start(&dir, &flags).await;
         let (mut op, _session) = Operator::join(&server).await;
@@ -217,6 +225,7 @@ async fn a_database_outage_refuses_new_tasks_and_the_end_of_a_running_one_is_ret
         let spawn = op.answer_until("s5", &mut Default::default()).await;
 
         pg.stop();
+        eprintln!("outage: database stopped");
         let refused = server
             .tasks()
             .start_task(start_inline(fixture("identity.json"), json!({"input": 1})))
@@ -227,6 +236,7 @@ async fn a_database_outage_refuses_new_tasks_and_the_end_of_a_running_one_is_ret
         // The operator answers the last step while the database is down: the task's
         // writes (the step's end, the task's end) wait for it.
         op.answer(&spawn).await;
+        eprintln!("outage: s5 answered");
         let mut watch = server
             .tasks()
             .watch_task(pb::WatchTaskRequest {
@@ -244,7 +254,9 @@ async fn a_database_outage_refuses_new_tasks_and_the_end_of_a_running_one_is_ret
             }
         }
         drop(watch);
+        eprintln!("outage: s5 finished in memory");
         pg.start_again();
+        eprintln!("outage: database started again");
         let stored = format!(
             "SELECT count(*) FROM tasks WHERE task_id = '{id}' AND finished_ms IS NOT NULL"
         );
@@ -298,10 +310,10 @@ async fn head(server: &Proc) -> String {
 #[tokio::test]
 async fn blueprints_live_in_the_database_and_a_write_from_a_stale_head_is_aborted() {
     let Some(pg) = Postgres::start() else { return };
+    let (dir_a, dir_b) = (Scratch::new("pg-bp-a"), Scratch::new("pg-bp-b"));
     bounded(120, async {
         let url = pg.database().await;
         let flags = ["--database-url", url.as_str()];
-        let (dir_a, dir_b) = (Scratch::new("pg-bp-a"), Scratch::new("pg-bp-b"));
         let a = Proc::start(&dir_a, &flags).await;
         let v1 = put(&a, "first").await.expect("put v1").version;
         assert_eq!(head(&a).await, v1, "a reads (and keeps) the head");
@@ -352,9 +364,9 @@ async fn blueprints_live_in_the_database_and_a_write_from_a_stale_head_is_aborte
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_tasks_survive_five_kills_and_no_completed_step_is_dispatched_twice() {
     let Some(pg) = Postgres::start() else { return };
+    let dir = Scratch::new("pg-kills");
     bounded(300, async {
         let url = pg.database().await;
-        let dir = Scratch::new("pg-kills");
         tasks_survive_kills(&dir, &["--database-url", &url]).await;
     })
     .await;
@@ -363,10 +375,10 @@ async fn two_hundred_tasks_survive_five_kills_and_no_completed_step_is_dispatche
 #[tokio::test]
 async fn concurrent_claims_of_one_role_leave_exactly_one_holder() {
     let Some(pg) = Postgres::start() else { return };
+    let (dir_a, dir_b) = (Scratch::new("pg-role-a"), Scratch::new("pg-role-b"));
     bounded(120, async {
         let url = pg.database().await;
         let flags = ["--database-url", url.as_str()];
-        let (dir_a, dir_b) = (Scratch::new("pg-role-a"), Scratch::new("pg-role-b"));
         // Two servers on one database: the database decides.
         let servers = [
             Proc::start(&dir_a, &flags).await,

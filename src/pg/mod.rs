@@ -6,6 +6,8 @@
 mod schema;
 mod url;
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -21,9 +23,22 @@ const POOL_SIZE: usize = 16;
 /// How long a caller waits for a connection (and a new connection for its handshake).
 const CONNECT_WAIT: Duration = Duration::from_secs(5);
 
+/// The pool of `url`: the one this process already opened, or a new one (see [`open`]).
+/// The engine and the operator core share it, and the schema is checked once.
+pub async fn connect(url: &DatabaseUrl) -> Result<Pool, Error> {
+    static POOLS: OnceLock<tokio::sync::Mutex<HashMap<String, Pool>>> = OnceLock::new();
+    let mut pools = POOLS.get_or_init(Default::default).lock().await;
+    if let Some(pool) = pools.get(url.expose()) {
+        return Ok(pool.clone());
+    }
+    let pool = open(url).await?;
+    pools.insert(url.expose().to_string(), pool.clone());
+    Ok(pool)
+}
+
 /// Opens a pool on `url`, checks the database answers, and applies the embedded schema.
 /// Fails with a message naming the database (without its password) and what to fix.
-pub async fn connect(url: &DatabaseUrl) -> Result<Pool, Error> {
+async fn open(url: &DatabaseUrl) -> Result<Pool, Error> {
     let config: tokio_postgres::Config = url.expose().parse().map_err(|e| {
         Error::InvalidArgument(format!(
             "database_url: {url} is not a PostgreSQL URL like postgres://user@host:5432/db ({e})"

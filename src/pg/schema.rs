@@ -148,14 +148,21 @@ pub(super) async fn migrate(client: &mut Object) -> Result<(), Error> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(fail)?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS mse_schema (
-            version    integer PRIMARY KEY,
-            applied_at timestamptz NOT NULL DEFAULT now()
-        )",
-    )
-    .await
-    .map_err(fail)?;
+    let fresh: bool = tx
+        .query_one("SELECT to_regclass('mse_schema') IS NULL", &[])
+        .await
+        .map_err(fail)?
+        .get(0);
+    if fresh {
+        tx.batch_execute(
+            "CREATE TABLE mse_schema (
+                version    integer PRIMARY KEY,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )",
+        )
+        .await
+        .map_err(fail)?;
+    }
     let row = tx
         .query_one("SELECT COALESCE(MAX(version), 0) FROM mse_schema", &[])
         .await
