@@ -22,6 +22,8 @@ use crate::error::Error;
 const POOL_SIZE: usize = 16;
 /// How long a caller waits for a connection (and a new connection for its handshake).
 const CONNECT_WAIT: Duration = Duration::from_secs(5);
+/// Idle time before TCP keepalives probe a connection.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 
 /// The pool of `url`: the one this process already opened, or a new one (see [`open`]).
 /// The engine and the operator core share it, and the schema is checked once.
@@ -39,11 +41,16 @@ pub async fn connect(url: &DatabaseUrl) -> Result<Pool, Error> {
 /// Opens a pool on `url`, checks the database answers, and applies the embedded schema.
 /// Fails with a message naming the database (without its password) and what to fix.
 async fn open(url: &DatabaseUrl) -> Result<Pool, Error> {
-    let config: tokio_postgres::Config = url.expose().parse().map_err(|e| {
+    let mut config: tokio_postgres::Config = url.expose().parse().map_err(|e| {
         Error::InvalidArgument(format!(
             "database_url: {url} is not a PostgreSQL URL like postgres://user@host:5432/db ({e})"
         ))
     })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_WAIT);
+    }
+    // A silent network (no reset) is noticed in about a minute, not the kernel's hours.
+    config.keepalives_idle(KEEPALIVE_IDLE);
     let manager = Manager::from_config(
         config,
         NoTls,

@@ -17,6 +17,8 @@ use crate::pg::int;
 
 /// How long a batch is retried while the database is unreachable.
 const RETRY_FOR: Duration = Duration::from_secs(30);
+/// How long one try of a batch may take.
+const STATEMENT_WAIT: Duration = Duration::from_secs(10);
 
 /// One change: the event, the record it produced, and the tasks retention dropped.
 pub(super) struct Change {
@@ -163,23 +165,38 @@ impl PgWriter {
         let deadline = tokio::time::Instant::now() + RETRY_FOR;
         let mut pause = Duration::from_millis(50);
         loop {
-            let failure = match crate::pg::client(&self.pool).await {
-                Ok(client) => match client.prepare_cached(WRITE).await {
-                    Ok(stmt) => match client.execute(&stmt, &a.params()).await {
-                        Ok(_) => return Ok(()),
-                        Err(e) => (crate::pg::is_transient(&e), e.to_string()),
-                    },
-                    Err(e) => (crate::pg::is_transient(&e), e.to_string()),
-                },
-                Err(e) => (true, e.to_string()),
-            };
-            match failure {
-                (true, why) if tokio::time::Instant::now() + pause < deadline => {
+            match self.attempt(a).await {
+                Ok(()) => return Ok(()),
+                Err((true, why)) if tokio::time::Instant::now() + pause < deadline => {
                     tracing::warn!(error = %why, "task store: database unreachable, retrying");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
-                (_, why) => return Err(why),
+                Err((_, why)) => return Err(why),
+            }
+        }
+    }
+
+    /// One try; on failure, whether a retry may cure it, and why. A statement that does
+    /// not answer within [`STATEMENT_WAIT`] (a silent network) counts as transient; its
+    /// connection is not reused.
+    async fn attempt(&self, a: &Arrays) -> std::result::Result<(), (bool, String)> {
+        let client = crate::pg::client(&self.pool)
+            .await
+            .map_err(|e| (true, e.to_string()))?;
+        let failed = |e: tokio_postgres::Error| (crate::pg::is_transient(&e), e.to_string());
+        let run = async {
+            let stmt = client.prepare_cached(WRITE).await.map_err(failed)?;
+            client.execute(&stmt, &a.params()).await.map_err(failed)
+        };
+        match tokio::time::timeout(STATEMENT_WAIT, run).await {
+            Ok(done) => done.map(drop),
+            Err(_) => {
+                drop(deadpool_postgres::Object::take(client));
+                Err((
+                    true,
+                    format!("no answer within {} s", STATEMENT_WAIT.as_secs()),
+                ))
             }
         }
     }
@@ -297,5 +314,58 @@ impl Arrays {
             &self.trim_upto,
             &self.dropped,
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::super::record::running;
+    use super::super::TaskEventKind;
+    use super::*;
+
+    fn change(id: &str, seq: u64, dropped: &[&str]) -> Change {
+        let mut record = running(id);
+        record.launch = Some(Arc::new(serde_json::json!({ "of": id })));
+        Change {
+            record,
+            event: TaskEvent {
+                seq,
+                at: SystemTime::now(),
+                task_id: id.into(),
+                kind: TaskEventKind::StepDispatched {
+                    step_id: format!("{id}-{seq}"),
+                    agent: "a".into(),
+                },
+            },
+            dropped: dropped.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_batch_writes_every_event_the_newest_record_and_skips_what_it_drops() {
+        let kept = EVENTS_KEPT as u64;
+        let batch = [
+            change("t1", 1, &[]),
+            change("t2", 1, &[]),
+            change("t1", 2, &[]),
+            change("t3", kept + 3, &["t2"]),
+        ];
+        let a = Arrays::of(&batch).expect("encodes");
+        assert_eq!(a.ev_task, ["t1", "t1", "t3"], "t2 is dropped in the batch");
+        assert_eq!(a.ev_seq, [1, 2, int(kept + 3)]);
+        assert_eq!(a.rec_task, ["t1", "t3"], "one record per task, its newest");
+        assert_eq!(a.rec_rev, [2, int(kept + 3)]);
+        assert!(
+            a.rec_launch[0].is_some(),
+            "t1's first event is in the batch"
+        );
+        assert!(a.rec_launch[1].is_none(), "t3's row exists already");
+        assert_eq!(
+            (a.trim_task.as_slice(), a.trim_upto.as_slice()),
+            (&["t3".to_string()][..], &[3][..])
+        );
+        assert_eq!(a.dropped, ["t2"]);
     }
 }
