@@ -344,8 +344,12 @@ async fn blueprints_live_in_the_database_and_a_write_from_a_stale_head_is_aborte
             .map(|v| v.version.as_str())
             .collect();
         assert_eq!(listed, [v3.as_str(), v2.version.as_str(), v1.as_str()]);
+        let live = "SELECT count(*) FROM replicas WHERE heartbeat_at > now() - interval '15 s'";
+        assert_eq!(Postgres::wait_for(&url, live, |n| n == 2).await, 2);
         a.kill();
         b.kill();
+        let log = std::fs::read_to_string(dir_b.with_extension("log")).expect("b's log");
+        assert!(log.contains("another server uses this database"), "{log}");
 
         let a = Proc::start(&dir_a, &flags).await;
         assert_eq!(head(&a).await, v3);

@@ -68,7 +68,13 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
 
     // The database first: an unreachable one fails the boot before anything is created.
     let pool = match &settings.storage {
-        Storage::Postgres { url, .. } => Some(crate::pg::connect(url).await?),
+        Storage::Postgres { url, .. } => {
+            let pool = crate::pg::connect(url).await?;
+            let replica = crate::pg::replicas::new_id();
+            crate::pg::replicas::join(&pool, &replica).await?;
+            tracing::info!(%replica, "replica registered in the database");
+            Some(pool)
+        }
         _ => None,
     };
     let mut bounded_outputs = None;

@@ -3,6 +3,7 @@
 //! mapping of its errors. The engine's and the operator core's Postgres stores import
 //! this module; it imports nothing of the crate but [`crate::error`].
 
+pub mod replicas;
 mod schema;
 mod url;
 
