@@ -21,8 +21,8 @@ pub struct ServeArgs {
     #[arg(long, env = "MSE_EPHEMERAL")]
     pub ephemeral: bool,
     /// PostgreSQL URL (postgres://user:pass@host:5432/db): tasks, runs, the replay
-    /// journal and operator sessions live there; Blueprints and data outputs stay under
-    /// --data-dir [default: none, SQLite under --data-dir].
+    /// journal, operator sessions, Blueprints and data outputs live there; --data-dir
+    /// keeps only worker handles' boot ids [default: none, all under --data-dir].
     #[arg(long, env = "MSE_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Require `authorization: Bearer <token>` on Task and Blueprint RPCs.
