@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use mlua_swarm::blueprint::store::{BlueprintStore, Git2BlueprintStore, InMemoryBlueprintStore};
 use mlua_swarm::core::config::CheckPolicy;
 use mlua_swarm::service::task_launch::TaskLaunchService;
-use mlua_swarm::store::output::{OutputStore, SqliteOutputStore};
+use mlua_swarm::store::output::OutputStore;
 use mlua_swarm::worker::baseline::extend_with_baseline;
 use mlua_swarm::{
     Compiler, Engine, EngineCfg, LayerRegistry, MainAIMiddleware, OperatorSpawnerFactory,
@@ -64,38 +64,32 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
     ));
 
     let mut bounded_outputs = None;
-    let (blueprints, outputs, mut drivers) = match &settings.storage {
+    let mut drivers = Vec::new();
+    let (blueprints, outputs, journal, tasks): Stores = match &settings.storage {
         Storage::Ephemeral => {
-            let bp: Arc<dyn BlueprintStore> = Arc::new(InMemoryBlueprintStore::new());
             let bounded = Arc::new(super::outputs::BoundedOutputStore::new(
                 super::outputs::EPHEMERAL_OUTPUT_CAPACITY,
             ));
             bounded_outputs = Some(bounded.clone());
-            let out: Arc<dyn OutputStore> = bounded;
-            (bp, out, Vec::new())
-        }
-        Storage::Dir(dir) => open_dir_stores(dir).await?,
-    };
-    let (journal, tasks) = match &settings.storage {
-        Storage::Ephemeral => {
             let journal = Journal::ephemeral();
-            let tasks: Arc<dyn TaskStore> = Arc::new(
-                TaskRegistry::new(settings.task_retention).with_evict_hook(forget(&journal)),
-            );
-            (journal, tasks)
+            let tasks =
+                TaskRegistry::new(settings.task_retention).with_evict_hook(forget(&journal));
+            (
+                Arc::new(InMemoryBlueprintStore::new()),
+                bounded,
+                journal,
+                Arc::new(tasks),
+            )
         }
         Storage::Dir(dir) => {
-            let (journal, journal_drivers) = Journal::open(dir).await?;
-            drivers.extend(journal_drivers);
-            let (store, driver) = SqliteTaskStore::open(
-                &dir.join("tasks.sqlite"),
-                settings.task_retention,
-                forget(&journal),
-            )
-            .await?;
+            let blueprints = open_blueprints(dir).await?;
+            let (writer, driver) = super::disk::open(dir).await?;
             drivers.push(driver);
-            let tasks: Arc<dyn TaskStore> = Arc::new(store);
-            (journal, tasks)
+            let outputs = super::disk::DiskOutputStore::open(Arc::clone(&writer)).await?;
+            let journal = Journal::on_disk(Arc::clone(&writer)).await?;
+            let tasks =
+                SqliteTaskStore::open(writer, settings.task_retention, forget(&journal)).await?;
+            (blueprints, Arc::new(outputs), journal, Arc::new(tasks))
         }
     };
     let blueprints: Arc<dyn BlueprintStore> =
@@ -140,10 +134,12 @@ fn forget(journal: &Journal) -> EvictHook {
 type Stores = (
     Arc<dyn BlueprintStore>,
     Arc<dyn OutputStore>,
-    Vec<rusqlite_isle::AsyncIsleDriver>,
+    Journal,
+    Arc<dyn TaskStore>,
 );
 
-async fn open_dir_stores(dir: &Path) -> Result<Stores> {
+/// The git Blueprint store under `dir` (created with the data dir if missing).
+async fn open_blueprints(dir: &Path) -> Result<Arc<dyn BlueprintStore>> {
     // Unavailable rather than Internal: the message, naming the file, is what boot prints.
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         Error::Unavailable(format!("cannot open {what} under {}: {e}", dir.display()))
@@ -155,27 +151,5 @@ async fn open_dir_stores(dir: &Path) -> Result<Stores> {
         .await
         .map_err(|e| fail("the blueprint store", &e))?
         .map_err(|e| fail("the blueprint store", &e))?;
-    let outputs = dir.join("outputs.sqlite");
-    super::journal::use_wal(&outputs).await?;
-    let (out, driver) = SqliteOutputStore::open(&outputs)
-        .await
-        .map_err(|e| fail("the data store", &e))?;
-    index_output_seq(outputs)
-        .await
-        .map_err(|e| fail("the data store", &e))?;
-    Ok((Arc::new(bp), Arc::new(out), vec![driver]))
-}
-
-/// The engine's output store numbers each row `MAX(seq) + 1` and has no index on `seq`,
-/// so every append scanned the whole table (19 % of the durable server's CPU, growing
-/// with the store); this index makes it one b-tree lookup.
-async fn index_output_seq(path: std::path::PathBuf) -> std::result::Result<(), String> {
-    tokio::task::spawn_blocking(move || -> rusqlite::Result<()> {
-        let conn = rusqlite::Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch("CREATE INDEX IF NOT EXISTS ix_outputs_seq ON outputs(seq)")
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())
+    Ok(Arc::new(bp))
 }
