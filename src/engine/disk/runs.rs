@@ -2,6 +2,11 @@
 //! every change queued to the state file's writer without waiting. The queue's order puts
 //! a record on disk before any later change that is waited for (a step's replay row, the
 //! task's end), so nothing a resume reads can be older than what the run acted on.
+//!
+//! Step entries and degradations are an audit trail nothing resumes from: they reach the
+//! disk with the record's next other change (every run ends with a status change), so a
+//! kill can lose the entries of the steps in flight, never a status, the launch input
+//! or an assignee generation.
 
 use std::sync::Arc;
 
@@ -97,8 +102,7 @@ impl RunStore for DiskRunStore {
         id: &RunId,
         entry: StepEntry,
     ) -> std::result::Result<(), RunStoreError> {
-        let done = self.mem.append_step_entry(id, entry).await;
-        self.then_persist(id, done)
+        self.mem.append_step_entry(id, entry).await
     }
 
     async fn append_degradation(
@@ -106,8 +110,7 @@ impl RunStore for DiskRunStore {
         id: &RunId,
         entry: DegradationEntry,
     ) -> std::result::Result<(), RunStoreError> {
-        let done = self.mem.append_degradation(id, entry).await;
-        self.then_persist(id, done)
+        self.mem.append_degradation(id, entry).await
     }
 
     async fn update_status(
