@@ -61,6 +61,11 @@ pub trait FrameBus: Send + Sync {
     fn hold(&self, session: &Arc<OperatorSession>);
     /// Frames for `sid` are no longer delivered here (its session is gone).
     fn release(&self, sid: &str);
+    /// A stream attached to `session` in this process with `epoch`. A bus between
+    /// replicas takes the sid's frames here from now on and tells the other replicas (so
+    /// the previous holder closes its stream); in process every session is held from its
+    /// creation, and nothing happens.
+    fn attached(&self, _session: &Arc<OperatorSession>, _epoch: u64) {}
     /// Hands `frame` to whoever holds `sid`'s stream. An error says why a request or
     /// frame was refused (session closed, parked too long, window full, gone).
     fn deliver(&self, sid: &str, frame: Outbound) -> Result<(), OperatorRequestError>;
@@ -76,7 +81,8 @@ pub struct LocalBus {
 }
 
 impl LocalBus {
-    fn holder(&self, sid: &str) -> Option<Arc<OperatorSession>> {
+    /// The session object of `sid` in this process, if it lives.
+    pub(super) fn holder(&self, sid: &str) -> Option<Arc<OperatorSession>> {
         let holders = match self.holders.read() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),

@@ -195,7 +195,44 @@ impl OperatorHub {
                 "token does not match session {sid}"
             )));
         }
-        self.find(sid)
+        let session = self.find_or_adopt(&record).await;
+        // Another replica may have held the stream since: take its epoch and seqs.
+        session.catch_up(&record);
+        Ok(session)
+    }
+
+    /// Learns a live session another replica created or holds (announced on the bus):
+    /// this replica's engine can route to it from now on.
+    pub async fn adopt(&self, sid: &str) -> Result<()> {
+        if let Some(record) = self
+            .links
+            .store
+            .get(sid)
+            .await?
+            .filter(SessionRecord::is_live)
+        {
+            self.find_or_adopt(&record).await;
+        }
+        Ok(())
+    }
+
+    /// The session object of `record`, made (held elsewhere) and registered with the
+    /// engine if this process has none: its record is in the shared store.
+    async fn find_or_adopt(&self, record: &SessionRecord) -> Arc<OperatorSession> {
+        let session = {
+            let mut live = self.lock();
+            if let Some(session) = live.sessions.get(&record.sid) {
+                return session.clone();
+            }
+            let session = OperatorSession::adopt(record, self.limits.clone(), self.links.clone());
+            live.sessions.insert(record.sid.clone(), session.clone());
+            session
+        };
+        self.host
+            .register_operator(&record.sid, &record.roles, session.clone())
+            .await;
+        tracing::info!(sid = %record.sid, roles = ?record.roles, "operator session adopted from the shared store");
+        session
     }
 
     /// As [`Self::authenticate`], but also finds a recently deleted session, so a reply

@@ -41,6 +41,9 @@ pub(super) struct State {
     /// Restored from the store after a restart and not attached since: the next welcome
     /// says `server_restarted`.
     pub(super) restarted: bool,
+    /// Its stream was held by another replica since this process last sent frames: the
+    /// next attach continues the seqs past the client's `last_seq`, as after a restart.
+    pub(super) moved: bool,
 }
 
 /// Told of every attach (the hub, which tells the engine host).
@@ -154,6 +157,7 @@ impl OperatorSession {
             pending: PendingRequests::new(),
             closed: None,
             restarted: false,
+            moved: false,
         };
         Self::with_state(sid, roles, now, state, limits, links)
     }
@@ -175,12 +179,13 @@ impl OperatorSession {
             pending: PendingRequests::new(),
             closed: None,
             restarted: true,
+            moved: false,
         };
         let (sid, roles) = (record.sid.clone(), record.roles.clone());
         Self::with_state(sid, roles, record.created_at, state, limits, links)
     }
 
-    fn with_state(
+    pub(super) fn with_state(
         sid: String,
         roles: Vec<String>,
         created_at: SystemTime,

@@ -1,0 +1,123 @@
+//! A session whose stream moves between replicas (issue 14): taking a re-sent request
+//! once, handing the pending requests over when another replica's stream takes the
+//! session, catching up with the shared record before an attach here, and the object a
+//! replica keeps for a session held elsewhere.
+
+use std::sync::Arc;
+
+use super::attachment::ControlFrames;
+use super::bus::Outbound;
+use super::frame::ServerBody;
+use super::outbox::Outbox;
+use super::parking::Presence;
+use super::pending::{PendingRequests, RequestKind, Waiter};
+use super::session::{OperatorSession, SessionLinks, State};
+use super::settings::SessionLimits;
+use super::store::SessionRecord;
+use crate::engine::OperatorRequestError;
+
+/// A pending request taken out of a session whose stream moved elsewhere.
+#[derive(Debug)]
+pub(crate) struct Handed {
+    pub(crate) req_id: String,
+    pub(crate) kind: RequestKind,
+    pub(crate) task_id: String,
+    pub(crate) body: ServerBody,
+    pub(crate) waiter: Waiter,
+}
+
+impl OperatorSession {
+    /// The session of `record` as a replica keeps it while another replica holds its
+    /// stream (at the record's epoch): its engine routes requests to it through the bus;
+    /// this replica neither parks nor reaps it.
+    pub fn adopt(
+        record: &SessionRecord,
+        limits: Arc<SessionLimits>,
+        links: SessionLinks,
+    ) -> Arc<Self> {
+        let mut presence = Presence::new();
+        presence.moved_to(record.epoch.max(1));
+        let state = State {
+            presence,
+            last_seen: record.last_seen,
+            outbox: Outbox::resumed(limits.max_unacked, record.marks.last_seq),
+            control: ControlFrames::new(limits.max_unacked),
+            pending: PendingRequests::new(),
+            closed: None,
+            restarted: false,
+            moved: true,
+        };
+        let (sid, roles) = (record.sid.clone(), record.roles.clone());
+        Self::with_state(sid, roles, record.created_at, state, limits, links)
+    }
+
+    /// Takes a request a bus re-sends at least once: one whose req_id this session has
+    /// pending or answered already is not queued again (Ok(false)); otherwise as
+    /// [`Self::accept`] (Ok(true)).
+    pub(crate) fn accept_once(&self, frame: Outbound) -> Result<bool, OperatorRequestError> {
+        if let Outbound::Request { req_id, .. } = &frame {
+            if self.lock().pending.knows(req_id) {
+                return Ok(false);
+            }
+        }
+        self.accept(frame).map(|()| true)
+    }
+
+    /// A stream attached on another replica with `epoch`: the stream here (if any) gets
+    /// `closing` (replaced), the unacked frames are dropped, and the pending requests are
+    /// handed back unanswered, for their owners to send to the new holder. An older
+    /// announcement changes nothing (None).
+    pub(crate) fn hand_over(&self, epoch: u64) -> Option<Vec<Handed>> {
+        let handed = {
+            let mut s = self.lock();
+            if !s.presence.moved_to(epoch) {
+                return None;
+            }
+            s.outbox.clear();
+            s.moved = true;
+            s.pending.drain()
+        };
+        self.bump();
+        tracing::info!(sid = %self.sid, epoch, handed = handed.len(), "operator stream moved to another replica");
+        let handed = handed
+            .into_iter()
+            .map(|(req_id, kind, task_id, frame, waiter)| Handed {
+                req_id,
+                kind,
+                task_id,
+                body: frame.body,
+                waiter,
+            })
+            .collect();
+        Some(handed)
+    }
+
+    /// Before an attach here: takes the shared record's epoch and seq marks when another
+    /// replica moved them past this object's (its stream was held elsewhere), so the
+    /// attach takes a newer epoch and seqs continue past what that replica sent. Requests
+    /// still pending here are queued again with new seqs. With one replica the record
+    /// never leads, and nothing changes.
+    pub(crate) fn catch_up(&self, record: &SessionRecord) {
+        let mut s = self.lock();
+        let epoch_behind = record.epoch > s.presence.epoch();
+        let seq_behind = record.marks.last_seq > s.outbox.last_seq();
+        if !epoch_behind && !seq_behind {
+            return;
+        }
+        s.presence.moved_to(record.epoch);
+        if seq_behind {
+            let mut outbox = Outbox::resumed(self.limits.max_unacked, record.marks.last_seq);
+            s.pending.requeue(&mut outbox);
+            s.outbox = outbox;
+        }
+        s.moved = true;
+        drop(s);
+        self.bump();
+    }
+
+    /// True while a stream is attached here, or (as last announced) on another replica.
+    pub(super) fn attached_here_or_elsewhere(&self) -> bool {
+        let s = self.lock();
+        s.presence.attached().is_some() || s.presence.held_elsewhere()
+    }
+}

@@ -1,0 +1,315 @@
+//! [`NatsBus`]: the frame bus between replicas (issue 14; docs/SCALE-OUT.md, "Frames
+//! between replicas"). A frame whose holder is in this process is a direct call through
+//! the [`LocalBus`] inside; others cross NATS core pub/sub:
+//!
+//! * `owner.rs`: the requests this replica waits for (the waiter stays here), sent to
+//!   `mse.sess.<sid>`, parked while nobody holds the stream, re-sent on attach
+//!   announcements and reconnects; their outcomes arrive on `mse.run.<replica>`.
+//! * `holder.rs`: the sessions whose stream attached here: requests from other replicas
+//!   are queued with a forwarding waiter; attach announcements hand a moved stream over.
+
+mod holder;
+mod owner;
+mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::time::Duration;
+
+use async_nats::{Client, ConnectOptions, Event};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::bus::{FrameBus, LocalBus, Outbound};
+use super::frame::{ClientFrame, ReplyOutcome};
+use super::hub::OperatorHub;
+use super::session::OperatorSession;
+use crate::engine::OperatorRequestError;
+use owner::Owned;
+
+/// How long one NATS request waits for its answer before it is retried.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest pause between retries of a request or an outcome.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// Why the bus could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("NATS at {url}: {why}")]
+pub struct NatsStartError {
+    url: String,
+    why: String,
+}
+
+/// A session whose stream attached here: the epoch, and the task reading its subject.
+struct Held {
+    epoch: u64,
+    task: JoinHandle<()>,
+}
+
+/// The frame bus between replicas over NATS.
+pub struct NatsBus {
+    me: Weak<NatsBus>,
+    replica: String,
+    client: Client,
+    local: LocalBus,
+    held: RwLock<HashMap<String, Held>>,
+    owned: Mutex<HashMap<String, Owned>>,
+    /// Requests queued here whose waiter forwards the outcome to another replica.
+    forwarded: Mutex<HashSet<String>>,
+    park_grace: Duration,
+    adopt: mpsc::UnboundedSender<String>,
+    adopted: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for NatsBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsBus")
+            .field("replica", &self.replica)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl NatsBus {
+    /// Connects to `url` as `replica` and subscribes this replica's subjects. An
+    /// unreachable server fails here; later outages are reconnected (frames park and are
+    /// re-sent). Requests nobody holds fail after `park_grace`, as on one server.
+    pub async fn connect(
+        url: &str,
+        replica: &str,
+        park_grace: Duration,
+    ) -> Result<Arc<Self>, NatsStartError> {
+        let fail = |why: String| NatsStartError {
+            url: url.to_string(),
+            why,
+        };
+        if replica.is_empty()
+            || !replica
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(fail(format!(
+                "replica id '{replica}' must be letters, digits, '-' or '_'"
+            )));
+        }
+        let (reconnected, mut reconnects) = mpsc::unbounded_channel();
+        let client = ConnectOptions::new()
+            .name(format!("mse-grpc {replica}"))
+            .connection_timeout(Duration::from_secs(5))
+            .reconnect_delay_callback(|n| {
+                Duration::from_millis((50 * n as u64).min(RETRY_MAX.as_millis() as u64))
+            })
+            .event_callback(move |event| {
+                let reconnected = reconnected.clone();
+                async move {
+                    match event {
+                        Event::Connected => {
+                            tracing::info!("NATS connected");
+                            let _ = reconnected.send(());
+                        }
+                        Event::Disconnected => tracing::warn!("NATS disconnected; frames park"),
+                        other => tracing::debug!(%other, "NATS event"),
+                    }
+                }
+            })
+            .connect(url)
+            .await
+            .map_err(|e| {
+                fail(format!(
+                    "cannot connect ({e}); is nats-server running there?"
+                ))
+            })?;
+        let runs = client
+            .subscribe(wire::run_subject(replica))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let attaches = client
+            .subscribe(wire::ATTACH_ALL)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        client.flush().await.map_err(|e| fail(e.to_string()))?;
+        let (adopt, adopted) = mpsc::unbounded_channel();
+        let bus = Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            replica: replica.to_string(),
+            client,
+            local: LocalBus::default(),
+            held: RwLock::default(),
+            owned: Mutex::default(),
+            forwarded: Mutex::default(),
+            park_grace,
+            adopt,
+            adopted: Mutex::new(Some(adopted)),
+            tasks: Mutex::default(),
+        });
+        let weak = Arc::downgrade(&bus);
+        let mut tasks = vec![
+            tokio::spawn(each(runs, weak.clone(), |bus, msg| async move {
+                bus.on_outcome(msg).await
+            })),
+            tokio::spawn(each(attaches, weak.clone(), |bus, msg| async move {
+                bus.on_attach(msg)
+            })),
+        ];
+        tasks.push(tokio::spawn(async move {
+            while reconnects.recv().await.is_some() {
+                let Some(bus) = weak.upgrade() else { break };
+                bus.resend_unaccepted();
+            }
+        }));
+        *lock(&bus.tasks) = tasks;
+        tracing::info!(url, replica, "frame bus on NATS");
+        Ok(bus)
+    }
+
+    /// This replica's id.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// Lets `hub` learn the sessions other replicas announce, so this replica's engine
+    /// can route to them. Call once, after the hub started.
+    pub fn serve_hub(&self, hub: &Arc<OperatorHub>) {
+        let Some(mut adopted) = lock(&self.adopted).take() else {
+            return;
+        };
+        let hub = Arc::downgrade(hub);
+        lock(&self.tasks).push(tokio::spawn(async move {
+            while let Some(sid) = adopted.recv().await {
+                let Some(hub) = hub.upgrade() else { break };
+                if let Err(e) = hub.adopt(&sid).await {
+                    tracing::warn!(sid, error = %e, "could not adopt an announced session");
+                }
+            }
+        }));
+    }
+
+    /// True if the stream of `sid` is held in this process.
+    fn holds(&self, sid: &str) -> bool {
+        let held = match self.held.read() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        held.contains_key(sid)
+    }
+
+    fn held_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Held>> {
+        match self.held.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Publishes without waiting (the bus's callers cannot wait).
+    fn publish(&self, subject: String, payload: bytes::Bytes) {
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = client.publish(subject.clone(), payload).await {
+                tracing::warn!(subject, error = %e, "NATS publish failed");
+            }
+        });
+    }
+}
+
+impl Drop for NatsBus {
+    fn drop(&mut self) {
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+        for (_, held) in self.held_mut().drain() {
+            held.task.abort();
+        }
+    }
+}
+
+/// Runs `f` on every message of `sub` while the bus lives.
+async fn each<F, Fut>(mut sub: async_nats::Subscriber, bus: Weak<NatsBus>, f: F)
+where
+    F: Fn(Arc<NatsBus>, async_nats::Message) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    while let Some(msg) = sub.next().await {
+        let Some(bus) = bus.upgrade() else { break };
+        f(bus, msg).await;
+    }
+}
+
+impl FrameBus for NatsBus {
+    fn hold(&self, session: &Arc<OperatorSession>) {
+        self.local.hold(session);
+    }
+
+    fn release(&self, sid: &str) {
+        self.local.release(sid);
+        if self.local.holder(sid).is_none() {
+            if let Some(held) = self.held_mut().remove(sid) {
+                held.task.abort();
+            }
+        }
+    }
+
+    fn attached(&self, session: &Arc<OperatorSession>, epoch: u64) {
+        self.take_stream(session, epoch);
+    }
+
+    fn deliver(&self, sid: &str, frame: Outbound) -> Result<(), OperatorRequestError> {
+        match frame {
+            Outbound::Request {
+                kind,
+                req_id,
+                task_id,
+                body,
+                waiter,
+            } => {
+                if self.holds(sid) {
+                    let frame = Outbound::Request {
+                        kind,
+                        req_id,
+                        task_id,
+                        body,
+                        waiter,
+                    };
+                    return self.local.deliver(sid, frame);
+                }
+                self.own(sid, req_id, kind, task_id, body, waiter);
+                Ok(())
+            }
+            Outbound::Info(body) => {
+                if self.holds(sid) {
+                    return self.local.deliver(sid, Outbound::Info(body));
+                }
+                let msg = wire::ToHolder::Info { body };
+                self.publish(wire::sess_subject(sid), wire::encode(&msg));
+                Ok(())
+            }
+            Outbound::Withdraw { req_id, reason } => {
+                self.withdraw_owned(sid, Some(&req_id), None, &reason);
+                self.local
+                    .deliver(sid, Outbound::Withdraw { req_id, reason })
+            }
+            Outbound::WithdrawTask { task_id, reason } => {
+                self.withdraw_owned(sid, None, Some(&task_id), &reason);
+                self.local
+                    .deliver(sid, Outbound::WithdrawTask { task_id, reason })
+            }
+        }
+    }
+
+    fn route_reply(&self, sid: &str, reply: ClientFrame) -> ReplyOutcome {
+        if self.holds(sid) {
+            return self.local.route_reply(sid, reply);
+        }
+        // The holder resolves it; a refusal does not come back as a notice (yet).
+        let msg = wire::ToHolder::Reply { frame: reply };
+        self.publish(wire::sess_subject(sid), wire::encode(&msg));
+        ReplyOutcome::Accepted
+    }
+}
