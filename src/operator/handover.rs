@@ -121,3 +121,75 @@ impl OperatorSession {
         s.presence.attached().is_some() || s.presence.held_elsewhere()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::engine::OperatorBackend;
+    use crate::operator::outbox::Marks;
+    use crate::operator::test_support::{test_limits, test_step};
+
+    fn record(epoch: u64, last_seq: u64) -> SessionRecord {
+        let mut r = SessionRecord::new("op-1".into(), "t", vec![], SystemTime::now());
+        r.epoch = epoch;
+        r.marks = Marks {
+            last_seq,
+            acked: last_seq,
+        };
+        r
+    }
+
+    #[tokio::test]
+    async fn a_record_that_does_not_lead_changes_nothing() {
+        let session = OperatorSession::new("op-1".into(), vec![], test_limits());
+        let _a = session.attach(0).expect("attach");
+        session
+            .hook_after(test_step(1), serde_json::Value::Null)
+            .await;
+        session.catch_up(&record(1, 1));
+        let info = session.info();
+        assert_eq!((info.epoch, info.last_seq, info.connected), (1, 1, true));
+        assert!(!session.lock().moved);
+    }
+
+    #[tokio::test]
+    async fn a_moved_stream_hands_its_requests_over_and_a_leading_record_continues_seqs() {
+        let session = OperatorSession::new("op-1".into(), vec![], test_limits());
+        let _a = session.attach(0).expect("attach");
+        let s = session.clone();
+        let hook = tokio::spawn(async move { s.hook_before(test_step(1)).await });
+        while session.info().pending == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            session.hand_over(1).is_none(),
+            "not newer than the stream here"
+        );
+        let handed = session.hand_over(2).expect("newer elsewhere");
+        assert_eq!(handed.len(), 1);
+        assert_eq!(handed[0].kind, RequestKind::Hook);
+        assert!(session.attached_here_or_elsewhere() && session.attached_epoch().is_none());
+        drop(handed);
+        assert!(
+            hook.await.expect("join").is_err(),
+            "its waiter went with it"
+        );
+
+        session.catch_up(&record(3, 9));
+        let mut b = session
+            .attach(9)
+            .expect("attach after the other replica's seqs");
+        let welcome = b.next_frame().await.expect("welcome");
+        assert!(
+            matches!(welcome.body, ServerBody::Welcome(w) if w.epoch == 4 && w.acked_seq == 9 && !w.server_restarted)
+        );
+        session
+            .hook_after(test_step(2), serde_json::Value::Null)
+            .await;
+        assert_eq!(b.next_frame().await.expect("frame").seq, 10);
+        let again = session.accept_once(Outbound::Info(ServerBody::Ping { nonce: 1 }));
+        assert_eq!(again, Ok(true));
+    }
+}

@@ -135,7 +135,7 @@ impl NatsBus {
             .subscribe(wire::ATTACH_ALL)
             .await
             .map_err(|e| fail(e.to_string()))?;
-        client.flush().await.map_err(|e| fail(e.to_string()))?;
+        round_trip(&client).await.map_err(fail)?;
         let (adopt, adopted) = mpsc::unbounded_channel();
         let bus = Arc::new_cyclic(|me| Self {
             me: me.clone(),
@@ -227,6 +227,23 @@ impl Drop for NatsBus {
         for (_, held) in self.held_mut().drain() {
             held.task.abort();
         }
+    }
+}
+
+/// A message to itself and back: the server has taken every subscription made before.
+async fn round_trip(client: &Client) -> Result<(), String> {
+    let inbox = client.new_inbox();
+    let mut probe = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .publish(inbox, bytes::Bytes::new())
+        .await
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(REQUEST_TIMEOUT * 5, probe.next()).await {
+        Ok(Some(_)) => Ok(()),
+        _ => Err("no answer to a round trip through the server".into()),
     }
 }
 

@@ -1,0 +1,377 @@
+//! The NATS frame bus between replicas (issue 14, docs/SCALE-OUT.md): two replicas' operator
+//! cores (hub + engine each) in one process, sharing one session store as a shared
+//! database would, talking over a real nats-server on a loopback port.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::nats::NatsServer;
+use mlua_swarm_grpc::config::Config;
+use mlua_swarm_grpc::engine::{EngineHost, OperatorBackend, SpawnGrant, StepContext};
+use mlua_swarm_grpc::limits::SizePolicy;
+use mlua_swarm_grpc::operator::{
+    Attachment, ClientFrame, MemorySessionStore, NatsBus, NoticeCode, OperatorHub, OperatorSession,
+    OperatorTimeouts, ReplyOutcome, ServerBody, SessionLimits, SessionLinks,
+};
+use serde_json::{json, Value};
+
+/// One replica's operator core: its engine, its hub, its bus.
+struct Replica {
+    hub: Arc<OperatorHub>,
+    bus: Arc<NatsBus>,
+    _host: Arc<EngineHost>,
+}
+
+async fn replica(nats: &str, id: &str, store: &Arc<MemorySessionStore>) -> Replica {
+    let host = EngineHost::start(&Config::default()).await.expect("engine");
+    let bus = NatsBus::connect(nats, id, Duration::from_secs(60))
+        .await
+        .expect("bus");
+    let limits = SessionLimits {
+        timeouts: OperatorTimeouts::default(),
+        base_url: "http://127.0.0.1:1".into(),
+        max_unacked: 10_000,
+        size: SizePolicy::new(4 << 20, 1 << 20),
+    };
+    let links = SessionLinks {
+        store: store.clone(),
+        bus: bus.clone(),
+        attached: None,
+    };
+    let hub = OperatorHub::start_with(host.clone(), limits, links);
+    bus.serve_hub(&hub);
+    Replica {
+        hub,
+        bus,
+        _host: host,
+    }
+}
+
+/// Two replicas `ra` and `rb` on one nats-server and one session store.
+async fn pair(nats: &NatsServer) -> (Replica, Replica) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let store = Arc::new(MemorySessionStore::default());
+    let a = replica(&nats.url(), "ra", &store).await;
+    let b = replica(&nats.url(), "rb", &store).await;
+    (a, b)
+}
+
+fn step(n: u32) -> StepContext {
+    StepContext {
+        task_id: "task-1".into(),
+        step_id: format!("ST-{n}"),
+        agent: "writer".into(),
+        attempt: 1,
+    }
+}
+
+/// The next frame that is not a ping.
+async fn next_body(att: &mut Attachment) -> (u64, ServerBody) {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(15), att.next_frame())
+            .await
+            .expect("a frame within 15s")
+            .expect("the stream is open");
+        if !matches!(frame.body, ServerBody::Ping { .. }) {
+            return (frame.seq, frame.body);
+        }
+    }
+}
+
+fn req_id(body: &ServerBody) -> String {
+    body.req_id().expect("a request frame").to_string()
+}
+
+/// Polls `f` until it gives Some (a replica learning of an attach elsewhere).
+async fn eventually<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "not within 10s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A session created on `a`, its stream attached on `a`, and `b`'s object for it.
+async fn attached_on_a(
+    a: &Replica,
+    b: &Replica,
+) -> (
+    String,
+    String,
+    Arc<OperatorSession>,
+    Attachment,
+    Arc<OperatorSession>,
+) {
+    let created = a.hub.create(vec!["lead".into()]).await.expect("create");
+    let sa = a
+        .hub
+        .authenticate(&created.sid, Some(&created.token))
+        .await
+        .expect("auth on a");
+    let mut att = sa.attach(0).expect("attach on a");
+    assert!(matches!(next_body(&mut att).await.1, ServerBody::Welcome(w) if w.epoch == 1));
+    let sb = eventually(|| b.hub.find(&created.sid).ok()).await;
+    assert!(sb.is_attached(), "b sees the stream held on a");
+    (created.sid, created.token, sa, att, sb)
+}
+
+fn answer(req_id: &str, value: Value) -> ClientFrame {
+    ClientFrame::Answer {
+        req_id: req_id.into(),
+        value,
+    }
+}
+
+#[tokio::test]
+async fn an_operator_attached_to_a_serves_requests_issued_on_b() {
+    let nats = NatsServer::start();
+    let (a, b) = pair(&nats).await;
+    let (_sid, _token, sa, mut att, sb) = attached_on_a(&a, &b).await;
+    let epoch = att.epoch();
+
+    let owner = sb.clone();
+    let ask = tokio::spawn(async move { owner.ask(step(1), json!("which?")).await });
+    let (seq, body) = next_body(&mut att).await;
+    assert!(matches!(&body, ServerBody::Ask { question, .. } if question == &json!("which?")));
+    let id = req_id(&body);
+    sa.handle_on(epoch, ClientFrame::Ack { seq });
+    assert_eq!(
+        sa.handle_on(epoch, answer(&id, json!("this one"))),
+        Some(ReplyOutcome::Accepted)
+    );
+    let got = tokio::time::timeout(Duration::from_secs(10), ask).await;
+    assert_eq!(
+        got.expect("in time").expect("join").expect("answered"),
+        json!("this one")
+    );
+
+    // A spawn issued on b: the frame carries the grant; the ack's value comes back.
+    let owner = sb.clone();
+    let grant = SpawnGrant {
+        capability_token: "cap".into(),
+        worker_handle: "wh-1".into(),
+    };
+    let spawn = tokio::spawn(async move { owner.spawn(step(2), grant).await });
+    let (_, body) = next_body(&mut att).await;
+    assert!(matches!(&body, ServerBody::Spawn { worker_handle, .. } if worker_handle == "wh-1"));
+    let ack = ClientFrame::SpawnAck {
+        req_id: req_id(&body),
+        value: json!({"done": true}),
+        ok: true,
+        error: None,
+    };
+    assert_eq!(sa.handle_on(epoch, ack), Some(ReplyOutcome::Accepted));
+    let reply = spawn.await.expect("join").expect("acked");
+    assert_eq!((reply.value, reply.ok), (json!({"done": true}), true));
+
+    // A hook_after from b reaches the stream too (no reply expected).
+    sb.hook_after(step(2), json!("result")).await;
+    assert!(matches!(
+        next_body(&mut att).await.1,
+        ServerBody::HookAfter { .. }
+    ));
+    drop(a.bus);
+}
+
+#[tokio::test]
+async fn a_reply_sent_twice_is_applied_once() {
+    let nats = NatsServer::start();
+    let (a, b) = pair(&nats).await;
+    let (_sid, _token, sa, mut att, sb) = attached_on_a(&a, &b).await;
+    let epoch = att.epoch();
+    let owner = sb.clone();
+    let ask = tokio::spawn(async move { owner.ask(step(1), json!("q")).await });
+    let id = req_id(&next_body(&mut att).await.1);
+    assert_eq!(
+        sa.handle_on(epoch, answer(&id, json!(1))),
+        Some(ReplyOutcome::Accepted)
+    );
+    let again = sa.handle_on(epoch, answer(&id, json!(2)));
+    assert!(
+        matches!(
+            again,
+            Some(ReplyOutcome::Refused {
+                code: NoticeCode::Duplicate,
+                ..
+            })
+        ),
+        "{again:?}"
+    );
+    assert_eq!(ask.await.expect("join").expect("answered"), json!(1));
+
+    // The same outcome delivered to the owner again (at-least-once) changes nothing.
+    let client = async_nats::connect(nats.url()).await.expect("client");
+    let outcome = json!({"req_id": id, "result": {"Ok": {"t": "answer", "value": 3}}});
+    let said = client
+        .request(
+            "mse.run.rb",
+            serde_json::to_vec(&outcome).expect("json").into(),
+        )
+        .await
+        .expect("the owner answers");
+    assert_eq!(
+        &said.payload[..],
+        b"unknown",
+        "applied once, the second is unknown"
+    );
+}
+
+#[tokio::test]
+async fn a_request_nobody_holds_parks_and_flows_on_the_first_attach() {
+    let nats = NatsServer::start();
+    let (a, b) = pair(&nats).await;
+    let created = a.hub.create(vec![]).await.expect("create");
+    // b learns the session from the shared store (as at boot) before anyone attaches.
+    b.hub.adopt(&created.sid).await.expect("adopt");
+    let sb = b.hub.find(&created.sid).expect("adopted");
+    let owner = sb.clone();
+    let ask = tokio::spawn(async move { owner.ask(step(1), json!("anyone?")).await });
+    tokio::task::yield_now().await;
+    let sa = a
+        .hub
+        .authenticate(&created.sid, Some(&created.token))
+        .await
+        .expect("auth");
+    let mut att = sa.attach(0).expect("attach");
+    let _welcome = next_body(&mut att).await;
+    let (_, body) = next_body(&mut att).await;
+    let id = req_id(&body);
+    sa.handle_on(att.epoch(), answer(&id, json!("me")));
+    assert_eq!(ask.await.expect("join").expect("answered"), json!("me"));
+}
+
+#[tokio::test]
+async fn the_stream_moves_from_a_to_b_and_pending_requests_are_resent_and_acted_on_once() {
+    let nats = NatsServer::start();
+    let (a, b) = pair(&nats).await;
+    let (sid, token, sa, mut att_a, sb) = attached_on_a(&a, &b).await;
+
+    // One request owned by b (sent over NATS), one owned by a (local to the stream).
+    let owner = sb.clone();
+    let ask_b = tokio::spawn(async move { owner.ask(step(1), json!("from b")).await });
+    let owner = sa.clone();
+    let hook_a = tokio::spawn(async move { owner.hook_before(step(2)).await });
+    let mut seen_on_a = Vec::new();
+    let mut last_seq = 0;
+    for _ in 0..2 {
+        let (seq, body) = next_body(&mut att_a).await;
+        last_seq = seq;
+        seen_on_a.push(req_id(&body));
+    }
+    sa.handle_on(att_a.epoch(), ClientFrame::Ack { seq: last_seq });
+
+    // The operator reconnects through replica b.
+    let sb2 = b
+        .hub
+        .authenticate(&sid, Some(&token))
+        .await
+        .expect("auth on b");
+    assert!(Arc::ptr_eq(&sb, &sb2));
+    let mut att_b = sb.attach(last_seq).expect("attach on b");
+    match next_body(&mut att_b).await.1 {
+        ServerBody::Welcome(w) => {
+            assert_eq!(w.epoch, att_a.epoch() + 1, "epoch + 1");
+            assert!(!w.server_restarted);
+        }
+        other => panic!("first frame {other:?}"),
+    }
+    // a's stream is closed by the announcement.
+    match next_body(&mut att_a).await.1 {
+        ServerBody::Closing { reason, .. } => assert!(reason.contains("replaced"), "{reason}"),
+        other => panic!("a's stream got {other:?}"),
+    }
+
+    // Both requests come again on b, with their req_ids and seqs past what a sent.
+    let mut seen_on_b: HashMap<String, ServerBody> = HashMap::new();
+    while seen_on_b.len() < 2 {
+        let (seq, body) = next_body(&mut att_b).await;
+        assert!(seq > last_seq, "seq {seq} continues past {last_seq}");
+        assert!(
+            seen_on_b.insert(req_id(&body), body).is_none(),
+            "each comes once"
+        );
+    }
+    let mut ids: Vec<_> = seen_on_b.keys().cloned().collect();
+    ids.sort();
+    seen_on_a.sort();
+    assert_eq!(ids, seen_on_a, "the same requests, the same req_ids");
+
+    for (id, body) in &seen_on_b {
+        let reply = match body {
+            ServerBody::Ask { .. } => answer(id, json!("answered on b")),
+            _ => ClientFrame::HookAck {
+                req_id: id.clone(),
+                ok: true,
+                reason: None,
+            },
+        };
+        assert_eq!(
+            sb.handle_on(att_b.epoch(), reply.clone()),
+            Some(ReplyOutcome::Accepted)
+        );
+        let twice = sb.handle_on(att_b.epoch(), reply);
+        assert!(matches!(
+            twice,
+            Some(ReplyOutcome::Refused {
+                code: NoticeCode::Duplicate,
+                ..
+            })
+        ));
+    }
+    let got = tokio::time::timeout(Duration::from_secs(10), ask_b).await;
+    assert_eq!(
+        got.expect("in time").expect("join").expect("answered"),
+        json!("answered on b")
+    );
+    let got = tokio::time::timeout(Duration::from_secs(10), hook_a).await;
+    got.expect("in time").expect("join").expect("approved");
+    assert_eq!(sa.info().pending, 0, "a handed everything over");
+    assert!(!sa.attached_epoch().is_some(), "a holds no stream");
+}
+
+#[tokio::test]
+async fn frames_park_while_nats_restarts_and_none_is_lost() {
+    let mut nats = NatsServer::start();
+    let (a, b) = pair(&nats).await;
+    let (_sid, _token, sa, mut att, sb) = attached_on_a(&a, &b).await;
+    let epoch = att.epoch();
+
+    nats.stop();
+    let asks: Vec<_> = (0..20)
+        .map(|n| {
+            let owner = sb.clone();
+            tokio::spawn(async move { owner.ask(step(n), json!(n)).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    nats.restart();
+
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    while seen.len() < 20 {
+        let (seq, body) = next_body(&mut att).await;
+        let id = req_id(&body);
+        let ServerBody::Ask { question, .. } = &body else {
+            panic!("{body:?}");
+        };
+        assert!(seen.insert(id.clone(), 1).is_none(), "{id} queued once");
+        sa.handle_on(epoch, ClientFrame::Ack { seq });
+        sa.handle_on(epoch, answer(&id, question.clone()));
+    }
+    for (n, ask) in asks.into_iter().enumerate() {
+        let got = tokio::time::timeout(Duration::from_secs(20), ask).await;
+        assert_eq!(
+            got.expect("in time").expect("join").expect("answered"),
+            json!(n)
+        );
+    }
+    assert_eq!(sa.info().pending, 0);
+}
