@@ -374,6 +374,11 @@ impl OperatorHub {
             .map(|s| s.sid().to_string())
             .collect();
         for sid in idle {
+            // A stream on another replica keeps the shared record's last_seen fresh.
+            let record = self.links.store.get(&sid).await.ok().flatten();
+            if record.is_some_and(|r| r.last_seen.elapsed().is_ok_and(|d| d < horizon)) {
+                continue;
+            }
             let _ = self
                 .delete(&sid, "reaped: no stream within the idle horizon")
                 .await;
