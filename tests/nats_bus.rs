@@ -100,17 +100,23 @@ async fn eventually<T>(mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-/// A session created on `a`, its stream attached on `a`, and `b`'s object for it.
-async fn attached_on_a(
-    a: &Replica,
-    b: &Replica,
-) -> (
-    String,
-    String,
-    Arc<OperatorSession>,
-    Attachment,
-    Arc<OperatorSession>,
-) {
+/// Two replicas on one nats-server; a session created on `a`, its stream attached on `a`
+/// (`sa`, `att`), and `b`'s object for it (`sb`). Bind `nats`, `a` and `b` (`_a`, not `_`
+/// or `..`): dropped, they stop.
+struct OnA {
+    nats: NatsServer,
+    a: Replica,
+    b: Replica,
+    sid: String,
+    token: String,
+    sa: Arc<OperatorSession>,
+    att: Attachment,
+    sb: Arc<OperatorSession>,
+}
+
+async fn on_a() -> OnA {
+    let nats = NatsServer::start();
+    let (a, b) = pair(&nats).await;
     let created = a.hub.create(vec!["lead".into()]).await.expect("create");
     let sa = a
         .hub
@@ -121,7 +127,26 @@ async fn attached_on_a(
     assert!(matches!(next_body(&mut att).await.1, ServerBody::Welcome(w) if w.epoch == 1));
     let sb = eventually(|| b.hub.find(&created.sid).ok()).await;
     assert!(sb.is_attached(), "b sees the stream held on a");
-    (created.sid, created.token, sa, att, sb)
+    OnA {
+        nats,
+        a,
+        b,
+        sid: created.sid,
+        token: created.token,
+        sa,
+        att,
+        sb,
+    }
+}
+
+/// `owner.ask(step n, question)` in a task of its own.
+fn ask_on(
+    owner: &Arc<OperatorSession>,
+    n: u32,
+    question: Value,
+) -> tokio::task::JoinHandle<Result<Value, mlua_swarm_grpc::engine::OperatorRequestError>> {
+    let owner = owner.clone();
+    tokio::spawn(async move { owner.ask(step(n), question).await })
 }
 
 fn answer(req_id: &str, value: Value) -> ClientFrame {
@@ -133,13 +158,18 @@ fn answer(req_id: &str, value: Value) -> ClientFrame {
 
 #[tokio::test]
 async fn an_operator_attached_to_a_serves_requests_issued_on_b() {
-    let nats = NatsServer::start();
-    let (a, b) = pair(&nats).await;
-    let (_sid, _token, sa, mut att, sb) = attached_on_a(&a, &b).await;
+    let OnA {
+        nats: _nats,
+        a: _a,
+        b: _b,
+        sa,
+        mut att,
+        sb,
+        ..
+    } = on_a().await;
     let epoch = att.epoch();
 
-    let owner = sb.clone();
-    let ask = tokio::spawn(async move { owner.ask(step(1), json!("which?")).await });
+    let ask = ask_on(&sb, 1, json!("which?"));
     let (seq, body) = next_body(&mut att).await;
     assert!(matches!(&body, ServerBody::Ask { question, .. } if question == &json!("which?")));
     let id = req_id(&body);
@@ -179,17 +209,21 @@ async fn an_operator_attached_to_a_serves_requests_issued_on_b() {
         next_body(&mut att).await.1,
         ServerBody::HookAfter { .. }
     ));
-    drop(a.bus);
 }
 
 #[tokio::test]
 async fn a_reply_sent_twice_is_applied_once() {
-    let nats = NatsServer::start();
-    let (a, b) = pair(&nats).await;
-    let (_sid, _token, sa, mut att, sb) = attached_on_a(&a, &b).await;
+    let OnA {
+        nats,
+        a: _a,
+        b: _b,
+        sa,
+        mut att,
+        sb,
+        ..
+    } = on_a().await;
     let epoch = att.epoch();
-    let owner = sb.clone();
-    let ask = tokio::spawn(async move { owner.ask(step(1), json!("q")).await });
+    let ask = ask_on(&sb, 1, json!("q"));
     let id = req_id(&next_body(&mut att).await.1);
     assert_eq!(
         sa.handle_on(epoch, answer(&id, json!(1))),
@@ -233,8 +267,7 @@ async fn a_request_nobody_holds_parks_and_flows_on_the_first_attach() {
     // b learns the session from the shared store (as at boot) before anyone attaches.
     b.hub.adopt(&created.sid).await.expect("adopt");
     let sb = b.hub.find(&created.sid).expect("adopted");
-    let owner = sb.clone();
-    let ask = tokio::spawn(async move { owner.ask(step(1), json!("anyone?")).await });
+    let ask = ask_on(&sb, 1, json!("anyone?"));
     tokio::task::yield_now().await;
     let sa = a
         .hub
@@ -251,13 +284,19 @@ async fn a_request_nobody_holds_parks_and_flows_on_the_first_attach() {
 
 #[tokio::test]
 async fn the_stream_moves_from_a_to_b_and_pending_requests_are_resent_and_acted_on_once() {
-    let nats = NatsServer::start();
-    let (a, b) = pair(&nats).await;
-    let (sid, token, sa, mut att_a, sb) = attached_on_a(&a, &b).await;
+    let OnA {
+        nats: _nats,
+        a: _a,
+        b,
+        sid,
+        token,
+        sa,
+        att: mut att_a,
+        sb,
+    } = on_a().await;
 
     // One request owned by b (sent over NATS), one owned by a (local to the stream).
-    let owner = sb.clone();
-    let ask_b = tokio::spawn(async move { owner.ask(step(1), json!("from b")).await });
+    let ask_b = ask_on(&sb, 1, json!("from b"));
     let owner = sa.clone();
     let hook_a = tokio::spawn(async move { owner.hook_before(step(2)).await });
     let mut seen_on_a = Vec::new();
@@ -340,18 +379,19 @@ async fn the_stream_moves_from_a_to_b_and_pending_requests_are_resent_and_acted_
 
 #[tokio::test]
 async fn frames_park_while_nats_restarts_and_none_is_lost() {
-    let mut nats = NatsServer::start();
-    let (a, b) = pair(&nats).await;
-    let (_sid, _token, sa, mut att, sb) = attached_on_a(&a, &b).await;
+    let OnA {
+        mut nats,
+        a: _a,
+        b: _b,
+        sa,
+        mut att,
+        sb,
+        ..
+    } = on_a().await;
     let epoch = att.epoch();
 
     nats.stop();
-    let asks: Vec<_> = (0..20)
-        .map(|n| {
-            let owner = sb.clone();
-            tokio::spawn(async move { owner.ask(step(n), json!(n)).await })
-        })
-        .collect();
+    let asks: Vec<_> = (0..20).map(|n| ask_on(&sb, n, json!(n))).collect();
     tokio::task::yield_now().await;
     nats.restart();
 
@@ -428,9 +468,15 @@ async fn frame_cost() {
     println!("LocalBus, holder in process:    p50 {p50} us  p99 {p99} us");
     server.abort();
 
-    let nats = NatsServer::start();
-    let (a, b) = pair(&nats).await;
-    let (_sid, _token, sa, att, sb) = attached_on_a(&a, &b).await;
+    let OnA {
+        nats: _nats,
+        a: _a,
+        b: _b,
+        sa,
+        att,
+        sb,
+        ..
+    } = on_a().await;
     let server = answer_all(sa.clone(), att);
     let _ = ask_latency(&sa, 200).await;
     let (p50, p99) = ask_latency(&sa, N).await;

@@ -279,34 +279,7 @@ impl FrameBus for NatsBus {
 
     fn deliver(&self, sid: &str, frame: Outbound) -> Result<(), OperatorRequestError> {
         match frame {
-            Outbound::Request {
-                kind,
-                req_id,
-                task_id,
-                body,
-                waiter,
-            } => {
-                if self.holds(sid) {
-                    let frame = Outbound::Request {
-                        kind,
-                        req_id,
-                        task_id,
-                        body,
-                        waiter,
-                    };
-                    return self.local.deliver(sid, frame);
-                }
-                self.own(sid, req_id, kind, task_id, body, waiter);
-                Ok(())
-            }
-            Outbound::Info(body) => {
-                if self.holds(sid) {
-                    return self.local.deliver(sid, Outbound::Info(body));
-                }
-                let msg = wire::ToHolder::Info { body };
-                self.publish(wire::sess_subject(sid), wire::encode(&msg));
-                Ok(())
-            }
+            // A withdrawal ends what this replica owns, and what the session here holds.
             Outbound::Withdraw { req_id, reason } => {
                 self.withdraw_owned(sid, Some(&req_id), None, &reason);
                 self.local
@@ -316,6 +289,22 @@ impl FrameBus for NatsBus {
                 self.withdraw_owned(sid, None, Some(&task_id), &reason);
                 self.local
                     .deliver(sid, Outbound::WithdrawTask { task_id, reason })
+            }
+            frame if self.holds(sid) => self.local.deliver(sid, frame),
+            Outbound::Request {
+                kind,
+                req_id,
+                task_id,
+                body,
+                waiter,
+            } => {
+                self.own(sid, req_id, kind, task_id, body, waiter);
+                Ok(())
+            }
+            Outbound::Info(body) => {
+                let msg = wire::ToHolder::Info { body };
+                self.publish(wire::sess_subject(sid), wire::encode(&msg));
+                Ok(())
             }
         }
     }
