@@ -21,7 +21,6 @@ use serde_json::{json, Value};
 /// One replica's operator core: its engine, its hub, its bus.
 struct Replica {
     hub: Arc<OperatorHub>,
-    bus: Arc<NatsBus>,
     _host: Arc<EngineHost>,
 }
 
@@ -43,11 +42,7 @@ async fn replica(nats: &str, id: &str, store: &Arc<MemorySessionStore>) -> Repli
     };
     let hub = OperatorHub::start_with(host.clone(), limits, links);
     bus.serve_hub(&hub);
-    Replica {
-        hub,
-        bus,
-        _host: host,
-    }
+    Replica { hub, _host: host }
 }
 
 /// Two replicas `ra` and `rb` on one nats-server and one session store.
@@ -101,11 +96,11 @@ async fn eventually<T>(mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 /// Two replicas on one nats-server; a session created on `a`, its stream attached on `a`
-/// (`sa`, `att`), and `b`'s object for it (`sb`). Bind `nats`, `a` and `b` (`_a`, not `_`
-/// or `..`): dropped, they stop.
+/// (`sa`, `att`), and `b`'s object for it (`sb`). Dropped, the replicas and nats-server
+/// stop.
 struct OnA {
     nats: NatsServer,
-    a: Replica,
+    _a: Replica,
     b: Replica,
     sid: String,
     token: String,
@@ -129,7 +124,7 @@ async fn on_a() -> OnA {
     assert!(sb.is_attached(), "b sees the stream held on a");
     OnA {
         nats,
-        a,
+        _a: a,
         b,
         sid: created.sid,
         token: created.token,
@@ -158,19 +153,12 @@ fn answer(req_id: &str, value: Value) -> ClientFrame {
 
 #[tokio::test]
 async fn an_operator_attached_to_a_serves_requests_issued_on_b() {
-    let OnA {
-        nats: _nats,
-        a: _a,
-        b: _b,
-        sa,
-        mut att,
-        sb,
-        ..
-    } = on_a().await;
-    let epoch = att.epoch();
+    let mut on = on_a().await;
+    let (sa, sb) = (on.sa.clone(), on.sb.clone());
+    let epoch = on.att.epoch();
 
     let ask = ask_on(&sb, 1, json!("which?"));
-    let (seq, body) = next_body(&mut att).await;
+    let (seq, body) = next_body(&mut on.att).await;
     assert!(matches!(&body, ServerBody::Ask { question, .. } if question == &json!("which?")));
     let id = req_id(&body);
     sa.handle_on(epoch, ClientFrame::Ack { seq });
@@ -191,7 +179,7 @@ async fn an_operator_attached_to_a_serves_requests_issued_on_b() {
         worker_handle: "wh-1".into(),
     };
     let spawn = tokio::spawn(async move { owner.spawn(step(2), grant).await });
-    let (_, body) = next_body(&mut att).await;
+    let (_, body) = next_body(&mut on.att).await;
     assert!(matches!(&body, ServerBody::Spawn { worker_handle, .. } if worker_handle == "wh-1"));
     let ack = ClientFrame::SpawnAck {
         req_id: req_id(&body),
@@ -206,25 +194,18 @@ async fn an_operator_attached_to_a_serves_requests_issued_on_b() {
     // A hook_after from b reaches the stream too (no reply expected).
     sb.hook_after(step(2), json!("result")).await;
     assert!(matches!(
-        next_body(&mut att).await.1,
+        next_body(&mut on.att).await.1,
         ServerBody::HookAfter { .. }
     ));
 }
 
 #[tokio::test]
 async fn a_reply_sent_twice_is_applied_once() {
-    let OnA {
-        nats,
-        a: _a,
-        b: _b,
-        sa,
-        mut att,
-        sb,
-        ..
-    } = on_a().await;
-    let epoch = att.epoch();
+    let mut on = on_a().await;
+    let (sa, sb) = (on.sa.clone(), on.sb.clone());
+    let epoch = on.att.epoch();
     let ask = ask_on(&sb, 1, json!("q"));
-    let id = req_id(&next_body(&mut att).await.1);
+    let id = req_id(&next_body(&mut on.att).await.1);
     assert_eq!(
         sa.handle_on(epoch, answer(&id, json!(1))),
         Some(ReplyOutcome::Accepted)
@@ -243,7 +224,7 @@ async fn a_reply_sent_twice_is_applied_once() {
     assert_eq!(ask.await.expect("join").expect("answered"), json!(1));
 
     // The same outcome delivered to the owner again (at-least-once) changes nothing.
-    let client = async_nats::connect(nats.url()).await.expect("client");
+    let client = async_nats::connect(on.nats.url()).await.expect("client");
     let outcome = json!({"req_id": id, "result": {"Ok": {"t": "answer", "value": 3}}});
     let said = client
         .request(
@@ -284,16 +265,8 @@ async fn a_request_nobody_holds_parks_and_flows_on_the_first_attach() {
 
 #[tokio::test]
 async fn the_stream_moves_from_a_to_b_and_pending_requests_are_resent_and_acted_on_once() {
-    let OnA {
-        nats: _nats,
-        a: _a,
-        b,
-        sid,
-        token,
-        sa,
-        att: mut att_a,
-        sb,
-    } = on_a().await;
+    let mut on = on_a().await;
+    let (sa, sb) = (on.sa.clone(), on.sb.clone());
 
     // One request owned by b (sent over NATS), one owned by a (local to the stream).
     let ask_b = ask_on(&sb, 1, json!("from b"));
@@ -302,29 +275,29 @@ async fn the_stream_moves_from_a_to_b_and_pending_requests_are_resent_and_acted_
     let mut seen_on_a = Vec::new();
     let mut last_seq = 0;
     for _ in 0..2 {
-        let (seq, body) = next_body(&mut att_a).await;
+        let (seq, body) = next_body(&mut on.att).await;
         last_seq = seq;
         seen_on_a.push(req_id(&body));
     }
-    sa.handle_on(att_a.epoch(), ClientFrame::Ack { seq: last_seq });
+    sa.handle_on(on.att.epoch(), ClientFrame::Ack { seq: last_seq });
 
     // The operator reconnects through replica b.
-    let sb2 = b
-        .hub
-        .authenticate(&sid, Some(&token))
-        .await
-        .expect("auth on b");
+    let sb2 =
+        on.b.hub
+            .authenticate(&on.sid, Some(&on.token))
+            .await
+            .expect("auth on b");
     assert!(Arc::ptr_eq(&sb, &sb2));
     let mut att_b = sb.attach(last_seq).expect("attach on b");
     match next_body(&mut att_b).await.1 {
         ServerBody::Welcome(w) => {
-            assert_eq!(w.epoch, att_a.epoch() + 1, "epoch + 1");
+            assert_eq!(w.epoch, on.att.epoch() + 1, "epoch + 1");
             assert!(!w.server_restarted);
         }
         other => panic!("first frame {other:?}"),
     }
     // a's stream is closed by the announcement.
-    match next_body(&mut att_a).await.1 {
+    match next_body(&mut on.att).await.1 {
         ServerBody::Closing { reason, .. } => assert!(reason.contains("replaced"), "{reason}"),
         other => panic!("a's stream got {other:?}"),
     }
@@ -379,25 +352,18 @@ async fn the_stream_moves_from_a_to_b_and_pending_requests_are_resent_and_acted_
 
 #[tokio::test]
 async fn frames_park_while_nats_restarts_and_none_is_lost() {
-    let OnA {
-        mut nats,
-        a: _a,
-        b: _b,
-        sa,
-        mut att,
-        sb,
-        ..
-    } = on_a().await;
-    let epoch = att.epoch();
+    let mut on = on_a().await;
+    let (sa, sb) = (on.sa.clone(), on.sb.clone());
+    let epoch = on.att.epoch();
 
-    nats.stop();
+    on.nats.stop();
     let asks: Vec<_> = (0..20).map(|n| ask_on(&sb, n, json!(n))).collect();
     tokio::task::yield_now().await;
-    nats.restart();
+    on.nats.restart();
 
     let mut seen: HashMap<String, u32> = HashMap::new();
     while seen.len() < 20 {
-        let (seq, body) = next_body(&mut att).await;
+        let (seq, body) = next_body(&mut on.att).await;
         let id = req_id(&body);
         let ServerBody::Ask { question, .. } = &body else {
             panic!("{body:?}");
@@ -468,16 +434,9 @@ async fn frame_cost() {
     println!("LocalBus, holder in process:    p50 {p50} us  p99 {p99} us");
     server.abort();
 
-    let OnA {
-        nats: _nats,
-        a: _a,
-        b: _b,
-        sa,
-        att,
-        sb,
-        ..
-    } = on_a().await;
-    let server = answer_all(sa.clone(), att);
+    let on = on_a().await;
+    let (sa, sb) = (on.sa.clone(), on.sb.clone());
+    let server = answer_all(sa.clone(), on.att);
     let _ = ask_latency(&sa, 200).await;
     let (p50, p99) = ask_latency(&sa, N).await;
     println!("NatsBus, holder in process:     p50 {p50} us  p99 {p99} us");
