@@ -9,19 +9,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::nats::NatsServer;
-use mlua_swarm_grpc::config::Config;
-use mlua_swarm_grpc::engine::{EngineHost, OperatorBackend, SpawnGrant, StepContext};
+use common::{fixture, from_value, inline, Serving, TestServer};
+use mlua_swarm_grpc::config::{Config, Storage};
+use mlua_swarm_grpc::engine::{
+    BlueprintSource, EngineHost, LaunchOperator, OperatorBackend, SpawnGrant, StepContext,
+    TaskLaunch, TaskState,
+};
 use mlua_swarm_grpc::limits::SizePolicy;
 use mlua_swarm_grpc::operator::{
     Attachment, ClientFrame, MemorySessionStore, NatsBus, NoticeCode, OperatorHub, OperatorSession,
     OperatorTimeouts, ReplyOutcome, ServerBody, SessionLimits, SessionLinks,
 };
+use mlua_swarm_grpc::pb::v1 as pb;
 use serde_json::{json, Value};
 
 /// One replica's operator core: its engine, its hub, its bus.
 struct Replica {
     hub: Arc<OperatorHub>,
-    _host: Arc<EngineHost>,
+    host: Arc<EngineHost>,
 }
 
 async fn replica(nats: &str, id: &str, store: &Arc<MemorySessionStore>) -> Replica {
@@ -42,7 +47,7 @@ async fn replica(nats: &str, id: &str, store: &Arc<MemorySessionStore>) -> Repli
     };
     let hub = OperatorHub::start_with(host.clone(), limits, links);
     bus.serve_hub(&hub);
-    Replica { hub, _host: host }
+    Replica { hub, host }
 }
 
 /// Two replicas `ra` and `rb` on one nats-server and one session store.
@@ -112,7 +117,7 @@ struct OnA {
 async fn on_a() -> OnA {
     let nats = NatsServer::start();
     let (a, b) = pair(&nats).await;
-    let created = a.hub.create(vec!["lead".into()]).await.expect("create");
+    let created = a.hub.create(vec!["remote".into()]).await.expect("create");
     let sa = a
         .hub
         .authenticate(&created.sid, Some(&created.token))
@@ -380,6 +385,95 @@ async fn frames_park_while_nats_restarts_and_none_is_lost() {
         );
     }
     assert_eq!(sa.info().pending, 0);
+}
+
+/// The first cluster case: a task started on replica b runs its operator step
+/// through the session whose stream is on replica a.
+#[tokio::test]
+async fn a_task_started_on_b_is_served_by_the_operator_attached_to_a() {
+    let mut on = on_a().await;
+    let launch = TaskLaunch {
+        blueprint: BlueprintSource::Inline(fixture("operator.json")),
+        init_ctx: json!({"input": "x"}),
+        ttl_secs: None,
+        operator: LaunchOperator::default(),
+        operator_sid: None,
+    };
+    let host_b = on.b.host.clone();
+    let run =
+        tokio::spawn(async move { host_b.run_task(launch, Some(Duration::from_secs(30))).await });
+    let epoch = on.att.epoch();
+    loop {
+        let (seq, body) = next_body(&mut on.att).await;
+        on.sa.handle_on(epoch, ClientFrame::Ack { seq });
+        let reply = match body {
+            ServerBody::HookBefore { req_id, .. } => ClientFrame::HookAck {
+                req_id,
+                ok: true,
+                reason: None,
+            },
+            ServerBody::Spawn { req_id, .. } => ClientFrame::SpawnAck {
+                req_id,
+                value: json!("served on a"),
+                ok: true,
+                error: None,
+            },
+            ServerBody::HookAfter { .. } => break,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(on.sa.handle_on(epoch, reply), Some(ReplyOutcome::Accepted));
+    }
+    let record = run.await.expect("join").expect("ran");
+    assert_eq!(record.state, TaskState::Completed, "{:?}", record.error);
+    assert_eq!(
+        record.final_ctx.expect("ctx")["output"],
+        json!("served on a")
+    );
+}
+
+/// `serve --nats-url`: the server runs on the bus, and an SDK operator serves a task
+/// through it (the stream held in process: the direct path).
+#[tokio::test]
+async fn a_server_on_the_bus_serves_an_sdk_operator() {
+    let nats = NatsServer::start();
+    let mut config = Config {
+        storage: Storage::Ephemeral,
+        ..Config::default()
+    };
+    config.cluster.nats_url = Some(nats.url());
+    let ts = TestServer::with_config(config).await;
+    let op = Serving::start(&ts, &["remote"], "over the bus").await;
+    let t = ts
+        .run(inline(fixture("operator.json"), json!({"input": "x"})))
+        .await;
+    assert_eq!(t.state(), pb::TaskState::Completed, "{}", t.error);
+    assert_eq!(from_value(t.final_ctx)["output"], "over the bus");
+    op.stop().await;
+    ts.stop().await;
+}
+
+/// An unreachable NATS fails the start with a message naming it.
+#[tokio::test]
+async fn an_unreachable_nats_fails_the_start() {
+    let mut nats = NatsServer::start();
+    let url = nats.url();
+    nats.stop();
+    let mut config = Config {
+        storage: Storage::Ephemeral,
+        ..Config::default()
+    };
+    config.cluster.nats_url = Some(url.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let err = mlua_swarm_grpc::server::spawn(listener, config)
+        .await
+        .expect_err("no NATS, no start")
+        .to_string();
+    assert!(
+        err.contains(&url) && err.contains("cannot connect"),
+        "{err}"
+    );
 }
 
 /// Answers every ask on `att` at once with its question, acking as it goes.
