@@ -63,23 +63,23 @@ impl OperatorSession {
         self.accept(frame).map(|()| true)
     }
 
-    /// A stream attached on another replica with `epoch`: the stream here (if any) gets
-    /// `closing` (replaced), the unacked frames are dropped, and the pending requests are
-    /// handed back unanswered, for their owners to send to the new holder. An older
-    /// announcement changes nothing (None).
-    pub(crate) fn hand_over(&self, epoch: u64) -> Option<Vec<Handed>> {
+    /// A stream attached on another replica with `epoch` (the bus decided it wins): the
+    /// stream here, if any, ends (`closing`, replaced, when its epoch is older), the
+    /// unacked frames are dropped, and the pending requests are handed back unanswered,
+    /// for their owners to send to the new holder.
+    pub(crate) fn hand_over(&self, epoch: u64) -> Vec<Handed> {
         let handed = {
             let mut s = self.lock();
-            if !s.presence.moved_to(epoch) {
-                return None;
-            }
+            s.presence.moved_to(epoch);
             s.outbox.clear();
             s.moved = true;
             s.pending.drain()
         };
         self.bump();
-        tracing::info!(sid = %self.sid, epoch, handed = handed.len(), "operator stream moved to another replica");
-        let handed = handed
+        if !handed.is_empty() {
+            tracing::info!(sid = %self.sid, epoch, handed = handed.len(), "operator stream moved to another replica");
+        }
+        handed
             .into_iter()
             .map(|(req_id, kind, task_id, frame, waiter)| Handed {
                 req_id,
@@ -88,8 +88,7 @@ impl OperatorSession {
                 body: frame.body,
                 waiter,
             })
-            .collect();
-        Some(handed)
+            .collect()
     }
 
     /// Before an attach here: takes the shared record's epoch and seq marks when another
@@ -104,7 +103,9 @@ impl OperatorSession {
         if !epoch_behind && !seq_behind {
             return;
         }
-        s.presence.moved_to(record.epoch);
+        if epoch_behind {
+            s.presence.moved_to(record.epoch);
+        }
         if seq_behind {
             let mut outbox = Outbox::resumed(self.limits.max_unacked, record.marks.last_seq);
             s.pending.requeue(&mut outbox);
@@ -157,20 +158,22 @@ mod tests {
     #[tokio::test]
     async fn a_moved_stream_hands_its_requests_over_and_a_leading_record_continues_seqs() {
         let session = OperatorSession::new("op-1".into(), vec![], test_limits());
-        let _a = session.attach(0).expect("attach");
+        let mut a = session.attach(0).expect("attach");
         let s = session.clone();
         let hook = tokio::spawn(async move { s.hook_before(test_step(1)).await });
         while session.info().pending == 0 {
             tokio::task::yield_now().await;
         }
-        assert!(
-            session.hand_over(1).is_none(),
-            "not newer than the stream here"
-        );
-        let handed = session.hand_over(2).expect("newer elsewhere");
+        let _welcome = a.next_frame().await;
+        let _hook = a.next_frame().await;
+        let handed = session.hand_over(2);
         assert_eq!(handed.len(), 1);
         assert_eq!(handed[0].kind, RequestKind::Hook);
         assert!(session.attached_here_or_elsewhere() && session.attached_epoch().is_none());
+        assert!(
+            matches!(a.next_frame().await.map(|f| f.body), Some(ServerBody::Closing { reason, .. }) if reason.contains("replaced")),
+            "the stream here is replaced"
+        );
         drop(handed);
         assert!(
             hook.await.expect("join").is_err(),

@@ -54,16 +54,12 @@ impl Presence {
         true
     }
 
-    /// A stream attached on another replica with `epoch`: none here, and no parking
-    /// (that replica parks and reaps). An older announcement changes nothing; false then.
-    pub(super) fn moved_to(&mut self, epoch: u64) -> bool {
-        if epoch <= self.epoch {
-            return false;
-        }
-        self.epoch = epoch;
+    /// A stream attached on another replica with `epoch`: none here (a stream here
+    /// ends), and no parking (that replica parks and reaps). The epoch never goes back.
+    pub(super) fn moved_to(&mut self, epoch: u64) {
+        self.epoch = self.epoch.max(epoch);
         self.attached = None;
         self.detached_since = None;
-        true
     }
 
     /// True while the session's stream is held by another replica (as last announced).

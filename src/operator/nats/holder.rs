@@ -77,7 +77,8 @@ impl NatsBus {
         let was_held = {
             let mut held = self.held_mut();
             match held.get(sid) {
-                Some(h) if h.epoch >= attach.epoch => return,
+                // Ours is newer; two attaches that took one epoch: the higher replica id keeps it.
+                Some(h) if (h.epoch, &self.replica) > (attach.epoch, &attach.replica) => return,
                 Some(_) => held.remove(sid),
                 None => None,
             }
@@ -112,9 +113,7 @@ impl NatsBus {
     /// join the owned table (sent to the new holder by the caller), the others are
     /// dropped (their owners re-send them).
     fn hand_over(&self, session: &OperatorSession, epoch: u64) {
-        let Some(handed) = session.hand_over(epoch) else {
-            return;
-        };
+        let handed = session.hand_over(epoch);
         let mut forwarded = lock(&self.forwarded);
         let mut owned = lock(&self.owned);
         for h in handed {
