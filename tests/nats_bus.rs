@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 /// One replica's operator core: its engine, its hub, its bus.
 struct Replica {
     hub: Arc<OperatorHub>,
+    bus: Arc<NatsBus>,
     host: Arc<EngineHost>,
 }
 
@@ -47,7 +48,7 @@ async fn replica(nats: &str, id: &str, store: &Arc<MemorySessionStore>) -> Repli
     };
     let hub = OperatorHub::start_with(host.clone(), limits, links);
     bus.serve_hub(&hub);
-    Replica { hub, host }
+    Replica { hub, bus, host }
 }
 
 /// Two replicas `ra` and `rb` on one nats-server and one session store.
@@ -105,7 +106,8 @@ async fn eventually<T>(mut f: impl FnMut() -> Option<T>) -> T {
 /// stop.
 struct OnA {
     nats: NatsServer,
-    _a: Replica,
+    store: Arc<MemorySessionStore>,
+    a: Replica,
     b: Replica,
     sid: String,
     token: String,
@@ -116,7 +118,9 @@ struct OnA {
 
 async fn on_a() -> OnA {
     let nats = NatsServer::start();
-    let (a, b) = pair(&nats).await;
+    let store = Arc::new(MemorySessionStore::default());
+    let a = replica(&nats.url(), "ra", &store).await;
+    let b = replica(&nats.url(), "rb", &store).await;
     let created = a.hub.create(vec!["remote".into()]).await.expect("create");
     let sa = a
         .hub
@@ -129,7 +133,8 @@ async fn on_a() -> OnA {
     assert!(sb.is_attached(), "b sees the stream held on a");
     OnA {
         nats,
-        _a: a,
+        store,
+        a,
         b,
         sid: created.sid,
         token: created.token,
@@ -385,6 +390,64 @@ async fn frames_park_while_nats_restarts_and_none_is_lost() {
         );
     }
     assert_eq!(sa.info().pending, 0);
+}
+
+/// The replica holding the stream dies: the operator re-attaches on another, epoch + 1,
+/// and a third replica's pending requests are re-sent there; none lost, none twice.
+#[tokio::test]
+async fn the_holder_dies_and_the_owner_resends_to_the_new_holder() {
+    let mut on = on_a().await;
+    let c = replica(&on.nats.url(), "rc", &on.store).await;
+    // c came up after the attach: it knows the session from the shared store (as at boot).
+    c.hub.adopt(&on.sid).await.expect("adopt");
+    let sc = c.hub.find(&on.sid).expect("adopted");
+    let asks: Vec<_> = (0..10).map(|n| ask_on(&sc, n, json!(n))).collect();
+    let mut last_seq = 0;
+    let mut on_a = Vec::new();
+    while on_a.len() < 10 {
+        let (seq, body) = next_body(&mut on.att).await;
+        last_seq = seq;
+        on_a.push(req_id(&body));
+    }
+    on.sa
+        .handle_on(on.att.epoch(), ClientFrame::Ack { seq: last_seq });
+
+    on.a.bus.close();
+    let sb =
+        on.b.hub
+            .authenticate(&on.sid, Some(&on.token))
+            .await
+            .expect("auth on b");
+    let mut att_b = sb.attach(last_seq).expect("attach on b");
+    assert!(
+        matches!(next_body(&mut att_b).await.1, ServerBody::Welcome(w) if w.epoch == on.att.epoch() + 1)
+    );
+    let mut on_b = HashMap::new();
+    while on_b.len() < 10 {
+        let (_, body) = next_body(&mut att_b).await;
+        let ServerBody::Ask {
+            req_id, question, ..
+        } = body
+        else {
+            panic!("{body:?}");
+        };
+        assert!(
+            on_b.insert(req_id.clone(), question.clone()).is_none(),
+            "once"
+        );
+        sb.handle_on(att_b.epoch(), answer(&req_id, question));
+    }
+    let mut resent: Vec<_> = on_b.into_keys().collect();
+    resent.sort();
+    on_a.sort();
+    assert_eq!(resent, on_a, "the same requests");
+    for (n, ask) in asks.into_iter().enumerate() {
+        let got = tokio::time::timeout(Duration::from_secs(10), ask).await;
+        assert_eq!(
+            got.expect("in time").expect("join").expect("answered"),
+            json!(n)
+        );
+    }
 }
 
 /// The first cluster case: a task started on replica b runs its operator step

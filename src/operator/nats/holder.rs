@@ -245,7 +245,11 @@ async fn forward(
     let payload = wire::encode(&Outcome::of(req_id.clone(), result));
     let mut pause = Duration::from_millis(50);
     loop {
-        let Some(client) = bus.upgrade().map(|b| b.client.clone()) else {
+        let Some(client) = bus
+            .upgrade()
+            .filter(|b| !b.is_closed())
+            .map(|b| b.client.clone())
+        else {
             return;
         };
         let request = async_nats::Request::new()

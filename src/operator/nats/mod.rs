@@ -13,6 +13,7 @@ mod owner;
 mod wire;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
 
@@ -61,6 +62,8 @@ pub struct NatsBus {
     adopt: mpsc::UnboundedSender<String>,
     adopted: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Set by [`NatsBus::close`]: nothing is sent any more.
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for NatsBus {
@@ -149,6 +152,7 @@ impl NatsBus {
             adopt,
             adopted: Mutex::new(Some(adopted)),
             tasks: Mutex::default(),
+            closed: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&bus);
         let mut tasks = vec![
@@ -192,6 +196,25 @@ impl NatsBus {
         }));
     }
 
+    /// Stops taking and sending frames: every subscription and retry of this replica
+    /// ends, as if it died (its streams stay open until their sessions close).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+        for (_, held) in self.held_mut().drain() {
+            held.task.abort();
+        }
+        for (_, owned) in lock(&self.owned).drain() {
+            let why = format!(
+                "operator session {}: this replica closed its frame bus",
+                owned.sid
+            );
+            let _ = owned.waiter.send(Err(OperatorRequestError(why)));
+        }
+    }
+
     /// True if the stream of `sid` is held in this process.
     fn holds(&self, sid: &str) -> bool {
         let held = match self.held.read() {
@@ -208,8 +231,15 @@ impl NatsBus {
         }
     }
 
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
     /// Publishes without waiting (the bus's callers cannot wait).
     fn publish(&self, subject: String, payload: bytes::Bytes) {
+        if self.is_closed() {
+            return;
+        }
         let client = self.client.clone();
         tokio::spawn(async move {
             if let Err(e) = client.publish(subject.clone(), payload).await {
@@ -221,12 +251,7 @@ impl NatsBus {
 
 impl Drop for NatsBus {
     fn drop(&mut self) {
-        for task in lock(&self.tasks).drain(..) {
-            task.abort();
-        }
-        for (_, held) in self.held_mut().drain() {
-            held.task.abort();
-        }
+        self.close();
     }
 }
 

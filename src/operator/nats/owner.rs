@@ -71,6 +71,11 @@ impl NatsBus {
         body: ServerBody,
         waiter: Waiter,
     ) {
+        if self.is_closed() {
+            let why = format!("operator session {sid}: this replica closed its frame bus");
+            let _ = waiter.send(Err(OperatorRequestError(why)));
+            return;
+        }
         let owned = Owned::new(sid.to_string(), kind, task_id, body, waiter);
         lock(&self.owned).insert(req_id.clone(), owned);
         self.start_send(&req_id);
