@@ -392,6 +392,39 @@ async fn frames_park_while_nats_restarts_and_none_is_lost() {
     assert_eq!(sa.info().pending, 0);
 }
 
+/// Replies given while NATS is down reach their owners once it is back.
+#[tokio::test]
+async fn outcomes_wait_out_a_nats_restart() {
+    let mut on = on_a().await;
+    let epoch = on.att.epoch();
+    let asks: Vec<_> = (0..10).map(|n| ask_on(&on.sb, n, json!(n))).collect();
+    let mut queued = Vec::new();
+    while queued.len() < 10 {
+        let (seq, body) = next_body(&mut on.att).await;
+        on.sa.handle_on(epoch, ClientFrame::Ack { seq });
+        queued.push(body);
+    }
+    on.nats.stop();
+    for body in queued {
+        let ServerBody::Ask {
+            req_id, question, ..
+        } = body
+        else {
+            panic!("{body:?}");
+        };
+        let taken = on.sa.handle_on(epoch, answer(&req_id, question));
+        assert_eq!(taken, Some(ReplyOutcome::Accepted), "the holder takes it");
+    }
+    on.nats.restart();
+    for (n, ask) in asks.into_iter().enumerate() {
+        let got = tokio::time::timeout(Duration::from_secs(20), ask).await;
+        assert_eq!(
+            got.expect("in time").expect("join").expect("answered"),
+            json!(n)
+        );
+    }
+}
+
 /// The replica holding the stream dies: the operator re-attaches on another, epoch + 1,
 /// and a third replica's pending requests are re-sent there; none lost, none twice.
 #[tokio::test]
