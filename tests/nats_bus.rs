@@ -392,6 +392,30 @@ async fn frames_park_while_nats_restarts_and_none_is_lost() {
     assert_eq!(sa.info().pending, 0);
 }
 
+/// A browser's `Send` may land on another replica than its `Subscribe`: acks and replies
+/// taken there reach the holder.
+#[tokio::test]
+async fn acks_and_replies_sent_through_another_replica_reach_the_holder() {
+    let mut on = on_a().await;
+    let ask = ask_on(&on.sa, 1, json!("via b?"));
+    let (seq, body) = next_body(&mut on.att).await;
+    assert_eq!(
+        on.sb.handle(ClientFrame::Ack { seq }),
+        ReplyOutcome::Accepted
+    );
+    assert_eq!(
+        on.sb.handle(answer(&req_id(&body), json!("yes"))),
+        ReplyOutcome::Accepted
+    );
+    let got = tokio::time::timeout(Duration::from_secs(10), ask).await;
+    assert_eq!(
+        got.expect("in time").expect("join").expect("answered"),
+        json!("yes")
+    );
+    let sa = on.sa.clone();
+    eventually(|| (sa.info().acked_seq == seq).then_some(())).await;
+}
+
 /// Replies given while NATS is down reach their owners once it is back.
 #[tokio::test]
 async fn outcomes_wait_out_a_nats_restart() {

@@ -70,7 +70,8 @@ pub trait FrameBus: Send + Sync {
     /// frame was refused (session closed, parked too long, window full, gone).
     fn deliver(&self, sid: &str, frame: Outbound) -> Result<(), OperatorRequestError>;
     /// Brings a client's reply (answer, hook_ack, spawn_ack) for a request `sid` was sent
-    /// to the owner of its req_id, and says what became of it.
+    /// to the owner of its req_id, and says what became of it. A bus between replicas
+    /// also gets here any client frame (acks too) a door took for a stream held elsewhere.
     fn route_reply(&self, sid: &str, reply: ClientFrame) -> ReplyOutcome;
 }
 

@@ -190,10 +190,10 @@ impl NatsBus {
                     let _ = s.accept(Outbound::Withdraw { req_id, reason });
                 }
             }
-            ToHolder::Reply { frame } => {
+            ToHolder::Client { frame } => {
                 if let Some(s) = session {
-                    let outcome = s.resolve(frame);
-                    tracing::debug!(sid, ?outcome, "reply forwarded by another replica");
+                    let outcome = s.handle(frame);
+                    tracing::debug!(sid, ?outcome, "client frame forwarded by another replica");
                 }
             }
         }

@@ -338,8 +338,8 @@ impl FrameBus for NatsBus {
         if self.holds(sid) {
             return self.local.route_reply(sid, reply);
         }
-        // The holder resolves it; a refusal does not come back as a notice (yet).
-        let msg = wire::ToHolder::Reply { frame: reply };
+        // The holder applies it; a refusal does not come back as a notice (yet).
+        let msg = wire::ToHolder::Client { frame: reply };
         self.publish(wire::sess_subject(sid), wire::encode(&msg));
         ReplyOutcome::Accepted
     }

@@ -51,8 +51,8 @@ pub(super) enum ToHolder {
     Info { body: ServerBody },
     /// The owner ended this request: the operator gets `cancel`.
     Withdraw { req_id: String, reason: String },
-    /// A reply a door of another replica received.
-    Reply { frame: ClientFrame },
+    /// A client frame (reply, ack) a door of another replica received.
+    Client { frame: ClientFrame },
 }
 
 /// The holder's answer to [`ToHolder::Request`].
