@@ -416,6 +416,34 @@ async fn acks_and_replies_sent_through_another_replica_reach_the_holder() {
     eventually(|| (sa.info().acked_seq == seq).then_some(())).await;
 }
 
+/// A session deleted through one replica ends on the replica holding its stream too.
+#[tokio::test]
+async fn a_deletion_on_b_closes_the_stream_on_a() {
+    let mut on = on_a().await;
+    let ask = ask_on(&on.sb, 1, json!("still there?"));
+    let (_, body) = next_body(&mut on.att).await;
+    let id = req_id(&body);
+    on.b.hub
+        .delete(&on.sid, "deleted by test")
+        .await
+        .expect("delete on b");
+    let failed = ask.await.expect("join").expect_err("the session is gone");
+    assert!(failed.0.contains("deleted by test"), "{failed:?}");
+    loop {
+        match next_body(&mut on.att).await.1 {
+            ServerBody::Cancel { req_id, .. } => assert_eq!(req_id, id),
+            ServerBody::Closing { reason, .. } => {
+                assert!(reason.contains("deleted by test"), "{reason}");
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let a = on.a.hub.clone();
+    let sid = on.sid.clone();
+    eventually(|| a.find(&sid).is_err().then_some(())).await;
+}
+
 /// Replies given while NATS is down reach their owners once it is back.
 #[tokio::test]
 async fn outcomes_wait_out_a_nats_restart() {

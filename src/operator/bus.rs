@@ -66,6 +66,9 @@ pub trait FrameBus: Send + Sync {
     /// the previous holder closes its stream); in process every session is held from its
     /// creation, and nothing happens.
     fn attached(&self, _session: &Arc<OperatorSession>, _epoch: u64) {}
+    /// The session `sid` was deleted here (its record is gone). A bus between replicas
+    /// tells the others, which drop their objects of it; in process nothing happens.
+    fn deleted(&self, _sid: &str, _reason: &str) {}
     /// Hands `frame` to whoever holds `sid`'s stream. An error says why a request or
     /// frame was refused (session closed, parked too long, window full, gone).
     fn deliver(&self, sid: &str, frame: Outbound) -> Result<(), OperatorRequestError>;

@@ -286,9 +286,22 @@ impl OperatorHub {
     pub async fn delete(&self, sid: &str, reason: &str) -> Result<()> {
         let gone = || Error::NotFound(format!("operator session '{sid}' not found"));
         self.links.store.delete(sid).await?.ok_or_else(gone)?;
+        self.links.bus.deleted(sid, reason);
+        if !self.forget(sid, reason).await {
+            return Err(gone());
+        }
+        tracing::info!(sid, reason, "operator session deleted");
+        Ok(())
+    }
+
+    /// Drops this process's object of a deleted session: `closing` to its stream, its
+    /// pending requests failed, its seats unregistered. False if there was none.
+    pub async fn forget(&self, sid: &str, reason: &str) -> bool {
         let session = {
             let mut live = self.lock();
-            let session = live.sessions.remove(sid).ok_or_else(gone)?;
+            let Some(session) = live.sessions.remove(sid) else {
+                return false;
+            };
             live.deleted.push_back(session.clone());
             while live.deleted.len() > DELETED_KEPT {
                 live.deleted.pop_front();
@@ -297,8 +310,7 @@ impl OperatorHub {
         };
         session.close(reason, 0);
         self.host.unregister_operator(sid, session.roles()).await;
-        tracing::info!(sid, reason, "operator session deleted");
-        Ok(())
+        true
     }
 
     /// Closes every session's stream with `closing` and fails what is pending (shutdown).

@@ -13,8 +13,8 @@ use super::super::bus::{FrameBus, Outbound};
 use super::super::pending::ReplyResult;
 use super::super::session::OperatorSession;
 use super::owner::Owned;
-use super::wire::{self, Attach, HolderAnswer, Outcome, ToHolder};
-use super::{lock, Held, NatsBus, REQUEST_TIMEOUT, RETRY_MAX};
+use super::wire::{self, Attach, Gone, HolderAnswer, Outcome, ToHolder};
+use super::{lock, Held, HubNote, NatsBus, REQUEST_TIMEOUT, RETRY_MAX};
 
 impl NatsBus {
     /// A stream attached here with `epoch`: the sid's frames come here from now on, the
@@ -64,7 +64,7 @@ impl NatsBus {
     /// An attach announcement: a newer stream elsewhere takes the session from this
     /// replica; what this replica owns for the sid is sent to the new holder.
     pub(super) fn on_attach(&self, msg: async_nats::Message) {
-        let Some(sid) = wire::sid_of_attach(msg.subject.as_str()) else {
+        let Some(sid) = wire::sid_of(msg.subject.as_str()) else {
             return;
         };
         let Ok(attach) = serde_json::from_slice::<Attach>(&msg.payload) else {
@@ -89,7 +89,7 @@ impl NatsBus {
         match self.local.holder(sid) {
             Some(session) => self.hand_over(&session, attach.epoch),
             None => {
-                let _ = self.adopt.send(sid.to_string());
+                let _ = self.notes.send(HubNote::Adopt(sid.to_string()));
             }
         }
         let ids: Vec<String> = {
@@ -107,6 +107,34 @@ impl NatsBus {
         for id in ids {
             self.start_send(&id);
         }
+    }
+
+    /// A deletion on another replica: this replica lets the stream go, fails what it owns
+    /// for the session, and its hub drops its object.
+    pub(super) fn on_gone(&self, msg: async_nats::Message) {
+        let Some(sid) = wire::sid_of(msg.subject.as_str()) else {
+            return;
+        };
+        let Ok(gone) = serde_json::from_slice::<Gone>(&msg.payload) else {
+            tracing::warn!(sid, "unreadable deletion announcement ignored");
+            return;
+        };
+        if gone.replica == self.replica {
+            return;
+        }
+        self.let_go(sid, &gone.reason);
+        let _ = self
+            .notes
+            .send(HubNote::Forget(sid.to_string(), gone.reason));
+    }
+
+    /// Stops holding `sid` and fails the requests this replica owns for it.
+    pub(super) fn let_go(&self, sid: &str, reason: &str) {
+        if let Some(held) = self.held_mut().remove(sid) {
+            held.task.abort();
+        }
+        let why = format!("operator session {sid} {reason}");
+        self.withdraw_owned(sid, None, None, &why);
     }
 
     /// Takes the pending requests out of a session whose stream moved: those owned here

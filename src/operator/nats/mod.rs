@@ -42,6 +42,15 @@ pub struct NatsStartError {
     why: String,
 }
 
+/// What the bus tells the hub of other replicas' sessions.
+#[derive(Debug)]
+enum HubNote {
+    /// A stream attached elsewhere: learn the session (its engine may route to it).
+    Adopt(String),
+    /// Deleted elsewhere: drop this process's object of it.
+    Forget(String, String),
+}
+
 /// A session whose stream attached here: the epoch, and the task reading its subject.
 struct Held {
     epoch: u64,
@@ -59,8 +68,8 @@ pub struct NatsBus {
     /// Requests queued here whose waiter forwards the outcome to another replica.
     forwarded: Mutex<HashSet<String>>,
     park_grace: Duration,
-    adopt: mpsc::UnboundedSender<String>,
-    adopted: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    notes: mpsc::UnboundedSender<HubNote>,
+    hub_notes: Mutex<Option<mpsc::UnboundedReceiver<HubNote>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Set by [`NatsBus::close`]: nothing is sent any more.
     closed: AtomicBool,
@@ -138,8 +147,12 @@ impl NatsBus {
             .subscribe(wire::ATTACH_ALL)
             .await
             .map_err(|e| fail(e.to_string()))?;
+        let deletions = client
+            .subscribe(wire::GONE_ALL)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
         round_trip(&client).await.map_err(fail)?;
-        let (adopt, adopted) = mpsc::unbounded_channel();
+        let (notes, hub_notes) = mpsc::unbounded_channel();
         let bus = Arc::new_cyclic(|me| Self {
             me: me.clone(),
             replica: replica.to_string(),
@@ -149,8 +162,8 @@ impl NatsBus {
             owned: Mutex::default(),
             forwarded: Mutex::default(),
             park_grace,
-            adopt,
-            adopted: Mutex::new(Some(adopted)),
+            notes,
+            hub_notes: Mutex::new(Some(hub_notes)),
             tasks: Mutex::default(),
             closed: AtomicBool::new(false),
         });
@@ -161,6 +174,9 @@ impl NatsBus {
             })),
             tokio::spawn(each(attaches, weak.clone(), |bus, msg| async move {
                 bus.on_attach(msg)
+            })),
+            tokio::spawn(each(deletions, weak.clone(), |bus, msg| async move {
+                bus.on_gone(msg)
             })),
         ];
         tasks.push(tokio::spawn(async move {
@@ -179,18 +195,31 @@ impl NatsBus {
         &self.replica
     }
 
-    /// Lets `hub` learn the sessions other replicas announce, so this replica's engine
-    /// can route to them. Call once, after the hub started.
+    /// Lets `hub` learn the sessions other replicas announce (so this replica's engine
+    /// can route to them) and drop those they delete. Call once, after the hub started.
     pub fn serve_hub(&self, hub: &Arc<OperatorHub>) {
-        let Some(mut adopted) = lock(&self.adopted).take() else {
+        let Some(mut notes) = lock(&self.hub_notes).take() else {
             return;
         };
         let hub = Arc::downgrade(hub);
         lock(&self.tasks).push(tokio::spawn(async move {
-            while let Some(sid) = adopted.recv().await {
+            while let Some(note) = notes.recv().await {
                 let Some(hub) = hub.upgrade() else { break };
-                if let Err(e) = hub.adopt(&sid).await {
-                    tracing::warn!(sid, error = %e, "could not adopt an announced session");
+                match note {
+                    HubNote::Adopt(sid) => {
+                        if let Err(e) = hub.adopt(&sid).await {
+                            tracing::warn!(sid, error = %e, "could not adopt an announced session");
+                        }
+                    }
+                    HubNote::Forget(sid, reason) => {
+                        if hub.forget(&sid, &reason).await {
+                            tracing::info!(
+                                sid,
+                                reason,
+                                "operator session deleted on another replica"
+                            );
+                        }
+                    }
                 }
             }
         }));
@@ -300,6 +329,15 @@ impl FrameBus for NatsBus {
 
     fn attached(&self, session: &Arc<OperatorSession>, epoch: u64) {
         self.take_stream(session, epoch);
+    }
+
+    fn deleted(&self, sid: &str, reason: &str) {
+        self.let_go(sid, reason);
+        let gone = wire::Gone {
+            reason: reason.to_string(),
+            replica: self.replica.clone(),
+        };
+        self.publish(wire::gone_subject(sid), wire::encode(&gone));
     }
 
     fn deliver(&self, sid: &str, frame: Outbound) -> Result<(), OperatorRequestError> {

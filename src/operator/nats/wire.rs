@@ -27,10 +27,18 @@ pub(super) fn attach_subject(sid: &str) -> String {
     format!("mse.attach.{sid}")
 }
 
-/// The sid an attach announcement's subject names.
-pub(super) fn sid_of_attach(subject: &str) -> Option<&str> {
+/// Deletion announcements: `mse.gone.<sid>`.
+pub(super) const GONE_ALL: &str = "mse.gone.*";
+
+pub(super) fn gone_subject(sid: &str) -> String {
+    format!("mse.gone.{sid}")
+}
+
+/// The sid an announcement's subject (`mse.attach.<sid>`, `mse.gone.<sid>`) names.
+pub(super) fn sid_of(subject: &str) -> Option<&str> {
     subject
         .strip_prefix("mse.attach.")
+        .or_else(|| subject.strip_prefix("mse.gone."))
         .filter(|s| !s.is_empty())
 }
 
@@ -87,6 +95,13 @@ pub(super) enum WireReply {
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Attach {
     pub(super) epoch: u64,
+    pub(super) replica: String,
+}
+
+/// A deletion announcement.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Gone {
+    pub(super) reason: String,
     pub(super) replica: String,
 }
 
@@ -173,7 +188,8 @@ mod tests {
         ));
         let back: Outcome = serde_json::from_slice(&failed).expect("decodes");
         assert!(matches!(back.into_result(), Err(OperatorRequestError(w)) if w == "no"));
-        assert_eq!(sid_of_attach("mse.attach.op-1"), Some("op-1"));
-        assert_eq!(sid_of_attach("mse.attach."), None);
+        assert_eq!(sid_of("mse.attach.op-1"), Some("op-1"));
+        assert_eq!(sid_of("mse.gone.op-2"), Some("op-2"));
+        assert_eq!(sid_of("mse.attach."), None);
     }
 }
