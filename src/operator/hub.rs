@@ -203,15 +203,19 @@ impl OperatorHub {
 
     /// Learns a live session another replica created or holds (announced on the bus):
     /// this replica's engine can route to it from now on.
-    pub async fn adopt(&self, sid: &str) -> Result<()> {
-        if let Some(record) = self
-            .links
-            .store
-            .get(sid)
-            .await?
-            .filter(SessionRecord::is_live)
-        {
-            self.find_or_adopt(&record).await;
+    pub async fn adopt(&self, sid: &str) -> Result<Option<Arc<OperatorSession>>> {
+        let record = self.links.store.get(sid).await?;
+        match record.filter(SessionRecord::is_live) {
+            Some(record) => Ok(Some(self.find_or_adopt(&record).await)),
+            None => Ok(None),
+        }
+    }
+
+    /// A stream attached to `sid` on another replica: the session is learnt, and this
+    /// replica's interrupted runs waiting for it resume (they reach it through the bus).
+    pub async fn attached_elsewhere(&self, sid: &str) -> Result<()> {
+        if let Some(session) = self.adopt(sid).await? {
+            self.host.on_session_attached(sid, session.roles()).await;
         }
         Ok(())
     }

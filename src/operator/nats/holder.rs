@@ -86,12 +86,10 @@ impl NatsBus {
         if let Some(held) = was_held {
             held.task.abort();
         }
-        match self.local.holder(sid) {
-            Some(session) => self.hand_over(&session, attach.epoch),
-            None => {
-                let _ = self.notes.send(HubNote::Adopt(sid.to_string()));
-            }
+        if let Some(session) = self.local.holder(sid) {
+            self.hand_over(&session, attach.epoch);
         }
+        let _ = self.notes.send(HubNote::Attached(sid.to_string()));
         let ids: Vec<String> = {
             let mut owned = lock(&self.owned);
             owned

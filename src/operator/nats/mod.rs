@@ -45,8 +45,9 @@ pub struct NatsStartError {
 /// What the bus tells the hub of other replicas' sessions.
 #[derive(Debug)]
 enum HubNote {
-    /// A stream attached elsewhere: learn the session (its engine may route to it).
-    Adopt(String),
+    /// A stream attached elsewhere: learn the session (its engine may route to it) and
+    /// resume the interrupted runs waiting for it.
+    Attached(String),
     /// Deleted elsewhere: drop this process's object of it.
     Forget(String, String),
 }
@@ -206,8 +207,8 @@ impl NatsBus {
             while let Some(note) = notes.recv().await {
                 let Some(hub) = hub.upgrade() else { break };
                 match note {
-                    HubNote::Adopt(sid) => {
-                        if let Err(e) = hub.adopt(&sid).await {
+                    HubNote::Attached(sid) => {
+                        if let Err(e) = hub.attached_elsewhere(&sid).await {
                             tracing::warn!(sid, error = %e, "could not adopt an announced session");
                         }
                     }
