@@ -12,8 +12,8 @@ use common::nats::NatsServer;
 use common::{fixture, from_value, inline, Serving, TestServer};
 use mlua_swarm_grpc::config::{Config, Storage};
 use mlua_swarm_grpc::engine::{
-    BlueprintSource, EngineHost, LaunchOperator, OperatorBackend, SpawnGrant, StepContext,
-    TaskLaunch, TaskState,
+    BlueprintSource, EngineHost, LaunchOperator, OperatorBackend, OperatorRequestError, SpawnGrant,
+    StepContext, TaskLaunch, TaskState,
 };
 use mlua_swarm_grpc::limits::SizePolicy;
 use mlua_swarm_grpc::operator::{
@@ -89,6 +89,17 @@ fn req_id(body: &ServerBody) -> String {
     body.req_id().expect("a request frame").to_string()
 }
 
+/// Each ask `n` answered `n` (in 20 s).
+async fn all_answered_with_their_number(asks: Vec<AskTask>) {
+    for (n, ask) in asks.into_iter().enumerate() {
+        let got = tokio::time::timeout(Duration::from_secs(20), ask).await;
+        assert_eq!(
+            got.expect("in time").expect("join").expect("answered"),
+            json!(n)
+        );
+    }
+}
+
 /// Polls `f` until it gives Some (a replica learning of an attach elsewhere).
 async fn eventually<T>(mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -145,11 +156,9 @@ async fn on_a() -> OnA {
 }
 
 /// `owner.ask(step n, question)` in a task of its own.
-fn ask_on(
-    owner: &Arc<OperatorSession>,
-    n: u32,
-    question: Value,
-) -> tokio::task::JoinHandle<Result<Value, mlua_swarm_grpc::engine::OperatorRequestError>> {
+type AskTask = tokio::task::JoinHandle<Result<Value, OperatorRequestError>>;
+
+fn ask_on(owner: &Arc<OperatorSession>, n: u32, question: Value) -> AskTask {
     let owner = owner.clone();
     tokio::spawn(async move { owner.ask(step(n), question).await })
 }
@@ -382,13 +391,7 @@ async fn frames_park_while_nats_restarts_and_none_is_lost() {
         sa.handle_on(epoch, ClientFrame::Ack { seq });
         sa.handle_on(epoch, answer(&id, question.clone()));
     }
-    for (n, ask) in asks.into_iter().enumerate() {
-        let got = tokio::time::timeout(Duration::from_secs(20), ask).await;
-        assert_eq!(
-            got.expect("in time").expect("join").expect("answered"),
-            json!(n)
-        );
-    }
+    all_answered_with_their_number(asks).await;
     assert_eq!(sa.info().pending, 0);
 }
 
@@ -468,13 +471,7 @@ async fn outcomes_wait_out_a_nats_restart() {
         assert_eq!(taken, Some(ReplyOutcome::Accepted), "the holder takes it");
     }
     on.nats.restart();
-    for (n, ask) in asks.into_iter().enumerate() {
-        let got = tokio::time::timeout(Duration::from_secs(20), ask).await;
-        assert_eq!(
-            got.expect("in time").expect("join").expect("answered"),
-            json!(n)
-        );
-    }
+    all_answered_with_their_number(asks).await;
 }
 
 /// The replica holding the stream dies: the operator re-attaches on another, epoch + 1,
@@ -526,13 +523,7 @@ async fn the_holder_dies_and_the_owner_resends_to_the_new_holder() {
     resent.sort();
     on_a.sort();
     assert_eq!(resent, on_a, "the same requests");
-    for (n, ask) in asks.into_iter().enumerate() {
-        let got = tokio::time::timeout(Duration::from_secs(10), ask).await;
-        assert_eq!(
-            got.expect("in time").expect("join").expect("answered"),
-            json!(n)
-        );
-    }
+    all_answered_with_their_number(asks).await;
 }
 
 /// The first cluster case: a task started on replica b runs its operator step

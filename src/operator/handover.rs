@@ -5,12 +5,11 @@
 
 use std::sync::Arc;
 
-use super::attachment::ControlFrames;
 use super::bus::Outbound;
 use super::frame::ServerBody;
 use super::outbox::Outbox;
 use super::parking::Presence;
-use super::pending::{PendingRequests, RequestKind, Waiter};
+use super::pending::{RequestKind, Waiter};
 use super::session::{OperatorSession, SessionLinks, State};
 use super::settings::SessionLimits;
 use super::store::SessionRecord;
@@ -37,15 +36,10 @@ impl OperatorSession {
     ) -> Arc<Self> {
         let mut presence = Presence::new();
         presence.moved_to(record.epoch.max(1));
+        let outbox = Outbox::resumed(limits.max_unacked, record.marks.last_seq);
         let state = State {
-            presence,
-            last_seen: record.last_seen,
-            outbox: Outbox::resumed(limits.max_unacked, record.marks.last_seq),
-            control: ControlFrames::new(limits.max_unacked),
-            pending: PendingRequests::new(),
-            closed: None,
-            restarted: false,
             moved: true,
+            ..State::new(presence, record.last_seen, outbox)
         };
         let (sid, roles) = (record.sid.clone(), record.roles.clone());
         Self::with_state(sid, roles, record.created_at, state, limits, links)

@@ -64,16 +64,9 @@ impl NatsBus {
     /// An attach announcement: a newer stream elsewhere takes the session from this
     /// replica; what this replica owns for the sid is sent to the new holder.
     pub(super) fn on_attach(&self, msg: async_nats::Message) {
-        let Some(sid) = wire::sid_of(msg.subject.as_str()) else {
+        let Some((sid, attach)) = self.announced::<Attach>(&msg, |a| &a.replica) else {
             return;
         };
-        let Ok(attach) = serde_json::from_slice::<Attach>(&msg.payload) else {
-            tracing::warn!(sid, "unreadable attach announcement ignored");
-            return;
-        };
-        if attach.replica == self.replica {
-            return;
-        }
         let was_held = {
             let mut held = self.held_mut();
             match held.get(sid) {
@@ -110,20 +103,28 @@ impl NatsBus {
     /// A deletion on another replica: this replica lets the stream go, fails what it owns
     /// for the session, and its hub drops its object.
     pub(super) fn on_gone(&self, msg: async_nats::Message) {
-        let Some(sid) = wire::sid_of(msg.subject.as_str()) else {
+        let Some((sid, gone)) = self.announced::<Gone>(&msg, |g| &g.replica) else {
             return;
         };
-        let Ok(gone) = serde_json::from_slice::<Gone>(&msg.payload) else {
-            tracing::warn!(sid, "unreadable deletion announcement ignored");
-            return;
-        };
-        if gone.replica == self.replica {
-            return;
-        }
         self.let_go(sid, &gone.reason);
         let _ = self
             .notes
             .send(HubNote::Forget(sid.to_string(), gone.reason));
+    }
+
+    /// The sid and body of another replica's announcement (None for this replica's own,
+    /// or one that cannot be read).
+    fn announced<'m, T: serde::de::DeserializeOwned>(
+        &self,
+        msg: &'m async_nats::Message,
+        replica: impl Fn(&T) -> &String,
+    ) -> Option<(&'m str, T)> {
+        let sid = wire::sid_of(msg.subject.as_str())?;
+        let Ok(body) = serde_json::from_slice::<T>(&msg.payload) else {
+            tracing::warn!(sid, subject = %msg.subject, "unreadable announcement ignored");
+            return None;
+        };
+        (*replica(&body) != self.replica).then_some((sid, body))
     }
 
     /// Stops holding `sid` and fails the requests this replica owns for it.
