@@ -26,7 +26,7 @@ use crate::engine::EngineHost;
 use crate::gate::{self, Gate};
 use crate::grpc;
 use crate::metrics::export::{Exporter, Sampler};
-use crate::operator::{OperatorHub, SessionLimits, SessionLinks, SqliteSessionStore};
+use crate::operator::{NatsBus, OperatorHub, SessionLimits, SessionLinks, SqliteSessionStore};
 
 /// HTTP/2 streams one connection may hold open (operator streams, watches, unary calls).
 const MAX_STREAMS_PER_CONNECTION: u32 = 4096;
@@ -113,9 +113,18 @@ async fn start_hub(
     host: &Arc<EngineHost>,
     addr: SocketAddr,
 ) -> Result<Arc<OperatorHub>, StartError> {
-    let links = match &config.storage {
+    let mut links = match &config.storage {
         Storage::Dir(dir) => SessionLinks::new(Arc::new(SqliteSessionStore::open(dir).await?)),
         Storage::Ephemeral => SessionLinks::in_process(),
+    };
+    let nats = match &config.cluster.nats_url {
+        Some(url) => {
+            let grace = config.operator.park_grace;
+            let bus = NatsBus::connect(url, &config.cluster.replica_id, grace).await?;
+            links.bus = bus.clone();
+            Some(bus)
+        }
+        None => None,
     };
     let hub = OperatorHub::start_with(
         host.clone(),
@@ -130,6 +139,9 @@ async fn start_hub(
         },
         links,
     );
+    if let Some(bus) = nats {
+        bus.serve_hub(&hub);
+    }
     let restored = hub.restore().await?;
     if restored > 0 {
         tracing::info!(restored, "operator sessions restored from the data dir");

@@ -2,6 +2,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod nats;
 pub mod pki;
 
 use std::path::PathBuf;
