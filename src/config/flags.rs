@@ -105,6 +105,9 @@ pub struct ServeArgs {
     /// per line). Read before the config file, so flag or environment only.
     #[arg(long, env = "MSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Several replicas: `--nats-url`, `--replica-id`.
+    #[command(flatten)]
+    pub cluster: super::cluster::ClusterFlags,
 }
 
 /// How log lines are written.

@@ -181,6 +181,7 @@ impl Config {
             drain: secs(args.drain_secs, file.drain_secs, defaults.drain),
             metrics: !(args.no_metrics || file.no_metrics.unwrap_or(false)),
             metrics_bind,
+            cluster: super::cluster::resolve(&args.cluster, file.nats_url, file.replica_id)?,
         };
         config.check_exposure()?;
         Ok(config)

@@ -2,6 +2,7 @@
 //! The flags ([`ServeArgs`]), the file, and how they resolve into a [`Config`] live in
 //! submodules; the engine's settings are derived here and nowhere else.
 
+mod cluster;
 mod file;
 mod flags;
 mod load;
@@ -10,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use cluster::{Cluster, ClusterFlags};
 pub use flags::{LogFormat, ServeArgs};
 
 use crate::brake::BrakeLimits;
@@ -69,6 +71,8 @@ pub struct Config {
     pub metrics: bool,
     /// Serve `/metrics` on its own address (open) rather than on `bind` (gated).
     pub metrics_bind: Option<SocketAddr>,
+    /// Several replicas: the NATS frame bus and this replica's id.
+    pub cluster: Cluster,
 }
 
 impl Default for Config {
@@ -89,6 +93,7 @@ impl Default for Config {
             drain: Duration::from_secs(5),
             metrics: true,
             metrics_bind: None,
+            cluster: Cluster::default(),
         }
     }
 }

@@ -1,14 +1,12 @@
 //! The engine's run journal: one `RunRecord` per task (every run of a task, launch,
 //! resume or rerun, shares its run id) and the replay rows of its passed steps, in the
-//! engine's SQLite stores under the data dir or in memory (`--ephemeral`).
+//! state file under the data dir (`disk`) or in memory (`--ephemeral`).
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use mlua_swarm::store::replay::{ReplayCursor, ReplayEntry, ReplayStore, SqliteReplayStore};
-use mlua_swarm::store::run::{RunContext, RunRecord, RunStatus, RunStore, SqliteRunStore};
+use mlua_swarm::store::replay::{ReplayCursor, ReplayEntry, ReplayStore};
+use mlua_swarm::store::run::{RunContext, RunRecord, RunStatus, RunStore};
 use mlua_swarm::types::{RunId, TaskId};
-use rusqlite_isle::AsyncIsleDriver;
 
 use super::TaskRecord;
 use crate::error::{Error, Result};
@@ -34,24 +32,12 @@ impl Journal {
         Self { runs, replay }
     }
 
-    /// `runs.sqlite` and `journal.sqlite` under `dir` (WAL), with their writer threads.
-    pub(super) async fn open(dir: &Path) -> Result<(Self, Vec<AsyncIsleDriver>)> {
-        let runs_path = dir.join("runs.sqlite");
-        let journal_path = dir.join("journal.sqlite");
-        for path in [&runs_path, &journal_path] {
-            use_wal(path).await?;
-        }
-        let (runs, runs_driver) = SqliteRunStore::open(&runs_path)
-            .await
-            .map_err(|e| cannot_open(&runs_path, &e))?;
-        let (replay, replay_driver) = SqliteReplayStore::open(&journal_path)
-            .await
-            .map_err(|e| cannot_open(&journal_path, &e))?;
-        let journal = Self {
-            runs: Arc::new(runs),
-            replay: Arc::new(replay),
-        };
-        Ok((journal, vec![runs_driver, replay_driver]))
+    /// In the state file (`disk`), sharing its writer.
+    pub(super) async fn on_disk(writer: Arc<super::disk::GroupWriter>) -> Result<Self> {
+        Ok(Self {
+            runs: Arc::new(super::disk::DiskRunStore::load(Arc::clone(&writer)).await?),
+            replay: Arc::new(super::disk::DiskReplayStore::new(writer)),
+        })
     }
 
     /// Records a new run of `task_id` and returns the context its launch carries.
@@ -180,23 +166,4 @@ fn run_id(task_id: &str) -> RunId {
 fn engine_task_id(task_id: &str) -> TaskId {
     let uuid = task_id.strip_prefix("task-").unwrap_or(task_id);
     TaskId::parse(format!("T-{uuid}")).unwrap_or_default()
-}
-
-fn cannot_open(path: &Path, e: &dyn std::fmt::Display) -> Error {
-    Error::Unavailable(format!("cannot open the store {}: {e}", path.display()))
-}
-
-/// Puts a store file in WAL mode (the mode is kept in the file), and fails with the
-/// file's name when it is not a readable SQLite database.
-pub(super) async fn use_wal(path: &Path) -> Result<()> {
-    let owned = path.to_path_buf();
-    let checked = tokio::task::spawn_blocking(move || -> rusqlite::Result<()> {
-        let conn = rusqlite::Connection::open(&owned)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
-        conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |_| Ok(()))
-    })
-    .await
-    .map_err(|e| cannot_open(path, &e))?;
-    checked.map_err(|e| cannot_open(path, &e))
 }

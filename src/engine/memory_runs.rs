@@ -17,6 +17,8 @@ use mlua_swarm::types::{RunId, TaskId};
 #[derive(Default)]
 struct Runs {
     next_seq: u64,
+    /// Versions handed out by [`MemoryRunStore::snapshot`].
+    snapshots: u64,
     by_id: HashMap<RunId, (u64, RunRecord)>,
 }
 
@@ -66,6 +68,24 @@ impl MemoryRunStore {
             .collect();
         picked.sort_by_key(|(seq, _)| *seq);
         picked.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// A copy of a run's record and a version greater than any earlier snapshot's (so a
+    /// store that writes records behind keeps the newest).
+    pub(super) fn snapshot(&self, id: &RunId) -> Option<(u64, RunRecord)> {
+        let mut runs = self.lock();
+        runs.snapshots += 1;
+        let version = runs.snapshots;
+        runs.by_id.get(id).map(|(_, r)| (version, r.clone()))
+    }
+
+    /// Puts back a record read from disk at boot, and the version it was written with.
+    pub(super) fn restore(&self, record: RunRecord, version: u64) {
+        let mut runs = self.lock();
+        let seq = runs.next_seq;
+        runs.next_seq += 1;
+        runs.snapshots = runs.snapshots.max(version);
+        runs.by_id.insert(record.id.clone(), (seq, record));
     }
 
     /// Runs held.

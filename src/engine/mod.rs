@@ -9,6 +9,7 @@ mod census;
 mod checked;
 mod compat;
 mod data;
+mod disk;
 mod errors;
 mod gc;
 mod handles;

@@ -4,11 +4,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use deadpool_postgres::Pool;
 use mlua_swarm::blueprint::store::{BlueprintStore, Git2BlueprintStore, InMemoryBlueprintStore};
 use mlua_swarm::core::config::CheckPolicy;
 use mlua_swarm::service::task_launch::TaskLaunchService;
-use mlua_swarm::store::output::{OutputStore, SqliteOutputStore};
+use mlua_swarm::store::output::OutputStore;
 use mlua_swarm::worker::baseline::extend_with_baseline;
 use mlua_swarm::{
     Compiler, Engine, EngineCfg, LayerRegistry, MainAIMiddleware, OperatorSpawnerFactory,
@@ -68,59 +67,59 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
 
     // The database first: an unreachable one fails the boot before anything is created.
     let pool = match &settings.storage {
-        Storage::Postgres { url, .. } => {
-            let pool = crate::pg::connect(url).await?;
-            let replica = crate::pg::replicas::new_id();
-            crate::pg::replicas::join(&pool, &replica).await?;
-            tracing::info!(%replica, "replica registered in the database");
-            Some(pool)
-        }
+        Storage::Postgres { url, .. } => Some(crate::pg::connect(url).await?),
         _ => None,
     };
     let mut bounded_outputs = None;
-    let (blueprints, outputs, mut drivers) = match &settings.storage {
+    let mut drivers = Vec::new();
+    let (blueprints, outputs, journal, tasks): Stores = match &settings.storage {
         Storage::Ephemeral => {
-            let bp: Arc<dyn BlueprintStore> = Arc::new(InMemoryBlueprintStore::new());
             let bounded = Arc::new(super::outputs::BoundedOutputStore::new(
                 super::outputs::EPHEMERAL_OUTPUT_CAPACITY,
             ));
             bounded_outputs = Some(bounded.clone());
-            let out: Arc<dyn OutputStore> = bounded;
-            (bp, out, Vec::new())
-        }
-        Storage::Dir(dir) => open_dir_stores(dir).await?,
-        Storage::Postgres { dir, .. } => pg_stores(dir, pool.as_ref())?,
-    };
-    let (journal, tasks) = match &settings.storage {
-        Storage::Ephemeral => {
             let journal = Journal::ephemeral();
-            let tasks: Arc<dyn TaskStore> = Arc::new(
-                TaskRegistry::new(settings.task_retention).with_evict_hook(forget(&journal)),
-            );
-            (journal, tasks)
+            let tasks =
+                TaskRegistry::new(settings.task_retention).with_evict_hook(forget(&journal));
+            (
+                Arc::new(InMemoryBlueprintStore::new()),
+                bounded,
+                journal,
+                Arc::new(tasks),
+            )
         }
         Storage::Dir(dir) => {
-            let (journal, journal_drivers) = Journal::open(dir).await?;
-            drivers.extend(journal_drivers);
-            let (store, driver) = SqliteTaskStore::open(
-                &dir.join("tasks.sqlite"),
-                settings.task_retention,
-                forget(&journal),
-            )
-            .await?;
+            let blueprints = open_blueprints(dir).await?;
+            let (writer, driver) = super::disk::open(dir).await?;
             drivers.push(driver);
-            let tasks: Arc<dyn TaskStore> = Arc::new(store);
-            (journal, tasks)
+            let outputs = super::disk::DiskOutputStore::open(Arc::clone(&writer)).await?;
+            let journal = Journal::on_disk(Arc::clone(&writer)).await?;
+            let tasks =
+                SqliteTaskStore::open(writer, settings.task_retention, forget(&journal)).await?;
+            (blueprints, Arc::new(outputs), journal, Arc::new(tasks))
         }
-        Storage::Postgres { .. } => {
+        Storage::Postgres { dir, .. } => {
+            // Everything in the database; the data dir keeps the worker handles' boot ids.
             let pool = pool.ok_or_else(|| Error::Internal("no database pool".into()))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::Unavailable(format!(
+                    "cannot create the data directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
             let journal = Journal::from_stores(
                 Arc::new(super::pg_runs::PgRunStore::new(pool.clone())),
                 Arc::new(super::pg_runs::PgReplayStore::new(pool.clone())),
             );
-            let store = PgTaskStore::open(pool, settings.task_retention, forget(&journal)).await?;
-            let tasks: Arc<dyn TaskStore> = Arc::new(store);
-            (journal, tasks)
+            let blueprints = super::pg_blueprints::PgBlueprintStore::new(pool.clone());
+            let outputs = super::pg_outputs::PgOutputStore::new(pool.clone());
+            let tasks = PgTaskStore::open(pool, settings.task_retention, forget(&journal)).await?;
+            (
+                Arc::new(blueprints),
+                Arc::new(outputs),
+                journal,
+                Arc::new(tasks),
+            )
         }
     };
     let blueprints: Arc<dyn BlueprintStore> =
@@ -165,58 +164,22 @@ fn forget(journal: &Journal) -> EvictHook {
 type Stores = (
     Arc<dyn BlueprintStore>,
     Arc<dyn OutputStore>,
-    Vec<rusqlite_isle::AsyncIsleDriver>,
+    Journal,
+    Arc<dyn TaskStore>,
 );
 
-/// Blueprints in git and data outputs in SQLite under `dir`.
-async fn open_dir_stores(dir: &Path) -> Result<Stores> {
-    let fail = |what: &str, e: &dyn std::fmt::Display| cannot_open(dir, what, e);
-    data_dir(dir)?;
+/// The git Blueprint store under `dir` (created with the data dir if missing).
+async fn open_blueprints(dir: &Path) -> Result<Arc<dyn BlueprintStore>> {
+    // Unavailable rather than Internal: the message, naming the file, is what boot prints.
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        Error::Unavailable(format!("cannot open {what} under {}: {e}", dir.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail("the data directory", &e))?;
     super::sqlite_sync::install()?;
     let bp_root = dir.join("blueprints");
     let bp = tokio::task::spawn_blocking(move || Git2BlueprintStore::open_or_init(bp_root))
         .await
         .map_err(|e| fail("the blueprint store", &e))?
         .map_err(|e| fail("the blueprint store", &e))?;
-    let outputs = dir.join("outputs.sqlite");
-    super::journal::use_wal(&outputs).await?;
-    let (out, driver) = SqliteOutputStore::open(&outputs)
-        .await
-        .map_err(|e| fail("the data store", &e))?;
-    index_output_seq(outputs)
-        .await
-        .map_err(|e| fail("the data store", &e))?;
-    Ok((Arc::new(bp), Arc::new(out), vec![driver]))
-}
-
-/// Blueprints and data outputs in PostgreSQL; `dir` keeps only the boot ids.
-fn pg_stores(dir: &Path, pool: Option<&Pool>) -> Result<Stores> {
-    let pool = pool.ok_or_else(|| Error::Internal("no database pool".into()))?;
-    data_dir(dir)?;
-    let bp = super::pg_blueprints::PgBlueprintStore::new(pool.clone());
-    let out = super::pg_outputs::PgOutputStore::new(pool.clone());
-    Ok((Arc::new(bp), Arc::new(out), Vec::new()))
-}
-
-fn data_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| cannot_open(dir, "the data directory", &e))
-}
-
-/// Unavailable rather than Internal: the message, naming the file, is what boot prints.
-fn cannot_open(dir: &Path, what: &str, e: &dyn std::fmt::Display) -> Error {
-    Error::Unavailable(format!("cannot open {what} under {}: {e}", dir.display()))
-}
-
-/// The engine's output store numbers each row `MAX(seq) + 1` and has no index on `seq`,
-/// so every append scanned the whole table (19 % of the durable server's CPU, growing
-/// with the store); this index makes it one b-tree lookup.
-async fn index_output_seq(path: std::path::PathBuf) -> std::result::Result<(), String> {
-    tokio::task::spawn_blocking(move || -> rusqlite::Result<()> {
-        let conn = rusqlite::Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch("CREATE INDEX IF NOT EXISTS ix_outputs_seq ON outputs(seq)")
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())
+    Ok(Arc::new(bp))
 }

@@ -130,7 +130,7 @@ fn unexpected(reply: Reply) -> OperatorRequestError {
 #[async_trait]
 impl OperatorBackend for OperatorSession {
     fn is_attached(&self) -> bool {
-        self.attached_epoch().is_some()
+        self.attached_here_or_elsewhere()
     }
 
     async fn hook_before(

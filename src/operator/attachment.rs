@@ -83,7 +83,8 @@ impl OperatorSession {
             )));
         }
         let restarted = std::mem::take(&mut s.restarted);
-        if let (true, Some(seen)) = (restarted, last_seq) {
+        let moved = std::mem::take(&mut s.moved);
+        if let (true, Some(seen)) = (restarted || moved, last_seq) {
             // Frames of the previous process are gone; its client may have seen seqs
             // past the last marks that process stored.
             let moved = s.outbox.skip_to(seen);
@@ -93,6 +94,7 @@ impl OperatorSession {
         let resume = last_seq.unwrap_or(sent);
         if s.outbox.ack(resume).is_err() {
             s.restarted = restarted;
+            s.moved = moved;
             return Err(Error::invalid(
                 "last_seq",
                 format!(
@@ -123,6 +125,7 @@ impl OperatorSession {
         self.bump();
         self.links.store.record_attach(&self.sid, epoch, now);
         self.links.store.record_marks(&self.sid, marks);
+        self.links.bus.attached(self, epoch);
         tracing::info!(sid = %self.sid, epoch, resume_after = marks.acked, restarted, "operator attached");
         crate::metrics::frames_replayed(welcome.replayed);
         if let Some(listener) = self.links.attached.as_ref().and_then(Weak::upgrade) {

@@ -61,11 +61,20 @@ pub trait FrameBus: Send + Sync {
     fn hold(&self, session: &Arc<OperatorSession>);
     /// Frames for `sid` are no longer delivered here (its session is gone).
     fn release(&self, sid: &str);
+    /// A stream attached to `session` in this process with `epoch`. A bus between
+    /// replicas takes the sid's frames here from now on and tells the other replicas (so
+    /// the previous holder closes its stream); in process every session is held from its
+    /// creation, and nothing happens.
+    fn attached(&self, _session: &Arc<OperatorSession>, _epoch: u64) {}
+    /// The session `sid` was deleted here (its record is gone). A bus between replicas
+    /// tells the others, which drop their objects of it; in process nothing happens.
+    fn deleted(&self, _sid: &str, _reason: &str) {}
     /// Hands `frame` to whoever holds `sid`'s stream. An error says why a request or
     /// frame was refused (session closed, parked too long, window full, gone).
     fn deliver(&self, sid: &str, frame: Outbound) -> Result<(), OperatorRequestError>;
     /// Brings a client's reply (answer, hook_ack, spawn_ack) for a request `sid` was sent
-    /// to the owner of its req_id, and says what became of it.
+    /// to the owner of its req_id, and says what became of it. A bus between replicas
+    /// also gets here any client frame (acks too) a door took for a stream held elsewhere.
     fn route_reply(&self, sid: &str, reply: ClientFrame) -> ReplyOutcome;
 }
 
@@ -76,7 +85,8 @@ pub struct LocalBus {
 }
 
 impl LocalBus {
-    fn holder(&self, sid: &str) -> Option<Arc<OperatorSession>> {
+    /// The session object of `sid` in this process, if it lives.
+    pub(super) fn holder(&self, sid: &str) -> Option<Arc<OperatorSession>> {
         let holders = match self.holders.read() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),

@@ -195,7 +195,48 @@ impl OperatorHub {
                 "token does not match session {sid}"
             )));
         }
-        self.find(sid)
+        let session = self.find_or_adopt(&record).await;
+        // Another replica may have held the stream since: take its epoch and seqs.
+        session.catch_up(&record);
+        Ok(session)
+    }
+
+    /// Learns a live session another replica created or holds (announced on the bus):
+    /// this replica's engine can route to it from now on.
+    pub async fn adopt(&self, sid: &str) -> Result<Option<Arc<OperatorSession>>> {
+        let record = self.links.store.get(sid).await?;
+        match record.filter(SessionRecord::is_live) {
+            Some(record) => Ok(Some(self.find_or_adopt(&record).await)),
+            None => Ok(None),
+        }
+    }
+
+    /// A stream attached to `sid` on another replica: the session is learnt, and this
+    /// replica's interrupted runs waiting for it resume (they reach it through the bus).
+    pub async fn attached_elsewhere(&self, sid: &str) -> Result<()> {
+        if let Some(session) = self.adopt(sid).await? {
+            self.host.on_session_attached(sid, session.roles()).await;
+        }
+        Ok(())
+    }
+
+    /// The session object of `record`, made (held elsewhere) and registered with the
+    /// engine if this process has none: its record is in the shared store.
+    async fn find_or_adopt(&self, record: &SessionRecord) -> Arc<OperatorSession> {
+        let session = {
+            let mut live = self.lock();
+            if let Some(session) = live.sessions.get(&record.sid) {
+                return session.clone();
+            }
+            let session = OperatorSession::adopt(record, self.limits.clone(), self.links.clone());
+            live.sessions.insert(record.sid.clone(), session.clone());
+            session
+        };
+        self.host
+            .register_operator(&record.sid, &record.roles, session.clone())
+            .await;
+        tracing::info!(sid = %record.sid, roles = ?record.roles, "operator session adopted from the shared store");
+        session
     }
 
     /// As [`Self::authenticate`], but also finds a recently deleted session, so a reply
@@ -249,9 +290,22 @@ impl OperatorHub {
     pub async fn delete(&self, sid: &str, reason: &str) -> Result<()> {
         let gone = || Error::NotFound(format!("operator session '{sid}' not found"));
         self.links.store.delete(sid).await?.ok_or_else(gone)?;
+        self.links.bus.deleted(sid, reason);
+        if !self.forget(sid, reason).await {
+            return Err(gone());
+        }
+        tracing::info!(sid, reason, "operator session deleted");
+        Ok(())
+    }
+
+    /// Drops this process's object of a deleted session: `closing` to its stream, its
+    /// pending requests failed, its seats unregistered. False if there was none.
+    pub async fn forget(&self, sid: &str, reason: &str) -> bool {
         let session = {
             let mut live = self.lock();
-            let session = live.sessions.remove(sid).ok_or_else(gone)?;
+            let Some(session) = live.sessions.remove(sid) else {
+                return false;
+            };
             live.deleted.push_back(session.clone());
             while live.deleted.len() > DELETED_KEPT {
                 live.deleted.pop_front();
@@ -260,8 +314,7 @@ impl OperatorHub {
         };
         session.close(reason, 0);
         self.host.unregister_operator(sid, session.roles()).await;
-        tracing::info!(sid, reason, "operator session deleted");
-        Ok(())
+        true
     }
 
     /// Closes every session's stream with `closing` and fails what is pending (shutdown).
@@ -337,6 +390,11 @@ impl OperatorHub {
             .map(|s| s.sid().to_string())
             .collect();
         for sid in idle {
+            // A stream on another replica keeps the shared record's last_seen fresh.
+            let record = self.links.store.get(&sid).await.ok().flatten();
+            if record.is_some_and(|r| r.last_seen.elapsed().is_ok_and(|d| d < horizon)) {
+                continue;
+            }
             let _ = self
                 .delete(&sid, "reaped: no stream within the idle horizon")
                 .await;

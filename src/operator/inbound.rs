@@ -38,6 +38,12 @@ impl OperatorSession {
                 tracing::debug!(sid = %self.sid, ?epoch, "frame of a replaced stream ignored");
                 return None;
             }
+            if epoch.is_none() && s.presence.held_elsewhere() {
+                // The stream is on another replica (`Send` through another replica than
+                // `Subscribe`): that replica applies the frame, acks included.
+                drop(s);
+                return Some(self.links.bus.route_reply(&self.sid, frame));
+            }
             s.last_seen = now;
             match frame {
                 ClientFrame::Hello { .. } => (

@@ -103,6 +103,11 @@ impl Outbox {
         self.frames.get(idx)
     }
 
+    /// Most unacknowledged frames it holds.
+    pub(super) fn window(&self) -> usize {
+        self.window
+    }
+
     /// True when no further frame fits.
     pub(super) fn is_full(&self) -> bool {
         self.frames.len() >= self.window

@@ -54,6 +54,19 @@ impl Presence {
         true
     }
 
+    /// A stream attached on another replica with `epoch`: none here (a stream here
+    /// ends), and no parking (that replica parks and reaps). The epoch never goes back.
+    pub(super) fn moved_to(&mut self, epoch: u64) {
+        self.epoch = self.epoch.max(epoch);
+        self.attached = None;
+        self.detached_since = None;
+    }
+
+    /// True while the session's stream is held by another replica (as last announced).
+    pub(super) fn held_elsewhere(&self) -> bool {
+        self.attached.is_none() && self.detached_since.is_none()
+    }
+
     /// The newest attach epoch.
     pub(super) fn epoch(&self) -> u64 {
         self.epoch

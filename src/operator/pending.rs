@@ -162,6 +162,36 @@ impl PendingRequests {
         }
     }
 
+    /// True if `req_id` is pending or remembered as ended: a re-sent request already
+    /// taken (a bus between replicas delivers at least once).
+    pub(super) fn knows(&self, req_id: &str) -> bool {
+        self.map.contains_key(req_id) || self.ended.get(req_id).is_some()
+    }
+
+    /// Takes every pending request out, unanswered (the stream moved to another
+    /// replica, whose owners re-send them there): req_id, kind, task, frame, waiter.
+    pub(super) fn drain(&mut self) -> Vec<(String, RequestKind, String, ServerFrame, Waiter)> {
+        let mut out: Vec<_> = self
+            .map
+            .drain()
+            .map(|(id, p)| (id, p.kind, p.task_id, p.frame, p.waiter))
+            .collect();
+        out.sort_by_key(|(_, _, _, frame, _)| frame.seq);
+        out
+    }
+
+    /// Queues every pending request's frame again in `outbox` (after its marks were
+    /// reset), in seq order, with its new seq.
+    pub(super) fn requeue(&mut self, outbox: &mut super::outbox::Outbox) {
+        let mut pending: Vec<&mut Pending> = self.map.values_mut().collect();
+        pending.sort_by_key(|p| p.frame.seq);
+        for p in pending {
+            if let Some(seq) = outbox.push(p.frame.body.clone()) {
+                p.frame.seq = seq;
+            }
+        }
+    }
+
     /// Fails a pending request with `reason`. True if it was pending.
     pub(super) fn withdraw(&mut self, req_id: &str, reason: &str) -> Option<String> {
         let p = self.map.remove(req_id)?;

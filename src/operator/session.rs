@@ -41,6 +41,26 @@ pub(super) struct State {
     /// Restored from the store after a restart and not attached since: the next welcome
     /// says `server_restarted`.
     pub(super) restarted: bool,
+    /// Its stream was held by another replica since this process last sent frames: the
+    /// next attach continues the seqs past the client's `last_seq`, as after a restart.
+    pub(super) moved: bool,
+}
+
+impl State {
+    /// No frame or request yet, not closed; the outbox's window bounds the notices too.
+    pub(super) fn new(presence: Presence, last_seen: SystemTime, outbox: Outbox) -> Self {
+        let window = outbox.window();
+        Self {
+            presence,
+            last_seen,
+            outbox,
+            control: ControlFrames::new(window),
+            pending: PendingRequests::new(),
+            closed: None,
+            restarted: false,
+            moved: false,
+        }
+    }
 }
 
 /// Told of every attach (the hub, which tells the engine host).
@@ -146,15 +166,8 @@ impl OperatorSession {
         links: SessionLinks,
     ) -> Arc<Self> {
         let now = SystemTime::now();
-        let state = State {
-            presence: Presence::new(),
-            last_seen: now,
-            outbox: Outbox::new(limits.max_unacked),
-            control: ControlFrames::new(limits.max_unacked),
-            pending: PendingRequests::new(),
-            closed: None,
-            restarted: false,
-        };
+        let outbox = Outbox::new(limits.max_unacked);
+        let state = State::new(Presence::new(), now, outbox);
         Self::with_state(sid, roles, now, state, limits, links)
     }
 
@@ -167,20 +180,16 @@ impl OperatorSession {
         limits: Arc<SessionLimits>,
         links: SessionLinks,
     ) -> Arc<Self> {
+        let outbox = Outbox::resumed(limits.max_unacked, record.marks.last_seq);
         let state = State {
-            presence: Presence::restored(record.epoch),
-            last_seen: record.last_seen,
-            outbox: Outbox::resumed(limits.max_unacked, record.marks.last_seq),
-            control: ControlFrames::new(limits.max_unacked),
-            pending: PendingRequests::new(),
-            closed: None,
             restarted: true,
+            ..State::new(Presence::restored(record.epoch), record.last_seen, outbox)
         };
         let (sid, roles) = (record.sid.clone(), record.roles.clone());
         Self::with_state(sid, roles, record.created_at, state, limits, links)
     }
 
-    fn with_state(
+    pub(super) fn with_state(
         sid: String,
         roles: Vec<String>,
         created_at: SystemTime,

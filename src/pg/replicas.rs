@@ -1,4 +1,4 @@
-//! This process in the `replicas` table: a row stamped with the database's `now()` every
+//! This replica (`--replica-id`) in the `replicas` table: a row stamped with the database's `now()` every
 //! [`HEARTBEAT`], so replicas' clocks never matter. This phase runs one replica per
 //! database; a boot that finds another live one says so (its running tasks would be
 //! taken for interrupted ones here). Claims and takeover read the same rows later.
@@ -11,16 +11,6 @@ use deadpool_postgres::Pool;
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// A replica silent this long is dead.
 pub const DEAD_AFTER: Duration = Duration::from_secs(15);
-
-/// An id for this process: the host name and a random suffix.
-pub fn new_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "mse".into());
-    format!("{host}-{}", hex::encode(rand::random::<[u8; 3]>()))
-}
 
 /// Registers `id`, warns about other live replicas, and stamps the row every
 /// [`HEARTBEAT`] until the process ends (a failed stamp is logged; the next one retries).

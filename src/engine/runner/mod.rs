@@ -31,7 +31,9 @@ impl EngineHost {
     /// Validates a launch and starts its flow in the background. Errors here (bad
     /// Blueprint, unknown id or version, unknown operator) mean no task was created.
     pub async fn start_task(self: &Arc<Self>, launch: TaskLaunch) -> Result<TaskRecord> {
-        let task_id = format!("task-{}", uuid::Uuid::new_v4());
+        // Time-ordered (v7): rows keyed by task id land at the end of their indexes, so
+        // the tasks in flight share a few pages of the state file instead of one each.
+        let task_id = format!("task-{}", uuid::Uuid::now_v7());
         let Prepared { input, record } = self.prepare(&task_id, launch).await?;
         self.tasks.create(record.clone()).await?;
         let run = self

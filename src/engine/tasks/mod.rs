@@ -1,7 +1,6 @@
 //! Task runs as callers see them: records and events, the [`TaskStore`] seam where they
 //! live, its in-memory default [`TaskRegistry`], and the replay that follows one task.
 
-mod group;
 mod memory;
 mod pg_batch;
 mod postgres;

@@ -1,42 +1,24 @@
-//! The durable [`TaskStore`]: every change is written to SQLite (WAL) before it is
-//! acknowledged, and the held tasks are read back at boot. Reads are served by the
+//! The durable [`TaskStore`]: every change is written to the state file (SQLite, WAL,
+//! `engine::disk`) before it is acknowledged, and the held tasks are read back at boot. Reads are served by the
 //! in-memory [`TaskRegistry`] the store keeps in step with the file, so the rules of the
 //! seam (seqs, de-duplication, retention) live in one place.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use rusqlite::OptionalExtension;
-use rusqlite_isle::{AsyncIsle, AsyncIsleDriver};
 use tokio::sync::watch;
 
-use super::group::{GroupWriter, Write};
 use super::memory::EvictHook;
 use super::{
     RunStart, TaskEvent, TaskEventKind, TaskPosition, TaskRecord, TaskRegistry, TaskState,
     TaskStore,
 };
 use crate::engine::census::StructureCounts;
+use crate::engine::disk::{GroupWriter, Write};
 use crate::error::{Error, Result};
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS tasks (
-    task_id     TEXT PRIMARY KEY,
-    rev         INTEGER NOT NULL,
-    finished_ms INTEGER,
-    record      TEXT NOT NULL,
-    launch      TEXT
-);
-CREATE TABLE IF NOT EXISTS task_events (
-    task_id TEXT NOT NULL,
-    seq     INTEGER NOT NULL,
-    at_ms   INTEGER NOT NULL,
-    kind    TEXT NOT NULL,
-    PRIMARY KEY (task_id, seq)
-) WITHOUT ROWID;
-";
 
 /// The SQLite [`TaskStore`] (`tasks.sqlite` under the data dir).
 pub struct SqliteTaskStore {
@@ -54,27 +36,22 @@ impl std::fmt::Debug for SqliteTaskStore {
 }
 
 impl SqliteTaskStore {
-    /// Opens (or creates) the store at `path` and reads back the tasks it holds. A file
-    /// that is not a readable store fails with a message naming it.
-    pub async fn open(
-        path: &Path,
+    /// Reads back the tasks the state file holds. A file that is not a readable store
+    /// fails with a message naming it.
+    pub(in crate::engine) async fn open(
+        writer: Arc<GroupWriter>,
         retention: usize,
         on_evict: EvictHook,
-    ) -> Result<(Self, AsyncIsleDriver)> {
+    ) -> Result<Self> {
+        let path = writer.path().to_path_buf();
         let fail = |e: &dyn std::fmt::Display| {
             Error::Unavailable(format!(
                 "cannot open the task store {}: {e}",
                 path.display()
             ))
         };
-        let (isle, driver) = AsyncIsle::builder()
-            .wal(Duration::from_secs(5))
-            .thread_name("mse-tasks")
-            .spawn(path, |conn| conn.execute_batch(SCHEMA))
-            .await
-            .map_err(|e| fail(&e))?;
         let mem = TaskRegistry::new(retention).with_evict_hook(on_evict);
-        let rows = isle.call(load).await.map_err(|e| fail(&e))?;
+        let rows = writer.isle().call(load).await.map_err(|e| fail(&e))?;
         for (record, launch, events) in rows {
             let mut record: TaskRecord = serde_json::from_str(&record).map_err(|e| fail(&e))?;
             record.launch = match launch {
@@ -95,12 +72,7 @@ impl SqliteTaskStore {
                 .collect::<Result<Vec<_>>>()?;
             mem.restore(record, events);
         }
-        let store = Self {
-            mem,
-            writer: GroupWriter::new(isle, path.to_path_buf()),
-            path: path.to_path_buf(),
-        };
-        Ok((store, driver))
+        Ok(Self { mem, writer, path })
     }
 
     /// True once the row of `task_id` on disk is finished, or gone (retention dropped
@@ -132,7 +104,7 @@ const SETTLE_WAIT: Duration = Duration::from_secs(10);
 
 /// A change that drops no task.
 fn write(record: TaskRecord, event: TaskEvent) -> Write {
-    Write {
+    Write::Task {
         record,
         event,
         dropped: Vec::new(),
@@ -196,7 +168,7 @@ impl TaskStore for SqliteTaskStore {
                 let done = (record.clone(), dropped.clone());
                 Ok(Some((
                     done,
-                    Write {
+                    Write::Task {
                         record,
                         event,
                         dropped,
@@ -344,10 +316,14 @@ mod tests {
     async fn concurrent_changes_are_committed_in_seq_order_and_read_back() {
         let dir = std::env::temp_dir().join(format!("mse-tasks-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("tasks.sqlite");
-        let (store, driver) = SqliteTaskStore::open(&path, 100, Box::new(|_| {}))
-            .await
-            .expect("open");
+        let open = || async {
+            let (writer, driver) = crate::engine::disk::open(&dir).await.expect("state file");
+            let store = SqliteTaskStore::open(writer, 100, Box::new(|_| {}))
+                .await
+                .expect("open");
+            (store, driver)
+        };
+        let (store, driver) = open().await;
         let store = Arc::new(store);
         let tasks = (0..16).map(|t| {
             let store = Arc::clone(&store);
@@ -375,9 +351,7 @@ mod tests {
         drop(store);
         driver.shutdown().await.expect("shutdown");
 
-        let (store, driver) = SqliteTaskStore::open(&path, 100, Box::new(|_| {}))
-            .await
-            .expect("reopen");
+        let (store, driver) = open().await;
         for t in 0..16 {
             let events = store
                 .events_after(&format!("t{t}"), 0, 100)

@@ -1,0 +1,101 @@
+//! The state file (`tasks.sqlite` under the data dir, WAL): task records and their
+//! events, the engine's run records and the replay journal, all written by one ordered
+//! writer with group commit, so a task step costs one share of one commit.
+
+mod import;
+mod outputs;
+mod replay;
+mod rows;
+mod runs;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite_isle::{AsyncIsle, AsyncIsleDriver};
+
+pub(super) use outputs::DiskOutputStore;
+pub(super) use replay::DiskReplayStore;
+pub(super) use runs::DiskRunStore;
+pub(super) use writer::{GroupWriter, Write};
+
+use crate::error::{Error, Result};
+
+/// The state file's name under the data dir (it held only tasks before runs and the
+/// replay journal moved in).
+pub(super) const STATE_FILE: &str = "tasks.sqlite";
+
+/// The writer's page cache holds the pages of the tasks in flight (16 MiB), and the WAL
+/// is checkpointed every 10,000 pages (40 MiB) rather than 1,000: a page rewritten by
+/// many commits is copied to the database once per checkpoint.
+const TUNING: &str = "PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 10000;";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id     TEXT PRIMARY KEY,
+    rev         INTEGER NOT NULL,
+    finished_ms INTEGER,
+    record      TEXT NOT NULL,
+    launch      TEXT
+);
+CREATE TABLE IF NOT EXISTS task_events (
+    task_id TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    at_ms   INTEGER NOT NULL,
+    kind    TEXT NOT NULL,
+    PRIMARY KEY (task_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs (
+    run_id  TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    record  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replay (
+    id                INTEGER PRIMARY KEY,
+    run_id            TEXT NOT NULL,
+    step_ref          TEXT NOT NULL,
+    input_hash        TEXT NOT NULL,
+    occurrence        INTEGER NOT NULL,
+    ctx_snapshot_json TEXT NOT NULL,
+    step_output_json  TEXT NOT NULL,
+    created_at        INTEGER NOT NULL,
+    UNIQUE (run_id, step_ref, input_hash, occurrence)
+);
+CREATE TABLE IF NOT EXISTS outputs (
+    id               TEXT PRIMARY KEY,
+    task_id          TEXT NOT NULL,
+    attempt          INTEGER NOT NULL,
+    producer_agent   TEXT NOT NULL,
+    event_json       TEXT NOT NULL,
+    parent_refs_json TEXT NOT NULL,
+    seq              INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ix_outputs_attempt ON outputs (task_id, attempt, seq);
+CREATE INDEX IF NOT EXISTS ix_outputs_producer ON outputs (producer_agent, seq);
+CREATE INDEX IF NOT EXISTS ix_outputs_producer_run ON outputs (producer_agent, task_id, attempt, seq);
+";
+
+/// Opens (or creates) the state file under `dir`, and moves in the run records, journal
+/// rows and outputs an older build kept in `runs.sqlite`, `journal.sqlite` and
+/// `outputs.sqlite`. A file that is
+/// not a readable store fails with a message naming it.
+pub(super) async fn open(dir: &Path) -> Result<(Arc<GroupWriter>, AsyncIsleDriver)> {
+    let path = dir.join(STATE_FILE);
+    let (isle, driver) = AsyncIsle::builder()
+        .wal(Duration::from_secs(5))
+        .thread_name("mse-state")
+        .spawn(&path, |conn| {
+            conn.execute_batch(TUNING)?;
+            conn.execute_batch(SCHEMA)
+        })
+        .await
+        .map_err(|e| cannot_open(&path, &e))?;
+    import::older_journal(dir, &isle).await?;
+    import::older_outputs(dir, &isle).await?;
+    Ok((GroupWriter::new(isle, path), driver))
+}
+
+pub(super) fn cannot_open(path: &Path, e: &dyn std::fmt::Display) -> Error {
+    Error::Unavailable(format!("cannot open the store {}: {e}", path.display()))
+}
