@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -12,6 +13,7 @@ use common::child::{
     finished_tasks_survive_a_kill, operator_flow_resumes_after_a_kill, tasks_survive_kills,
     Operator, Proc,
 };
+use common::nats::NatsServer;
 use common::postgres::{bounded, Postgres};
 use common::{fixture, start_inline, temp_dir, Op};
 use mlua_swarm_grpc::pb::v1 as pb;
@@ -415,6 +417,65 @@ async fn concurrent_claims_of_one_role_leave_exactly_one_holder() {
                 .len();
         }
         assert_eq!(listed, 1, "a refused claim stores nothing");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_operator_attached_to_one_replica_serves_a_task_started_on_another() {
+    let Some(pg) = Postgres::start() else { return };
+    let (dir_a, dir_b) = (Scratch::new("pg-x-a"), Scratch::new("pg-x-b"));
+    bounded(120, async {
+        let nats = NatsServer::start();
+        let (url, nats_url) = (pg.database().await, nats.url());
+        let flags = [
+            "--database-url",
+            url.as_str(),
+            "--nats-url",
+            nats_url.as_str(),
+        ];
+        let a = Proc::start(&dir_a, &flags).await;
+        let b = Proc::start(&dir_b, &flags).await;
+        // The session is created and attached on A; its record is in the database, and B
+        // learns of it from the attach announcement.
+        let (op, _session) = Operator::join(&a).await;
+        // Worker calls go to the replica running the step (B); frames cross over NATS.
+        let mut op = op.workers_on(&b);
+        // B routes to the seat once the announcement reached it: poll until it does.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let id = loop {
+            let req = start_inline(fixture("five-steps.json"), json!({"input": "x"}));
+            match b.tasks().start_task(req).await {
+                Ok(started) => break started.into_inner().task_id,
+                Err(e) if e.message().contains("held by no live operator session") => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "B never learned: {e:?}"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("start on B: {e:?}"),
+            }
+        };
+        let mut seen = HashMap::new();
+        loop {
+            let s = op.next_spawn().await.expect("a spawn through A");
+            assert_eq!(s.task_id, id);
+            *seen.entry(s.agent.clone()).or_insert(0) += 1;
+            op.answer(&s).await;
+            if s.agent == "s5" {
+                break;
+            }
+        }
+        let done = b.wait_state(&id, pb::TaskState::Completed).await;
+        let ctx = common::from_value(done.final_ctx);
+        assert!(
+            ctx["o5"].as_str().is_some_and(|s| s.ends_with("+s5")),
+            "{ctx}"
+        );
+        assert!(seen.values().all(|n| *n == 1), "{seen:?}");
+        a.kill();
+        b.kill();
     })
     .await;
 }

@@ -175,6 +175,12 @@ impl Operator {
         }
     }
 
+    /// Does the worker's part of spawns on `server` (the replica running the steps).
+    pub fn workers_on(mut self, server: &Proc) -> Operator {
+        self.workers = WorkerServiceClient::new(server.channel.clone());
+        self
+    }
+
     pub async fn send(&self, body: C) {
         let _ = self.tx.send(pb::ClientFrame { body: Some(body) }).await;
     }
