@@ -433,6 +433,9 @@ async fn an_operator_attached_to_one_replica_serves_a_task_started_on_another() 
             url.as_str(),
             "--nats-url",
             nats_url.as_str(),
+            // Every replica signs capability tokens with the same secret.
+            "--token-secret",
+            "5eed5eed5eed5eed5eed5eed5eed5eed",
         ];
         let a = Proc::start(&dir_a, &flags).await;
         let b = Proc::start(&dir_b, &flags).await;

@@ -184,7 +184,23 @@ impl Config {
             cluster: super::cluster::resolve(&args.cluster, file.nats_url, file.replica_id)?,
         };
         config.check_exposure()?;
+        config.check_replica_secret()?;
         Ok(config)
+    }
+
+    /// Refuses `--nats-url` without `--token-secret`: replicas that each drew their own
+    /// secret would refuse each other's capability tokens.
+    fn check_replica_secret(&self) -> Result<(), ConfigError> {
+        if self.cluster.nats_url.is_some() && self.token_secret.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "token_secret",
+                why: "--nats-url runs this server as one of several replicas: give every \
+                      replica the same --token-secret (or MSE_TOKEN_SECRET, hex, e.g. from \
+                      `openssl rand -hex 32`)"
+                    .into(),
+            });
+        }
+        Ok(())
     }
 
     /// Refuses a non-loopback bind without an API token: it would hand the Task and
@@ -294,6 +310,16 @@ mod tests {
             .expect_err("bad")
             .to_string()
             .contains("nonsense"));
+    }
+
+    #[test]
+    fn a_replica_on_nats_needs_the_shared_token_secret() {
+        let mut a = args();
+        a.cluster.nats_url = Some("nats://127.0.0.1:4222".into());
+        let err = Config::load(&a).expect_err("no secret").to_string();
+        assert!(err.contains("--token-secret"), "{err}");
+        a.token_secret = Some("00ff".into());
+        assert!(Config::load(&a).is_ok());
     }
 
     #[test]
