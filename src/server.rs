@@ -119,9 +119,6 @@ async fn start_hub(
         Storage::Dir(dir) => SessionLinks::new(Arc::new(SqliteSessionStore::open(dir).await?)),
         Storage::Postgres { url, .. } => {
             let pool = crate::pg::connect(url).await?;
-            let replica = &config.cluster.replica_id;
-            crate::pg::replicas::join(&pool, replica).await?;
-            tracing::info!(%replica, "replica registered in the database");
             SessionLinks::new(Arc::new(PgSessionStore::open(pool).await?))
         }
         Storage::Ephemeral => SessionLinks::in_process(),

@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::child::{
@@ -14,45 +14,13 @@ use common::child::{
     Operator, Proc,
 };
 use common::nats::NatsServer;
-use common::postgres::{bounded, Postgres};
-use common::{fixture, start_inline, temp_dir, Op};
+use common::postgres::{bounded, Postgres, Scratch};
+use common::{fixture, start_inline, Op};
 use mlua_swarm_grpc::pb::v1 as pb;
 use mlua_swarm_grpc::pb::v1::blueprint_service_client::BlueprintServiceClient;
 use mlua_swarm_grpc::pb::v1::data_service_client::DataServiceClient;
 use mlua_swarm_grpc::pb::v1::operator_service_client::OperatorServiceClient;
 use serde_json::json;
-
-/// A data dir (boot ids of worker handles) removed with its parent when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        Scratch(temp_dir(tag).join("data"))
-    }
-}
-
-impl std::ops::Deref for Scratch {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let Some(parent) = self.0.parent() else {
-            return;
-        };
-        if std::thread::panicking() {
-            eprintln!(
-                "kept for a look: {} (server log: data.log)",
-                parent.display()
-            );
-        } else {
-            let _ = std::fs::remove_dir_all(parent);
-        }
-    }
-}
 
 /// Nothing of the system of record was written under the data dir.
 fn assert_no_sqlite_stores(dir: &Path) {

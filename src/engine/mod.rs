@@ -50,7 +50,7 @@ pub use runner::{
     BlueprintSource, LaunchOperator, OperatorKind, TaskLaunch, TaskPage, VersionPick,
     DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, SERVER_DEFAULT_TTL_SECS,
 };
-pub use settings::{EngineSettings, ResumeMode, Storage};
+pub use settings::{EngineSettings, Replica, ResumeMode, Storage};
 pub use tasks::{
     PgTaskStore, RunEnd, RunStart, SqliteTaskStore, TaskEvent, TaskEventKind, TaskPosition,
     TaskRecord, TaskRegistry, TaskRun, TaskState, TaskStore, TtlSource, EVENTS_KEPT, STEP_IDS_KEPT,
@@ -110,10 +110,14 @@ impl EngineHost {
     /// Builds the engine and its stores as `settings` say (a `&Config` converts), and
     /// starts the background task that turns engine events into task events.
     pub async fn start(settings: impl Into<EngineSettings>) -> Result<Arc<Self>> {
-        let host = Arc::new(wiring::build(&settings.into()).await?);
+        let settings = settings.into();
+        let host = Arc::new(wiring::build(&settings).await?);
         runner::spawn_event_router(&host);
         host.seed_main_blueprint().await?;
         host.recover().await?;
+        if settings.replica.shared && matches!(settings.storage, Storage::Postgres { .. }) {
+            host.start_takeover();
+        }
         Ok(host)
     }
 
@@ -144,8 +148,12 @@ impl EngineHost {
         }
     }
 
-    /// Flushes and closes the stores (the SQLite writer threads).
+    /// Flushes and closes the stores (the SQLite writer threads); a replica sharing its
+    /// database hands its unfinished tasks over to the others.
     pub async fn shutdown(&self) {
+        if let Err(e) = self.tasks.hand_over().await {
+            tracing::warn!(error = %e, "unfinished tasks not handed over; others take them once this replica's heartbeat is stale");
+        }
         let drivers = std::mem::take(&mut *lock(&self.drivers));
         for driver in drivers {
             if let Err(e) = driver.shutdown().await {

@@ -113,7 +113,16 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
             );
             let blueprints = super::pg_blueprints::PgBlueprintStore::new(pool.clone());
             let outputs = super::pg_outputs::PgOutputStore::new(pool.clone());
-            let tasks = PgTaskStore::open(pool, settings.task_retention, forget(&journal)).await?;
+            // Registered (and heartbeating) before any claim, so its leases are live.
+            let replica = &settings.replica;
+            crate::pg::replicas::join(&pool, &replica.id, replica.shared).await?;
+            let tasks = PgTaskStore::open(
+                pool,
+                settings.task_retention,
+                forget(&journal),
+                &settings.replica,
+            )
+            .await?;
             (
                 Arc::new(blueprints),
                 Arc::new(outputs),

@@ -115,7 +115,7 @@ impl EngineHost {
 
     /// Resumes an interrupted task now if the sessions it needs are registered, else
     /// parks it until they attach (its TTL still runs).
-    async fn resume_or_park(self: &Arc<Self>, task_id: &str) {
+    pub(super) async fn resume_or_park(self: &Arc<Self>, task_id: &str) {
         let missing = match self.missing_seats(task_id).await {
             Ok(m) => m,
             Err(e) => {

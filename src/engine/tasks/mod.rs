@@ -3,6 +3,8 @@
 
 mod memory;
 mod pg_batch;
+mod pg_leases;
+mod pg_reads;
 mod postgres;
 mod record;
 mod sqlite;
