@@ -125,6 +125,7 @@ async fn start_hub(
     };
     let nats = match &config.cluster.nats_url {
         Some(url) => {
+            crate::worker_relay::NatsWorkerRelay::start(url, host).await?;
             let grace = config.operator.park_grace;
             let bus = NatsBus::connect(url, &config.cluster.replica_id, grace).await?;
             links.bus = bus.clone();

@@ -410,8 +410,9 @@ async fn an_operator_attached_to_one_replica_serves_a_task_started_on_another() 
         // The session is created and attached on A; its record is in the database, and B
         // learns of it from the attach announcement.
         let (op, _session) = Operator::join(&a).await;
-        // Worker calls go to the replica running the step (B); frames cross over NATS.
-        let mut op = op.workers_on(&b);
+        // Frames cross over NATS. The worker calls go to A, which did not mint the
+        // handles: A relays them to B, the replica running the steps.
+        let mut op = op.workers_on(&a);
         // B routes to the seat once the announcement reached it: poll until it does.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let id = loop {

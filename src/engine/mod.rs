@@ -21,6 +21,7 @@ mod outputs;
 mod pg_blueprints;
 mod pg_outputs;
 mod pg_runs;
+mod relay;
 mod runner;
 mod sessions;
 mod settings;
@@ -46,6 +47,7 @@ pub use data::{ContentRef, EmitRequest, OutputEvent, OutputRecord};
 pub use gc::StateSizes;
 pub use operators::{OperatorBackend, OperatorRequestError, SpawnGrant, SpawnReply, StepContext};
 pub use outputs::EPHEMERAL_OUTPUT_CAPACITY;
+pub use relay::{WorkerAnswer, WorkerCall, WorkerRelay};
 pub use runner::{
     BlueprintSource, LaunchOperator, OperatorKind, TaskLaunch, TaskPage, VersionPick,
     DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, SERVER_DEFAULT_TTL_SECS,
@@ -93,6 +95,8 @@ pub struct EngineHost {
     size: SizePolicy,
     engine_sessions: Mutex<HashMap<String, mlua_swarm::types::CapToken>>,
     worker_handles: handles::WorkerHandles,
+    /// Passes worker calls for handles minted by another replica to it (`--nats-url`).
+    relay: std::sync::OnceLock<Arc<dyn relay::WorkerRelay>>,
     store_root: Option<std::path::PathBuf>,
     /// Stored Blueprint versions whose launch check passed.
     checked: checked::CheckedBlueprints,

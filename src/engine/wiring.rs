@@ -156,6 +156,7 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
         size: settings.size,
         engine_sessions: Mutex::new(HashMap::new()),
         worker_handles: super::handles::WorkerHandles::for_storage(&settings.storage)?,
+        relay: std::sync::OnceLock::new(),
         store_root: settings.blueprint_root(),
         checked: Default::default(),
     })
