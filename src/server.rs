@@ -125,9 +125,9 @@ async fn start_hub(
     };
     let nats = match &config.cluster.nats_url {
         Some(url) => {
-            crate::worker_relay::NatsWorkerRelay::start(url, host).await?;
             let grace = config.operator.park_grace;
             let bus = NatsBus::connect(url, &config.cluster.replica_id, grace).await?;
+            crate::worker_relay::NatsWorkerRelay::start(url, host).await?;
             links.bus = bus.clone();
             Some(bus)
         }

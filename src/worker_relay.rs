@@ -27,7 +27,11 @@ impl NatsWorkerRelay {
     /// Connects to `url`, answers the calls for `host`'s handles, and lets `host` relay
     /// the others.
     pub async fn start(url: &str, host: &Arc<EngineHost>) -> Result<(), String> {
-        let fail = |e: &dyn std::fmt::Display| format!("worker relay on NATS at {url}: {e}");
+        let fail = |e: &dyn std::fmt::Display| {
+            format!(
+                "NATS at {url} (worker relay): cannot connect ({e}); is nats-server running there?"
+            )
+        };
         let client = async_nats::ConnectOptions::new()
             .name(format!("mse-grpc worker relay {}", host.boot_id()))
             .connection_timeout(Duration::from_secs(5))

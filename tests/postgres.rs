@@ -11,15 +11,17 @@ use std::process::Command;
 
 use common::child::{
     finished_tasks_survive_a_kill, operator_flow_resumes_after_a_kill, tasks_survive_kills,
-    Operator, Proc,
+    Operator, Proc, TaskEventBody,
 };
 use common::nats::NatsServer;
 use common::postgres::{bounded, Postgres, Scratch};
 use common::{fixture, start_inline, Op};
+use futures::StreamExt;
 use mlua_swarm_grpc::pb::v1 as pb;
 use mlua_swarm_grpc::pb::v1::blueprint_service_client::BlueprintServiceClient;
 use mlua_swarm_grpc::pb::v1::data_service_client::DataServiceClient;
 use mlua_swarm_grpc::pb::v1::operator_service_client::OperatorServiceClient;
+use mlua_swarm_grpc::pb::v1::task_service_client::TaskServiceClient;
 use serde_json::json;
 
 /// Nothing of the system of record was written under the data dir.
@@ -429,6 +431,21 @@ async fn an_operator_attached_to_one_replica_serves_a_task_started_on_another() 
                 Err(e) => panic!("start on B: {e:?}"),
             }
         };
+        // A follows the task B runs: it reads it from the database, polled.
+        let followed = tokio::spawn({
+            let a = a.channel.clone();
+            let id = id.clone();
+            async move {
+                let mut tasks = TaskServiceClient::new(a);
+                let req = pb::WatchTaskRequest { task_id: id };
+                let stream = tasks.watch_task(req).await.expect("watch on A");
+                let events: Vec<_> = stream.into_inner().collect().await;
+                events
+                    .into_iter()
+                    .map(|e| e.expect("event").event.expect("event").kind.expect("kind"))
+                    .collect::<Vec<_>>()
+            }
+        });
         let mut seen = HashMap::new();
         loop {
             let s = op.next_spawn().await.expect("a spawn through A");
@@ -446,6 +463,24 @@ async fn an_operator_attached_to_one_replica_serves_a_task_started_on_another() 
             "{ctx}"
         );
         assert!(seen.values().all(|n| *n == 1), "{seen:?}");
+        // Any replica answers for any task: A reads, lists and replays what B ran.
+        assert_eq!(a.get(&id).await.state(), pb::TaskState::Completed);
+        let states = a.states().await;
+        assert_eq!(
+            states.get(&id),
+            Some(&pb::TaskState::Completed),
+            "{states:?}"
+        );
+        let events = followed.await.expect("the watch on A");
+        let dispatched = events
+            .iter()
+            .filter(|e| matches!(e, TaskEventBody::StepDispatched(_)))
+            .count();
+        assert_eq!(dispatched, 5, "{events:?}");
+        assert!(
+            matches!(events.last(), Some(TaskEventBody::Completed(_))),
+            "{events:?}"
+        );
         a.kill();
         b.kill();
     })

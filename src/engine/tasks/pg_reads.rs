@@ -1,6 +1,6 @@
 //! Reads of tasks straight from the tables, for a task this replica does not hold (it
-//! runs on another replica, or ended there): its record, its events, and a watch of its
-//! newest seq polled while someone follows it.
+//! runs on another replica, or ended there): its record, its events, a watch of its
+//! newest seq polled while someone follows it, and lists over every replica's tasks.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -9,7 +9,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::watch;
 
 use super::pg_leases::undecodable;
-use super::{TaskEvent, TaskEventKind, TaskRecord};
+use super::{TaskEvent, TaskEventKind, TaskPosition, TaskRecord, TaskState};
 use crate::error::Result;
 use crate::pg::uint;
 
@@ -144,4 +144,49 @@ async fn newest_seq(pool: &Pool, task_id: &str) -> Result<Option<u64>> {
         .await
         .map_err(|e| undecodable(&e))?;
     Ok(row.map(|r| uint(r.get(0))))
+}
+
+/// Newest first by (created_at, task_id), as [`TaskPosition`] orders them: `$1` a state
+/// or NULL, `$2..$4` the position to start after or NULLs, `$5` how many.
+const LIST: &str = "
+SELECT record::text FROM (
+    SELECT record, task_id,
+        (record->'created_at'->>'secs_since_epoch')::int8 AS cs,
+        (record->'created_at'->>'nanos_since_epoch')::int8 AS cn
+    FROM tasks
+    WHERE $1::text IS NULL OR record->>'state' = $1
+) t
+WHERE $2::int8 IS NULL OR (cs, cn, task_id) < ($2, $3, $4)
+ORDER BY cs DESC, cn DESC, task_id DESC
+LIMIT $5";
+
+/// ListTasks over every replica's tasks.
+pub(super) async fn list(
+    pool: &Pool,
+    state: Option<TaskState>,
+    after: Option<&TaskPosition>,
+    limit: usize,
+) -> Result<Vec<TaskRecord>> {
+    let state = match state.map(serde_json::to_value).transpose() {
+        Ok(Some(serde_json::Value::String(s))) => Some(s),
+        Ok(_) => None,
+        Err(e) => return Err(undecodable(&e)),
+    };
+    let since = |p: &TaskPosition| {
+        p.created_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+    };
+    let secs = after.map(|p| crate::pg::int(since(p).as_secs()));
+    let nanos = after.map(|p| i64::from(since(p).subsec_nanos()));
+    let id = after.map(|p| p.task_id.as_str());
+    let client = crate::pg::client(pool).await?;
+    let rows = client
+        .query(
+            LIST,
+            &[&state, &secs, &nanos, &id, &crate::pg::int(limit as u64)],
+        )
+        .await
+        .map_err(|e| undecodable(&e))?;
+    rows.iter().map(|r| decode_task(r.get(0), None)).collect()
 }

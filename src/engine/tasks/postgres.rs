@@ -209,7 +209,10 @@ impl TaskStore for PgTaskStore {
         after: Option<&TaskPosition>,
         limit: usize,
     ) -> Result<Vec<TaskRecord>> {
-        self.mem.list(state, after, limit).await
+        match self.shared {
+            true => pg_reads::list(&self.pool, state, after, limit).await,
+            false => self.mem.list(state, after, limit).await,
+        }
     }
 
     async fn events_after(
