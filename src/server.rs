@@ -220,6 +220,7 @@ async fn serve(
     let connections = accept_loop(listener, app, tls, shutdown).await;
     tracing::info!("shutting down: health NOT_SERVING, closing operator streams");
     grpc::set_serving(&health, false).await;
+    host.begin_drain();
     hub.close_all("closed: server shutting down", SHUTDOWN_RETRY_AFTER_MS);
     // Bounded drain: running tasks and open connections get `drain` to end, then the
     // tasks still running are aborted.

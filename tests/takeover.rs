@@ -10,58 +10,13 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::child::{answer, Operator, Proc};
+use common::cluster::{replica_flags, signal, worker_endpoint, Workers};
 use common::nats::NatsServer;
 use common::postgres::{bounded, Postgres, Scratch};
 use common::{fixture, start_inline};
 use mlua_swarm_grpc::pb::v1 as pb;
 use mlua_swarm_grpc::pb::v1::worker_service_client::WorkerServiceClient;
 use serde_json::json;
-use tonic::transport::{Channel, Endpoint};
-
-/// The flags of replica `id` on the shared database and bus.
-fn replica_flags(db: &str, nats: &str, id: &str) -> Vec<String> {
-    [
-        "--database-url",
-        db,
-        "--nats-url",
-        nats,
-        // Every replica signs capability tokens with the same secret.
-        "--token-secret",
-        "5eed5eed5eed5eed5eed5eed5eed5eed",
-        "--replica-id",
-        id,
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-/// The worker endpoint a spawn's directive names (the replica running the step), as a
-/// sub-agent reads it.
-fn worker_endpoint(spawn: &pb::Spawn) -> String {
-    let marker = "worker endpoint (gRPC, ";
-    let at = spawn
-        .directive
-        .find(marker)
-        .unwrap_or_else(|| panic!("no worker endpoint in {}", spawn.directive));
-    let rest = &spawn.directive[at + marker.len()..];
-    rest[..rest.find(')').expect("endpoint end")].to_string()
-}
-
-/// Worker clients by endpoint.
-#[derive(Default)]
-struct Workers(HashMap<String, Channel>);
-
-impl Workers {
-    fn at(&mut self, spawn: &pb::Spawn) -> WorkerServiceClient<Channel> {
-        let url = worker_endpoint(spawn);
-        let channel = self
-            .0
-            .entry(url.clone())
-            .or_insert_with(|| Endpoint::from_shared(url).expect("endpoint").connect_lazy());
-        WorkerServiceClient::new(channel.clone())
-    }
-}
-
 /// Replica A holds the operator's stream; replica B runs `n` five-step tasks, whose
 /// steps 1 and 2 were answered (and journaled) and whose step 3 is in flight.
 struct Scene {
@@ -190,16 +145,6 @@ async fn start_on(runner: &Proc, n: usize) -> Vec<String> {
         }
     }
     ids
-}
-
-/// Sends `signal` (`-STOP`, `-CONT`, `-TERM`) to `proc`.
-fn signal(proc: &Proc, signal: &str) {
-    let pid = proc.child.id().to_string();
-    let status = std::process::Command::new("kill")
-        .args([signal, &pid])
-        .status()
-        .expect("kill(1)");
-    assert!(status.success(), "kill {signal} {pid}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -95,6 +95,8 @@ pub struct EngineHost {
     size: SizePolicy,
     engine_sessions: Mutex<HashMap<String, mlua_swarm::types::CapToken>>,
     worker_handles: handles::WorkerHandles,
+    /// Set when shutdown begins: no more claims of other replicas' tasks.
+    draining: std::sync::atomic::AtomicBool,
     /// Passes worker calls for handles minted by another replica to it (`--nats-url`).
     relay: std::sync::OnceLock<Arc<dyn relay::WorkerRelay>>,
     store_root: Option<std::path::PathBuf>,
@@ -150,6 +152,13 @@ impl EngineHost {
         for l in listeners {
             l.task_ended(task_id, reason);
         }
+    }
+
+    /// Shutdown began: this replica takes over no more tasks (its own runs go on until
+    /// the drain window ends).
+    pub fn begin_drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Flushes and closes the stores (the SQLite writer threads); a replica sharing its

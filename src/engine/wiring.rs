@@ -157,6 +157,7 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
         engine_sessions: Mutex::new(HashMap::new()),
         worker_handles: super::handles::WorkerHandles::for_storage(&settings.storage)?,
         relay: std::sync::OnceLock::new(),
+        draining: Default::default(),
         store_root: settings.blueprint_root(),
         checked: Default::default(),
     })

@@ -33,6 +33,9 @@ impl EngineHost {
 
     /// Claims the unfinished tasks of dead replicas and resumes them here.
     async fn take_over_dead(self: &Arc<Self>) {
+        if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let ids = match self.tasks.take_over().await {
             Ok(ids) => ids,
             Err(e) => {
