@@ -481,6 +481,21 @@ async fn an_operator_attached_to_one_replica_serves_a_task_started_on_another() 
             matches!(events.last(), Some(TaskEventBody::Completed(_))),
             "{events:?}"
         );
+        // A reruns from step 4 the task B ran: A takes its lease, the journal answers
+        // steps 1-3, and B reads the second run from the database.
+        let rerun = pb::RerunTaskRequest {
+            task_id: id.clone(),
+            from_step: "s4".into(),
+        };
+        a.tasks().rerun_task(rerun).await.expect("rerun on A");
+        for agent in ["s4", "s5"] {
+            let s = op.next_spawn().await.expect("a spawn of the rerun");
+            assert_eq!((s.task_id.as_str(), s.agent.as_str()), (id.as_str(), agent));
+            op.answer(&s).await;
+        }
+        let again = b.wait_state(&id, pb::TaskState::Completed).await;
+        assert_eq!(again.runs.len(), 2, "{:?}", again.runs);
+        assert_eq!(again.runs[1].replayed_steps, 3, "{:?}", again.runs);
         a.kill();
         b.kill();
     })

@@ -110,10 +110,9 @@ async fn a_rolling_restart_of_three_replicas_under_load_loses_no_accepted_task()
                 Proc::start(dir, &flags).await
             }
         };
-        let mut procs = Vec::new();
-        for k in 0..3 {
-            procs.push(start(k).await);
-        }
+        // All three boot at once on the fresh database (they race to seed it).
+        let (a, b, c) = tokio::join!(start(0), start(1), start(2));
+        let mut procs = vec![a, b, c];
         let live: Live = Arc::new(Mutex::new(
             procs.iter().map(|p| Some(p.channel.clone())).collect(),
         ));

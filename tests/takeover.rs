@@ -262,3 +262,61 @@ async fn a_runner_stopped_past_its_lease_is_fenced_and_lets_go_when_it_wakes() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_retention_keeps_the_newest_finished_tasks_of_every_replica() {
+    let Some(pg) = Postgres::start() else { return };
+    let (dir_a, dir_b) = (Scratch::new("keep-a"), Scratch::new("keep-b"));
+    bounded(120, async {
+        let nats = NatsServer::start();
+        let db = pg.database().await;
+        let start = |dir, id| {
+            let mut flags = replica_flags(&db, &nats.url(), id);
+            flags.extend(["--task-retention".to_string(), "4".to_string()]);
+            async move {
+                let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+                Proc::start(dir, &flags).await
+            }
+        };
+        let (a, b) = tokio::join!(start(&dir_a, "a"), start(&dir_b, "b"));
+        let mut ran = Vec::new();
+        for n in 0..6 {
+            let on = if n % 2 == 0 { &a } else { &b };
+            ran.push(
+                on.run_completed("identity.json", json!({"input": n}))
+                    .await
+                    .task_id,
+            );
+        }
+        // A sweep runs at most every 5 s, after a task ends: keep finishing tasks until
+        // one has dropped what is past the newest 4 (of both replicas).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let t = a
+                .run_completed("identity.json", json!({"input": "more"}))
+                .await;
+            ran.push(t.task_id);
+            let held = a.states().await;
+            if held.len() <= 4 {
+                let newest: HashSet<&String> = ran.iter().rev().take(4).collect();
+                assert!(held.keys().all(|id| newest.contains(id)), "{held:?}");
+                let gone = &ran[0];
+                let err = b
+                    .tasks()
+                    .get_task(pb::GetTaskRequest {
+                        task_id: gone.clone(),
+                    })
+                    .await;
+                assert_eq!(err.expect_err("dropped").code(), tonic::Code::NotFound);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never swept: {} held",
+                held.len()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await;
+}

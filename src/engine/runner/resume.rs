@@ -186,6 +186,8 @@ impl EngineHost {
     /// pinned Blueprint, sessions checked, compiled), the record reopened (the CAS: one
     /// caller wins), and the flow driven with the journal's rows as answers.
     async fn restart_run(self: &Arc<Self>, task_id: &str, start: RunStart) -> Result<TaskRecord> {
+        // Replicas sharing the database: this one takes the task's lease first.
+        self.tasks.claim_to_run_again(task_id).await?;
         let rec = self.get_task(task_id).await?;
         let allowed = match &start {
             RunStart::Resume => rec.state == TaskState::Interrupted,

@@ -87,6 +87,47 @@ pub(super) async fn claim(pool: &Pool, me: &str, claim: Claim) -> Result<Vec<Cla
         .collect())
 }
 
+/// `$1` this replica, `$2` the task, `$3` seconds of silence that make a replica dead.
+const CLAIM_ONE: &str = "
+UPDATE tasks SET runner = $1, lease_epoch = lease_epoch + 1
+WHERE task_id = $2 AND (
+    finished_ms IS NOT NULL OR runner IS NULL OR runner = $1
+    OR runner NOT IN (
+        SELECT id FROM replicas WHERE heartbeat_at > now() - make_interval(secs => $3)))
+RETURNING lease_epoch, record::text, launch::text";
+
+/// Claims one task to run it again here (ResumeTask, RerunTask): a finished one, or an
+/// unfinished one whose runner is this replica or dead. Err names the live runner.
+pub(super) async fn claim_one(pool: &Pool, me: &str, task_id: &str) -> Result<Option<Claimed>> {
+    let fail = |e: tokio_postgres::Error| crate::pg::error("task leases", &e);
+    let client = crate::pg::client(pool).await?;
+    let dead = DEAD_AFTER.as_secs_f64();
+    let row = client
+        .query_opt(CLAIM_ONE, &[&me, &task_id, &dead])
+        .await
+        .map_err(fail)?;
+    let Some(row) = row else {
+        let runner = client
+            .query_opt("SELECT runner FROM tasks WHERE task_id = $1", &[&task_id])
+            .await
+            .map_err(fail)?;
+        return match runner {
+            None => Ok(None),
+            Some(r) => Err(Error::FailedPrecondition(format!(
+                "task {task_id} runs on replica {}; send this call there, or wait until it ends",
+                r.get::<_, Option<String>>(0).unwrap_or_default()
+            ))),
+        };
+    };
+    let record = decode_task(row.get(1), row.get(2))?;
+    let mut events = read_events(&client, std::slice::from_ref(&record.task_id)).await?;
+    Ok(Some(Claimed {
+        epoch: row.get(0),
+        events: events.remove(&record.task_id).unwrap_or_default(),
+        record,
+    }))
+}
+
 /// Of the leases `held` (task id → epoch), those another replica claimed since: their
 /// row names another runner or a newer epoch. Tasks whose row is not written yet are
 /// not counted.

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::memory::EvictHook;
 use super::pg_batch::{Change, PgWriter};
-use super::pg_leases::{claim, moved, Claim, Claimed};
+use super::pg_leases::{claim, claim_one, moved, Claim, Claimed};
 use super::{
     pg_reads, RunStart, TaskEvent, TaskEventKind, TaskPosition, TaskRecord, TaskRegistry,
     TaskState, TaskStore,
@@ -29,6 +29,8 @@ pub struct PgTaskStore {
     pool: Pool,
     /// Other replicas share the database: read through to it, take over dead ones.
     shared: bool,
+    /// Shared: finished tasks past the retention count are dropped from the tables.
+    retention: super::pg_retention::Retention,
 }
 
 impl std::fmt::Debug for PgTaskStore {
@@ -38,9 +40,9 @@ impl std::fmt::Debug for PgTaskStore {
 }
 
 impl PgTaskStore {
-    /// Reads back the finished tasks (in the order they finished, with their events)
-    /// and claims the unfinished ones this replica takes at boot: every one when it is
-    /// alone on the database, else its own and dead replicas'.
+    /// Claims the unfinished tasks this replica takes at boot (every one when it is alone
+    /// on the database, else its own and dead replicas') and, alone, reads back the
+    /// finished ones (in the order they finished, with their events).
     pub async fn open(
         pool: Pool,
         retention: usize,
@@ -52,14 +54,15 @@ impl PgTaskStore {
             Error::Unavailable(format!("cannot read the tasks from the database: {e}"))
         };
         let client = crate::pg::client(&pool).await?;
-        let rows = client
-            .query(
+        // Shared: every read of a task not run here goes to the tables.
+        let finished = match replica.shared {
+            true => "SELECT task_id, record::text, launch::text FROM tasks WHERE false",
+            false => {
                 "SELECT task_id, record::text, launch::text FROM tasks \
-                 WHERE finished_ms IS NOT NULL ORDER BY finished_ms, created",
-                &[],
-            )
-            .await
-            .map_err(|e| fail(&e))?;
+                 WHERE finished_ms IS NOT NULL ORDER BY finished_ms, created"
+            }
+        };
+        let rows = client.query(finished, &[]).await.map_err(|e| fail(&e))?;
         let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
         let mut events = pg_reads::read_events(&client, &ids).await?;
         drop(client);
@@ -73,6 +76,7 @@ impl PgTaskStore {
             writer: PgWriter::new(pool.clone(), &replica.id),
             pool,
             shared: replica.shared,
+            retention: super::pg_retention::Retention::new(retention),
         };
         let at_boot = match replica.shared {
             true => Claim::MineAndOrphans,
@@ -174,11 +178,18 @@ impl TaskStore for PgTaskStore {
                 )))
             })
             .await?;
-        Ok(finished.map(|(record, dropped)| {
-            self.writer.release(std::slice::from_ref(&record.task_id));
-            self.mem.evicted(dropped);
-            record
-        }))
+        let Some((record, dropped)) = finished else {
+            return Ok(None);
+        };
+        self.writer.release(std::slice::from_ref(&record.task_id));
+        self.mem.evicted(dropped);
+        if self.shared {
+            // Read from the tables from now on (a rerun may move it elsewhere).
+            self.mem.forget(task_id);
+            let swept = self.retention.after_finish(&self.pool).await;
+            self.mem.evicted(swept);
+        }
+        Ok(Some(record))
     }
 
     async fn interrupt(&self, task_id: &str, reason: &str) -> Result<Option<TaskRecord>> {
@@ -240,6 +251,17 @@ impl TaskStore for PgTaskStore {
         }
         let claimed = claim(&self.pool, self.writer.me(), Claim::Orphans).await?;
         Ok(self.hold(claimed))
+    }
+
+    async fn claim_to_run_again(&self, task_id: &str) -> Result<()> {
+        if !self.shared {
+            return Ok(());
+        }
+        if let Some(claimed) = claim_one(&self.pool, self.writer.me(), task_id).await? {
+            self.mem.forget(task_id);
+            self.hold(vec![claimed]);
+        }
+        Ok(())
     }
 
     async fn hand_over(&self) -> Result<()> {

@@ -106,6 +106,12 @@ pub trait TaskStore: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// A store shared by replicas: takes the lease of `task_id` before it runs again here
+    /// (ResumeTask, RerunTask); FAILED_PRECONDITION naming the replica that runs it.
+    async fn claim_to_run_again(&self, _task_id: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// A store shared by replicas: this replica is leaving (shutdown, after its runs
     /// ended or were interrupted); the others may take its unfinished tasks at once.
     async fn hand_over(&self) -> Result<()> {
