@@ -112,7 +112,7 @@ async fn a_rolling_restart_of_three_replicas_under_load_loses_no_accepted_task()
         };
         // All three boot at once on the fresh database (they race to seed it).
         let (a, b, c) = tokio::join!(start(0), start(1), start(2));
-        let mut procs = vec![a, b, c];
+        let mut procs = [a, b, c];
         let live: Live = Arc::new(Mutex::new(
             procs.iter().map(|p| Some(p.channel.clone())).collect(),
         ));
