@@ -135,9 +135,21 @@ wait_until() {
 # log_tail NAME: the end of NAME's log (up deletes the dir when it fails).
 log_tail() { printf 'the end of its log:\n%s' "$(tail -n 20 "$(log_of "$1")" 2>/dev/null)"; }
 
+# since T: seconds from EPOCHREALTIME value T until now, with 2 decimals.
+since() {
+  local us=$((${EPOCHREALTIME/./} - ${1/./}))
+  printf '%d.%02d' $((us / 1000000)) $((us % 1000000 / 10000))
+}
+
 log_of() { echo "$DIR/logs/$1.log"; }
 
-replica_names() { for ((i = 1; i <= REPLICAS; i++)); do echo "r$i"; done; }
+replica_names() {
+  local i
+  for ((i = 1; i <= REPLICAS; i++)); do echo "r$i"; done
+}
+
+# random_hex N: N random bytes in hex.
+random_hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
 
 # ---- state -------------------------------------------------------------------------------
 
@@ -250,8 +262,8 @@ cmd_up() {
   REPLICAS="${MSE_CLUSTER_REPLICAS:-3}"
   [[ "$REPLICAS" =~ ^[1-9][0-9]*$ ]] || die "MSE_CLUSTER_REPLICAS must be a positive number"
   check_dir_free
-  local started=$SECONDS
   BIN="$(server_binary)"
+  local t0=$EPOCHREALTIME
 
   mkdir -p "$DIR/pids" "$DIR/logs"
   chmod 700 "$DIR"
@@ -266,8 +278,8 @@ cmd_up() {
   REPLICA_PORTS="${ports[*]:3}"
   NATS_URL="nats://127.0.0.1:$NATS_PORT"
   PG_URL="postgres://mse@127.0.0.1:$PG_PORT/mse"
-  PG_PASSWORD="$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
-  TOKEN_SECRET="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+  PG_PASSWORD="$(random_hex 16)"
+  TOKEN_SECRET="$(random_hex 32)"
   DATABASE_URL="postgres://mse:$PG_PASSWORD@127.0.0.1:$PG_PORT/mse"
   remember REPLICAS BIN NATS_PORT NATS_URL BALANCER_PORT REPLICA_PORTS PG_URL
   (
@@ -276,16 +288,20 @@ cmd_up() {
       >"$DIR/secrets.env"
   )
 
-  say "PostgreSQL on 127.0.0.1:$PG_PORT"
+  local t=$EPOCHREALTIME
   start_postgres
-  say "nats-server on 127.0.0.1:$NATS_PORT"
+  say "PostgreSQL on 127.0.0.1:$PG_PORT ($(since "$t") s: initdb, start, role and database)"
+  t=$EPOCHREALTIME
   start_nats
-  say "$REPLICAS replicas ($BIN)"
+  say "nats-server on 127.0.0.1:$NATS_PORT ($(since "$t") s)"
+  t=$EPOCHREALTIME
   start_replicas
-  say "balancer on 127.0.0.1:$BALANCER_PORT"
+  say "$REPLICAS replicas of $BIN ($(since "$t") s)"
+  t=$EPOCHREALTIME
   start_balancer
+  say "balancer on 127.0.0.1:$BALANCER_PORT ($(since "$t") s)"
   trap - EXIT
-  say "up in $((SECONDS - started)) s"
+  say "up in $(since "$t0") s"
   print_endpoints
 }
 
