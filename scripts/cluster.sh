@@ -188,7 +188,11 @@ start_postgres() {
   PG_ROOT="$(mktemp -d "${TMPDIR:-/tmp}/mse-cluster-pg.XXXXXX")"
   remember PG_BIN PG_ROOT PG_PORT
   ln -s "$PG_ROOT" "$DIR/postgres"
-  if [ "$(id -u)" = 0 ]; then chown postgres: "$PG_ROOT"; fi
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres: "$PG_ROOT"
+    runuser -u postgres -- test -w "$PG_ROOT" ||
+      die "the postgres user cannot reach $PG_ROOT; set TMPDIR to a dir it can (e.g. /tmp)"
+  fi
   as_pg initdb -D "$PG_ROOT/data" -U postgres -E UTF8 --no-locale --no-sync \
     --auth-local=trust --auth-host=scram-sha-256 >"$PG_ROOT/initdb.log" 2>&1 ||
     die "initdb failed: $PG_ROOT/initdb.log"
