@@ -4,12 +4,10 @@
 # (tests/fixtures/identity.json) run MSE_SMOKE_TASKS times (default 5), one connection
 # each, so round robin spreads them over the replicas; each task read back with GetTask
 # once per replica (again through the balancer: consecutive connections land on each
-# replica in turn). Then `down`, checking no process of the cluster runs and its dirs are
-# gone. Tears down on any exit. Skips (saying so) without PostgreSQL binaries.
-#
-# A replica answers GetTask only for the tasks it ran (docs/SCALE-OUT.md, "Not yet"): a
-# NotFound from another replica is reported and the task is read from the replica that
-# ran it; MSE_SMOKE_STRICT_READS=1 counts such a NotFound as a failure.
+# replica in turn, so most reads are served by a replica that did not run the task),
+# then watched (WatchTask) and listed (ListTasks). Then `down`, checking no process of
+# the cluster runs and its dirs are gone. Tears down on any exit. Skips (saying so)
+# without PostgreSQL binaries.
 set -euo pipefail
 shopt -s inherit_errexit
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,12 +38,21 @@ PY="$(python3 -c 'import sys; print(sys.executable)')" # skips a version manager
 now() { date +%s.%N; }
 secs() { "$PY" -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$2"; }
 
-# json EXPR: EXPR over the JSON object on stdin (`r`), printed; "" when it does not parse.
+# json EXPR [ARG...]: EXPR over the JSON grpcurl printed on stdin (`rs`: every object, a
+# stream prints several; `r`: the first; `kinds()`: the events' kinds; sys.argv[2:]: the
+# ARGs), printed; "" when it does not parse.
 json() { "$PY" -c 'import json, sys
+text, dec, i, rs = sys.stdin.read(), json.JSONDecoder(), 0, []
+KINDS = ("started", "stepDispatched", "stepFinished", "completed", "failed", "cancelled")
 try:
-    r = json.load(sys.stdin); print(eval(sys.argv[1]))
+    while (i := len(text) - len(text[i:].lstrip())) < len(text):
+        o, i = dec.raw_decode(text, i)
+        rs.append(o)
+    r = rs[0] if rs else None
+    kinds = lambda: " ".join(next(k for k in KINDS if k in e["event"]) for e in rs)
+    print(eval(sys.argv[1]))
 except Exception:
-    print("")' "$1"; }
+    print("")' "$@"; }
 
 # rpc ADDR METHOD JSON: one grpcurl call (one connection); sets OUT and RC.
 rpc() {
@@ -112,43 +119,45 @@ else
   bad "the tasks ran on $used replicas, expected $want"
 fi
 
-ELSEWHERE_OK=0
-ELSEWHERE_MISSING=0
+ELSEWHERE=0
 for id in "${IDS[@]}"; do
   runner="${RUNNER[$id]}"
-  missing_on=()
   for ((k = 0; k < REPLICAS; k++)); do
     rpc "$LB" mlua_swarm.v1.TaskService/GetTask "{\"task_id\": \"$id\"}"
     reader="$(last_backend)"
-    state="$(json 'r["task"]["state"]' <<<"$OUT")"
-    if [ "$RC" = 0 ] && [ "$state" = TASK_STATE_COMPLETED ]; then
-      if [ "$reader" = "$runner" ]; then
-        ok "GetTask $id on $reader (its runner): COMPLETED"
-      else
-        ok "GetTask $id on $reader (ran on $runner): COMPLETED"
-        ELSEWHERE_OK=$((ELSEWHERE_OK + 1))
-      fi
-    elif [ "$reader" != "$runner" ] && grep -q 'Code: NotFound' <<<"$OUT"; then
-      missing_on+=("$reader")
-      ELSEWHERE_MISSING=$((ELSEWHERE_MISSING + 1))
-      if [ "${MSE_SMOKE_STRICT_READS:-0}" = 1 ]; then
-        bad "GetTask $id on $reader (ran on $runner): NotFound"
-      fi
+    if [ "$RC" = 0 ] && [ "$(json 'r["task"]["state"]' <<<"$OUT")" = TASK_STATE_COMPLETED ]; then
+      ok "GetTask $id on $reader (ran on $runner): COMPLETED"
+      if [ "$reader" != "$runner" ]; then ELSEWHERE=$((ELSEWHERE + 1)); fi
     else
       bad "GetTask $id on $reader (ran on $runner; rc=$RC): $(head -c 600 <<<"$OUT")"
     fi
   done
-  if ((${#missing_on[@]} > 0)); then
-    n="${runner#r}"
-    rpc "127.0.0.1:${PORT_OF[$((n - 1))]}" mlua_swarm.v1.TaskService/GetTask "{\"task_id\": \"$id\"}"
-    if [ "$RC" = 0 ] && [ "$(json 'r["task"]["state"]' <<<"$OUT")" = TASK_STATE_COMPLETED ]; then
-      ok "GetTask $id from its runner $runner directly: COMPLETED (NotFound on ${missing_on[*]})"
-    else
-      bad "GetTask $id from its runner $runner directly (rc=$RC): $(head -c 600 <<<"$OUT")"
-    fi
+done
+want=$((${#IDS[@]} * (REPLICAS - 1)))
+if ((ELSEWHERE == want)); then
+  ok "$ELSEWHERE of the reads landed on a replica that had not run the task"
+else
+  bad "$ELSEWHERE reads landed on a replica that had not run the task, expected $want"
+fi
+
+for id in "${IDS[@]}"; do
+  rpc "$LB" mlua_swarm.v1.TaskService/WatchTask "{\"task_id\": \"$id\"}"
+  reader="$(last_backend)"
+  events="$(json 'kinds() + " " + rs[-1]["event"]["completed"]["finalCtx"]["output"]["echoed"]' <<<"$OUT")"
+  if [ "$RC" = 0 ] && [[ "$events" == "started "*" completed smoke-"* ]]; then
+    ok "WatchTask $id on $reader (ran on ${RUNNER[$id]}): $events"
+  else
+    bad "WatchTask $id on $reader (ran on ${RUNNER[$id]}; rc=$RC): $(head -c 600 <<<"$OUT")"
   fi
 done
-echo "   reads on a replica other than the runner: $ELSEWHERE_OK answered, $ELSEWHERE_MISSING NotFound"
+
+rpc "$LB" mlua_swarm.v1.TaskService/ListTasks '{}'
+listed="$(json 'len(set(t["taskId"] for t in r["tasks"]) & set(sys.argv[2:]))' "${IDS[@]}" <<<"$OUT")"
+if [ "$RC" = 0 ] && [ "$listed" = "${#IDS[@]}" ]; then
+  ok "ListTasks on $(last_backend) lists all ${#IDS[@]} tasks"
+else
+  bad "ListTasks on $(last_backend) (rc=$RC) lists ${listed:-none} of the ${#IDS[@]} tasks"
+fi
 CALLS_SECS="$(secs "$t1" "$(now)")"
 
 echo "== cluster.sh down"
