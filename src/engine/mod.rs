@@ -95,6 +95,8 @@ pub struct EngineHost {
     size: SizePolicy,
     engine_sessions: Mutex<HashMap<String, mlua_swarm::types::CapToken>>,
     worker_handles: handles::WorkerHandles,
+    /// Other replicas share the database (PostgreSQL and `--nats-url`).
+    shared_database: bool,
     /// Set when shutdown begins: no more claims of other replicas' tasks.
     draining: std::sync::atomic::AtomicBool,
     /// Passes worker calls for handles minted by another replica to it (`--nats-url`).
@@ -121,7 +123,7 @@ impl EngineHost {
         runner::spawn_event_router(&host);
         host.seed_main_blueprint().await?;
         host.recover().await?;
-        if settings.replica.shared && matches!(settings.storage, Storage::Postgres { .. }) {
+        if host.shared_database {
             host.start_takeover();
         }
         Ok(host)

@@ -158,6 +158,8 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
         worker_handles: super::handles::WorkerHandles::for_storage(&settings.storage)?,
         relay: std::sync::OnceLock::new(),
         draining: Default::default(),
+        shared_database: settings.replica.shared
+            && matches!(settings.storage, Storage::Postgres { .. }),
         store_root: settings.blueprint_root(),
         checked: Default::default(),
     })

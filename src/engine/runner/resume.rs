@@ -29,9 +29,12 @@ impl EngineHost {
         for task in &left {
             self.interrupt(&task.task_id, RESTART).await;
         }
-        // Runs whose task is gone (or never stored): nothing resumes them.
-        for run_id in self.journal.running().await {
-            self.journal.interrupt_run(&run_id).await;
+        // Runs whose task is gone (or never stored): nothing resumes them. Not when
+        // replicas share the database: the runs left running there are other replicas'.
+        if !self.shared_database {
+            for run_id in self.journal.running().await {
+                self.journal.interrupt_run(&run_id).await;
+            }
         }
         let waiting = self
             .tasks
