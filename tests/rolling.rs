@@ -172,10 +172,6 @@ async fn a_rolling_restart_of_three_replicas_under_load_loses_no_accepted_task()
             seen.refused
         );
         assert!(
-            handed_over > 0,
-            "some long loops were still running when their replica's drain ended"
-        );
-        assert!(
             seen.accepted.len() >= 100,
             "the load kept going: {}",
             seen.accepted.len()

@@ -293,12 +293,37 @@ fn replay_error(e: impl std::fmt::Display) -> ReplayStoreError {
 /// Replay rows in the `replay_log` table.
 pub(super) struct PgReplayStore {
     pool: Pool,
+    /// This replica: a row is written only while the run's task names it as runner.
+    me: String,
 }
 
 impl PgReplayStore {
-    pub(super) fn new(pool: Pool) -> Self {
-        Self { pool }
+    pub(super) fn new(pool: Pool, me: &str) -> Self {
+        Self {
+            pool,
+            me: me.to_string(),
+        }
     }
+}
+
+/// A journal row, written only while the run's task (`$8`) names this replica (`$9`) as
+/// its runner: a runner another replica took the task from writes nothing. Answers
+/// whether the lease is held and whether the row was added.
+const APPEND: &str = "
+WITH mine AS (
+    SELECT 1 FROM tasks WHERE task_id = $8 AND runner = $9
+), added AS (
+    INSERT INTO replay_log (run_id, step_ref, input_hash, occurrence, ctx_json,
+        output_json, created_at)
+    SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM mine)
+    ON CONFLICT (run_id, step_ref, input_hash, occurrence) DO NOTHING
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM mine), EXISTS (SELECT 1 FROM added)";
+
+/// The task of run `R-<uuid>` (`task-<uuid>`; see `TaskRecord::run_id_of`).
+fn task_of(run_id: &str) -> String {
+    format!("task-{}", run_id.strip_prefix("R-").unwrap_or(run_id))
 }
 
 #[async_trait]
@@ -309,16 +334,10 @@ impl ReplayStore for PgReplayStore {
 
     async fn append(&self, entry: ReplayEntry) -> Result<(), ReplayStoreError> {
         let client = self.pool.get().await.map_err(replay_error)?;
-        let stmt = client
-            .prepare_cached(
-                "INSERT INTO replay_log (run_id, step_ref, input_hash, occurrence, ctx_json, \
-                 output_json, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (run_id, step_ref, input_hash, occurrence) DO NOTHING",
-            )
-            .await
-            .map_err(replay_error)?;
-        let added = client
-            .execute(
+        let stmt = client.prepare_cached(APPEND).await.map_err(replay_error)?;
+        let task_id = task_of(entry.run_id.as_str());
+        let row = client
+            .query_one(
                 &stmt,
                 &[
                     &entry.run_id.as_str(),
@@ -328,11 +347,19 @@ impl ReplayStore for PgReplayStore {
                     &entry.ctx_snapshot_json,
                     &entry.step_output_json,
                     &int(entry.created_at),
+                    &task_id,
+                    &self.me,
                 ],
             )
             .await
             .map_err(replay_error)?;
-        if added == 0 {
+        let (held, added): (bool, bool) = (row.get(0), row.get(1));
+        if !held {
+            return Err(ReplayStoreError::Other(format!(
+                "task {task_id} is run by another replica now; journal row not written"
+            )));
+        }
+        if !added {
             return Err(ReplayStoreError::Duplicate {
                 run_id: entry.run_id,
                 step_ref: entry.step_ref,

@@ -109,7 +109,10 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
             })?;
             let journal = Journal::from_stores(
                 Arc::new(super::pg_runs::PgRunStore::new(pool.clone())),
-                Arc::new(super::pg_runs::PgReplayStore::new(pool.clone())),
+                Arc::new(super::pg_runs::PgReplayStore::new(
+                    pool.clone(),
+                    &settings.replica.id,
+                )),
             );
             let blueprints = super::pg_blueprints::PgBlueprintStore::new(pool.clone());
             let outputs = super::pg_outputs::PgOutputStore::new(pool.clone());

@@ -128,14 +128,14 @@ pub(super) async fn claim_one(pool: &Pool, me: &str, task_id: &str) -> Result<Op
     }))
 }
 
-/// Of the leases `held` (task id → epoch), those another replica claimed since: their
-/// row names another runner or a newer epoch. Tasks whose row is not written yet are
+/// Of the leases `held` (task id → epoch), those whose row names another runner or
+/// another epoch now: the row's runner and epoch. Tasks whose row is not written yet are
 /// not counted.
 pub(super) async fn moved(
     pool: &Pool,
     me: &str,
     held: &HashMap<String, i64>,
-) -> Result<Vec<String>> {
+) -> Result<Vec<(String, Option<String>, i64)>> {
     if held.is_empty() {
         return Ok(Vec::new());
     }
@@ -143,14 +143,18 @@ pub(super) async fn moved(
     let client = crate::pg::client(pool).await?;
     let rows = client
         .query(
-            "SELECT x.t FROM unnest($1::text[], $2::int8[]) AS x(t, e) \
+            "SELECT x.t, cur.runner, cur.lease_epoch \
+             FROM unnest($1::text[], $2::int8[]) AS x(t, e) \
              JOIN tasks cur ON cur.task_id = x.t \
              WHERE cur.runner IS DISTINCT FROM $3 OR cur.lease_epoch <> x.e",
             &[&ids, &epochs, &me],
         )
         .await
         .map_err(|e| crate::pg::error("task leases", &e))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
 }
 
 /// The error of a lease query that cannot be decoded.

@@ -31,6 +31,8 @@ pub struct PgTaskStore {
     shared: bool,
     /// Shared: finished tasks past the retention count are dropped from the tables.
     retention: super::pg_retention::Retention,
+    /// Taken by whatever claims or checks leases, so a check never sees a claim halfway.
+    leasing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for PgTaskStore {
@@ -77,6 +79,7 @@ impl PgTaskStore {
             pool,
             shared: replica.shared,
             retention: super::pg_retention::Retention::new(retention),
+            leasing: tokio::sync::Mutex::new(()),
         };
         let at_boot = match replica.shared {
             true => Claim::MineAndOrphans,
@@ -249,6 +252,7 @@ impl TaskStore for PgTaskStore {
         if !self.shared {
             return Ok(Vec::new());
         }
+        let _leasing = self.leasing.lock().await;
         let claimed = claim(&self.pool, self.writer.me(), Claim::Orphans).await?;
         Ok(self.hold(claimed))
     }
@@ -257,6 +261,7 @@ impl TaskStore for PgTaskStore {
         if !self.shared {
             return Ok(());
         }
+        let _leasing = self.leasing.lock().await;
         if let Some(claimed) = claim_one(&self.pool, self.writer.me(), task_id).await? {
             self.mem.forget(task_id);
             self.hold(vec![claimed]);
@@ -274,9 +279,18 @@ impl TaskStore for PgTaskStore {
     async fn lost(&self) -> Result<Vec<String>> {
         let mut lost = self.writer.take_lost();
         if self.shared {
-            let held = self.writer.held();
-            let gone = moved(&self.pool, self.writer.me(), &held).await?;
-            self.writer.lose(gone.iter().cloned());
+            let _leasing = self.leasing.lock().await;
+            let me = self.writer.me();
+            let rows = moved(&self.pool, me, &self.writer.held()).await?;
+            // A lease this replica renewed while the query ran (a resume re-claims its
+            // task) is still held: only a row naming another runner, or an epoch this
+            // replica does not hold now, is lost.
+            let now = self.writer.held();
+            let gone = rows.into_iter().filter_map(|(id, runner, epoch)| {
+                let ours = runner.as_deref() == Some(me) && now.get(&id) == Some(&epoch);
+                (!ours).then_some(id)
+            });
+            self.writer.lose(gone);
             lost.extend(self.writer.take_lost());
         }
         lost.sort();
