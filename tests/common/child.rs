@@ -69,6 +69,21 @@ impl Proc {
         }
     }
 
+    /// A replica on `dir` sharing the database at `database_url` and the nats-server at
+    /// `nats_url` with the others: every replica signs capability tokens with the same
+    /// secret.
+    pub async fn replica(dir: &Path, database_url: &str, nats_url: &str) -> Proc {
+        let flags = [
+            "--database-url",
+            database_url,
+            "--nats-url",
+            nats_url,
+            "--token-secret",
+            "5eed5eed5eed5eed5eed5eed5eed5eed",
+        ];
+        Proc::start(dir, &flags).await
+    }
+
     /// SIGKILL, and reap.
     pub fn kill(self) {
         drop(self);
@@ -83,6 +98,26 @@ impl Proc {
 
     pub fn tasks(&self) -> TaskServiceClient<Channel> {
         TaskServiceClient::new(self.channel.clone())
+    }
+
+    /// StartTask `req` on this replica once it learned the operator seat the task names
+    /// (another replica's attach announcement may still be on its way: retried while the
+    /// seat is "held by no live operator session", bounded); the task id.
+    pub async fn start_once_seated(&self, req: pb::StartTaskRequest) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.tasks().start_task(req.clone()).await {
+                Ok(started) => return started.into_inner().task_id,
+                Err(e) if e.message().contains("held by no live operator session") => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the seat never reached it: {e:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("start task: {e:?}"),
+            }
+        }
     }
 
     /// Runs the fixture Blueprint `bp` on `input` to its end; it must complete.
@@ -257,9 +292,29 @@ impl Operator {
 
 /// The worker's part of a spawn (the prompt, a body naming the agent), then the ack.
 pub async fn answer(
-    mut workers: WorkerServiceClient<Channel>,
+    workers: WorkerServiceClient<Channel>,
     tx: tokio::sync::mpsc::Sender<pb::ClientFrame>,
     spawn: &pb::Spawn,
+) -> Result<(), tonic::Status> {
+    worker_part(workers, spawn, pb::SubmitOutcome::Pass).await?;
+    let ack = pb::SpawnAck {
+        req_id: spawn.req_id.clone(),
+        ..Default::default()
+    };
+    let _ = tx
+        .send(pb::ClientFrame {
+            body: Some(C::SpawnAck(ack)),
+        })
+        .await;
+    Ok(())
+}
+
+/// The worker's part of a spawn alone: reads the prompt and submits a body naming the
+/// agent with `outcome`.
+pub async fn worker_part(
+    mut workers: WorkerServiceClient<Channel>,
+    spawn: &pb::Spawn,
+    outcome: pb::SubmitOutcome,
 ) -> Result<(), tonic::Status> {
     let prompt = workers
         .get_prompt(authed(
@@ -275,21 +330,12 @@ pub async fn answer(
         .submit(authed(
             pb::SubmitRequest {
                 body,
-                outcome: pb::SubmitOutcome::Pass as i32,
+                outcome: outcome as i32,
                 step_id: String::new(),
             },
             &spawn.worker_handle,
         ))
         .await?;
-    let ack = pb::SpawnAck {
-        req_id: spawn.req_id.clone(),
-        ..Default::default()
-    };
-    let _ = tx
-        .send(pb::ClientFrame {
-            body: Some(C::SpawnAck(ack)),
-        })
-        .await;
     Ok(())
 }
 
