@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::child::{worker_part, Proc};
 use common::nats::NatsServer;
@@ -356,6 +356,18 @@ fn summary(seats: &[Seat]) -> String {
     lines.join(", ")
 }
 
+/// The tasks that are not running, with their errors.
+async fn stuck(runner: &Proc, ids: &[String]) -> String {
+    let mut out = Vec::new();
+    for id in ids {
+        let t = runner.get(id).await;
+        if t.state() != pb::TaskState::Running {
+            out.push(format!("{id} {:?} {}", t.state(), t.error));
+        }
+    }
+    out.join("; ")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_holder_of_25_streams_dies_and_every_request_is_served_once_elsewhere() {
     let Some(pg) = Postgres::start() else { return };
@@ -391,7 +403,12 @@ async fn the_holder_of_25_streams_dies_and_every_request_is_served_once_elsewher
             let op = Op::connect_on(&a.channel, &session.sid, &session.token, 0)
                 .await
                 .expect("attach on A");
-            let req = start_inline(flow_for(&role), json!({ "input": format!("in-{i}") }));
+            let mut req = start_inline(flow_for(&role), json!({ "input": format!("in-{i}") }));
+            // Pinned, and the pin is checked against the seats B registered: named only by
+            // the agents' operator_ref, a StartTask racing B's registration of the seat can
+            // compile without a pin, and its asks then reach nobody (the launch reads the
+            // registered seats before it compiles).
+            req.operator_sid = role.clone();
             ids.push(b.start_once_seated(req).await);
             let seat = Seat {
                 cut: Cut::of(i),
@@ -413,7 +430,13 @@ async fn the_holder_of_25_streams_dies_and_every_request_is_served_once_elsewher
         // Every operator at its cut (a `RepliedAtKill` one says so again only after the
         // kill cue), then the replies sent at the kill queued, then the kill.
         for _ in 0..SEATS {
-            readies.recv().await.expect("an operator reached its cut");
+            let ready = tokio::time::timeout(Duration::from_secs(60), readies.recv());
+            if ready.await.is_err() {
+                panic!(
+                    "not every operator reached its cut: {}",
+                    stuck(&b, &ids).await
+                );
+            }
         }
         let set_up = began.elapsed();
         kill.send(true).expect("operators listen");

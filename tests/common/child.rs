@@ -102,13 +102,17 @@ impl Proc {
 
     /// StartTask `req` on this replica once it learned the operator seat the task names
     /// (another replica's attach announcement may still be on its way: retried while the
-    /// seat is "held by no live operator session", bounded); the task id.
+    /// seat is unknown here, bounded); the task id.
     pub async fn start_once_seated(&self, req: pb::StartTaskRequest) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match self.tasks().start_task(req.clone()).await {
                 Ok(started) => return started.into_inner().task_id,
-                Err(e) if e.message().contains("held by no live operator session") => {
+                // An agent's operator_ref, or the launch's operator_sid, names no seat yet.
+                Err(e)
+                    if e.message().contains("held by no live operator session")
+                        || e.message().contains("no operator session or role") =>
+                {
                     assert!(
                         Instant::now() < deadline,
                         "the seat never reached it: {e:?}"
