@@ -87,7 +87,20 @@ async fn next_body(att: &mut Attachment) -> (u64, ServerBody) {
 }
 
 fn req_id(body: &ServerBody) -> String {
-    body.req_id().expect("a request frame").to_string()
+    body.req_id()
+        .unwrap_or_else(|| panic!("not a request frame: {body:?}"))
+        .to_string()
+}
+
+/// The req_id and question of an ask frame.
+fn ask_of(body: ServerBody) -> (String, Value) {
+    let ServerBody::Ask {
+        req_id, question, ..
+    } = body
+    else {
+        panic!("not an ask: {body:?}");
+    };
+    (req_id, question)
 }
 
 /// Each ask `n` answered `n` (in 20 s).
@@ -462,12 +475,7 @@ async fn outcomes_wait_out_a_nats_restart() {
     }
     on.nats.stop();
     for body in queued {
-        let ServerBody::Ask {
-            req_id, question, ..
-        } = body
-        else {
-            panic!("{body:?}");
-        };
+        let (req_id, question) = ask_of(body);
         let taken = on.sa.handle_on(epoch, answer(&req_id, question));
         assert_eq!(taken, Some(ReplyOutcome::Accepted), "the holder takes it");
     }
@@ -508,12 +516,7 @@ async fn the_holder_dies_and_the_owner_resends_to_the_new_holder() {
     let mut on_b = HashMap::new();
     while on_b.len() < 10 {
         let (_, body) = next_body(&mut att_b).await;
-        let ServerBody::Ask {
-            req_id, question, ..
-        } = body
-        else {
-            panic!("{body:?}");
-        };
+        let (req_id, question) = ask_of(body);
         assert!(
             on_b.insert(req_id.clone(), question.clone()).is_none(),
             "once"
@@ -566,12 +569,7 @@ async fn a_request_in_flight_to_a_dead_holder_goes_to_the_new_one_at_the_attach(
     ));
     let (_, body) = next_body(&mut att_b).await;
     let took = attached.elapsed();
-    let ServerBody::Ask {
-        req_id, question, ..
-    } = body
-    else {
-        panic!("{body:?}");
-    };
+    let (req_id, question) = ask_of(body);
     assert!(
         took < Duration::from_secs(1),
         "sent again at the attach, not after the request's timeout: {took:?}"
