@@ -27,4 +27,5 @@ pub mod secret;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod worker_relay;
 pub mod ws;

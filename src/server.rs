@@ -119,9 +119,6 @@ async fn start_hub(
         Storage::Dir(dir) => SessionLinks::new(Arc::new(SqliteSessionStore::open(dir).await?)),
         Storage::Postgres { url, .. } => {
             let pool = crate::pg::connect(url).await?;
-            let replica = &config.cluster.replica_id;
-            crate::pg::replicas::join(&pool, replica).await?;
-            tracing::info!(%replica, "replica registered in the database");
             SessionLinks::new(Arc::new(PgSessionStore::open(pool).await?))
         }
         Storage::Ephemeral => SessionLinks::in_process(),
@@ -130,6 +127,7 @@ async fn start_hub(
         Some(url) => {
             let grace = config.operator.park_grace;
             let bus = NatsBus::connect(url, &config.cluster.replica_id, grace).await?;
+            crate::worker_relay::NatsWorkerRelay::start(url, host).await?;
             links.bus = bus.clone();
             Some(bus)
         }
@@ -222,6 +220,7 @@ async fn serve(
     let connections = accept_loop(listener, app, tls, shutdown).await;
     tracing::info!("shutting down: health NOT_SERVING, closing operator streams");
     grpc::set_serving(&health, false).await;
+    host.begin_drain();
     hub.close_all("closed: server shutting down", SHUTDOWN_RETRY_AFTER_MS);
     // Bounded drain: running tasks and open connections get `drain` to end, then the
     // tasks still running are aborted.

@@ -6,53 +6,23 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::child::{
     finished_tasks_survive_a_kill, operator_flow_resumes_after_a_kill, tasks_survive_kills,
-    Operator, Proc,
+    Operator, Proc, TaskEventBody,
 };
 use common::nats::NatsServer;
-use common::postgres::{bounded, Postgres};
-use common::{fixture, start_inline, temp_dir, Op};
+use common::postgres::{bounded, Postgres, Scratch};
+use common::{fixture, start_inline, Op};
+use futures::StreamExt;
 use mlua_swarm_grpc::pb::v1 as pb;
 use mlua_swarm_grpc::pb::v1::blueprint_service_client::BlueprintServiceClient;
 use mlua_swarm_grpc::pb::v1::data_service_client::DataServiceClient;
 use mlua_swarm_grpc::pb::v1::operator_service_client::OperatorServiceClient;
+use mlua_swarm_grpc::pb::v1::task_service_client::TaskServiceClient;
 use serde_json::json;
-
-/// A data dir (boot ids of worker handles) removed with its parent when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        Scratch(temp_dir(tag).join("data"))
-    }
-}
-
-impl std::ops::Deref for Scratch {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let Some(parent) = self.0.parent() else {
-            return;
-        };
-        if std::thread::panicking() {
-            eprintln!(
-                "kept for a look: {} (server log: data.log)",
-                parent.display()
-            );
-        } else {
-            let _ = std::fs::remove_dir_all(parent);
-        }
-    }
-}
 
 /// Nothing of the system of record was written under the data dir.
 fn assert_no_sqlite_stores(dir: &Path) {
@@ -442,8 +412,9 @@ async fn an_operator_attached_to_one_replica_serves_a_task_started_on_another() 
         // The session is created and attached on A; its record is in the database, and B
         // learns of it from the attach announcement.
         let (op, _session) = Operator::join(&a).await;
-        // Worker calls go to the replica running the step (B); frames cross over NATS.
-        let mut op = op.workers_on(&b);
+        // Frames cross over NATS. The worker calls go to A, which did not mint the
+        // handles: A relays them to B, the replica running the steps.
+        let mut op = op.workers_on(&a);
         // B routes to the seat once the announcement reached it: poll until it does.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let id = loop {
@@ -460,6 +431,21 @@ async fn an_operator_attached_to_one_replica_serves_a_task_started_on_another() 
                 Err(e) => panic!("start on B: {e:?}"),
             }
         };
+        // A follows the task B runs: it reads it from the database, polled.
+        let followed = tokio::spawn({
+            let a = a.channel.clone();
+            let id = id.clone();
+            async move {
+                let mut tasks = TaskServiceClient::new(a);
+                let req = pb::WatchTaskRequest { task_id: id };
+                let stream = tasks.watch_task(req).await.expect("watch on A");
+                let events: Vec<_> = stream.into_inner().collect().await;
+                events
+                    .into_iter()
+                    .map(|e| e.expect("event").event.expect("event").kind.expect("kind"))
+                    .collect::<Vec<_>>()
+            }
+        });
         let mut seen = HashMap::new();
         loop {
             let s = op.next_spawn().await.expect("a spawn through A");
@@ -477,6 +463,39 @@ async fn an_operator_attached_to_one_replica_serves_a_task_started_on_another() 
             "{ctx}"
         );
         assert!(seen.values().all(|n| *n == 1), "{seen:?}");
+        // Any replica answers for any task: A reads, lists and replays what B ran.
+        assert_eq!(a.get(&id).await.state(), pb::TaskState::Completed);
+        let states = a.states().await;
+        assert_eq!(
+            states.get(&id),
+            Some(&pb::TaskState::Completed),
+            "{states:?}"
+        );
+        let events = followed.await.expect("the watch on A");
+        let dispatched = events
+            .iter()
+            .filter(|e| matches!(e, TaskEventBody::StepDispatched(_)))
+            .count();
+        assert_eq!(dispatched, 5, "{events:?}");
+        assert!(
+            matches!(events.last(), Some(TaskEventBody::Completed(_))),
+            "{events:?}"
+        );
+        // A reruns from step 4 the task B ran: A takes its lease, the journal answers
+        // steps 1-3, and B reads the second run from the database.
+        let rerun = pb::RerunTaskRequest {
+            task_id: id.clone(),
+            from_step: "s4".into(),
+        };
+        a.tasks().rerun_task(rerun).await.expect("rerun on A");
+        for agent in ["s4", "s5"] {
+            let s = op.next_spawn().await.expect("a spawn of the rerun");
+            assert_eq!((s.task_id.as_str(), s.agent.as_str()), (id.as_str(), agent));
+            op.answer(&s).await;
+        }
+        let again = b.wait_state(&id, pb::TaskState::Completed).await;
+        assert_eq!(again.runs.len(), 2, "{:?}", again.runs);
+        assert_eq!(again.runs[1].replayed_steps, 3, "{:?}", again.runs);
         a.kill();
         b.kill();
     })

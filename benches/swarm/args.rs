@@ -34,6 +34,10 @@ pub(crate) struct BenchArgs {
     /// Seconds per throughput scenario [default: 8, quick 2].
     #[arg(long)]
     seconds: Option<u64>,
+    /// Connections B1's task calls spread over, round robin (a balancer in front of
+    /// several replicas gives each connection to the next one) [default: 1].
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
     /// Run only these scenarios (repeatable: B0 … B6, B8) [default: all].
     #[arg(long)]
     only: Vec<String>,
@@ -68,6 +72,8 @@ pub(crate) struct Plan {
     pub(crate) pending: usize,
     /// The smoke of `cargo test` (tiny sizes against a given server).
     pub(crate) smoke: bool,
+    /// Connections B1's task calls spread over.
+    pub(crate) connections: usize,
     /// Tasks of the B8 soak.
     pub(crate) soak_tasks: usize,
 }
@@ -86,6 +92,7 @@ impl Plan {
             soak_tasks: pick(args.soak_tasks, 30_000, 200_000),
             b0_tasks: pick(args.b0_tasks, 500, 1500),
             smoke: false,
+            connections: args.connections.max(1),
             target: args.target,
             target_pid: args.target_pid,
             baseline: args.baseline.map(|addr| (addr, args.baseline_pid)),
@@ -100,6 +107,7 @@ impl Plan {
         Plan {
             target: Some(addr),
             target_pid: pid,
+            connections: 1,
             baseline: None,
             b0_tasks: 8,
             out,

@@ -120,6 +120,15 @@ impl Target {
     pub(crate) async fn channel(&self) -> Result<Channel, BoxError> {
         channel(&self.addr).await
     }
+
+    /// `n` new HTTP/2 connections to the server (behind a balancer, to as many replicas).
+    pub(crate) async fn channels(&self, n: usize) -> Result<Vec<Channel>, BoxError> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n.max(1) {
+            out.push(self.channel().await?);
+        }
+        Ok(out)
+    }
 }
 
 /// An HTTP/2 connection to `addr` (host:port), without Nagle.

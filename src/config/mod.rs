@@ -127,6 +127,10 @@ impl From<&Config> for EngineSettings {
             task_retention: config.task_retention,
             size: SizePolicy::new(config.max_message_bytes, config.max_data_bytes),
             resume: config.resume,
+            replica: crate::engine::Replica {
+                id: config.cluster.replica_id.clone(),
+                shared: config.cluster.nats_url.is_some(),
+            },
         }
     }
 }

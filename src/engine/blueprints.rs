@@ -81,7 +81,12 @@ impl EngineHost {
             "agents": [{"name": "identity", "kind": "rust_fn", "spec": {"fn_id": "identity"}}],
             "metadata": {"description": "seed: one identity step"}
         });
-        self.put_blueprint(SEED_BLUEPRINT_ID, doc).await.map(|_| ())
+        match self.put_blueprint(SEED_BLUEPRINT_ID, doc).await {
+            Ok(_) => Ok(()),
+            // Replicas booting together on a fresh database: another one seeded it first.
+            Err(Error::Aborted(_)) if self.blueprints.read_head(&id).await.is_ok() => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Stores `doc` as the new head of `id` unless it equals the head.

@@ -87,6 +87,16 @@ impl WorkerHandles {
         Ok(handles)
     }
 
+    /// This process's boot id.
+    pub(super) fn boot(&self) -> &str {
+        &self.boot
+    }
+
+    /// The boot id a handle starts with (None if it is not one of ours in form).
+    pub(super) fn boot_of<'h>(&self, public: &'h str) -> Option<&'h str> {
+        public.strip_prefix("wh-")?.get(..BOOT_ID_LEN)
+    }
+
     /// The error for a handle that resolves to nothing: minted by an earlier process →
     /// FAILED_PRECONDITION ([`DISPATCHED_AGAIN`]); else UNAUTHENTICATED.
     pub(super) fn unknown(&self, public: &str) -> Error {

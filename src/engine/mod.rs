@@ -21,6 +21,7 @@ mod outputs;
 mod pg_blueprints;
 mod pg_outputs;
 mod pg_runs;
+mod relay;
 mod runner;
 mod sessions;
 mod settings;
@@ -46,11 +47,12 @@ pub use data::{ContentRef, EmitRequest, OutputEvent, OutputRecord};
 pub use gc::StateSizes;
 pub use operators::{OperatorBackend, OperatorRequestError, SpawnGrant, SpawnReply, StepContext};
 pub use outputs::EPHEMERAL_OUTPUT_CAPACITY;
+pub use relay::{WorkerAnswer, WorkerCall, WorkerRelay};
 pub use runner::{
     BlueprintSource, LaunchOperator, OperatorKind, TaskLaunch, TaskPage, VersionPick,
     DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, SERVER_DEFAULT_TTL_SECS,
 };
-pub use settings::{EngineSettings, ResumeMode, Storage};
+pub use settings::{EngineSettings, Replica, ResumeMode, Storage};
 pub use tasks::{
     PgTaskStore, RunEnd, RunStart, SqliteTaskStore, TaskEvent, TaskEventKind, TaskPosition,
     TaskRecord, TaskRegistry, TaskRun, TaskState, TaskStore, TtlSource, EVENTS_KEPT, STEP_IDS_KEPT,
@@ -93,6 +95,12 @@ pub struct EngineHost {
     size: SizePolicy,
     engine_sessions: Mutex<HashMap<String, mlua_swarm::types::CapToken>>,
     worker_handles: handles::WorkerHandles,
+    /// Other replicas share the database (PostgreSQL and `--nats-url`).
+    shared_database: bool,
+    /// Set when shutdown begins: no more claims of other replicas' tasks.
+    draining: std::sync::atomic::AtomicBool,
+    /// Passes worker calls for handles minted by another replica to it (`--nats-url`).
+    relay: std::sync::OnceLock<Arc<dyn relay::WorkerRelay>>,
     store_root: Option<std::path::PathBuf>,
     /// Stored Blueprint versions whose launch check passed.
     checked: checked::CheckedBlueprints,
@@ -110,10 +118,14 @@ impl EngineHost {
     /// Builds the engine and its stores as `settings` say (a `&Config` converts), and
     /// starts the background task that turns engine events into task events.
     pub async fn start(settings: impl Into<EngineSettings>) -> Result<Arc<Self>> {
-        let host = Arc::new(wiring::build(&settings.into()).await?);
+        let settings = settings.into();
+        let host = Arc::new(wiring::build(&settings).await?);
         runner::spawn_event_router(&host);
         host.seed_main_blueprint().await?;
         host.recover().await?;
+        if host.shared_database {
+            host.start_takeover();
+        }
         Ok(host)
     }
 
@@ -144,8 +156,19 @@ impl EngineHost {
         }
     }
 
-    /// Flushes and closes the stores (the SQLite writer threads).
+    /// Shutdown began: this replica takes over no more tasks (its own runs go on until
+    /// the drain window ends).
+    pub fn begin_drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Flushes and closes the stores (the SQLite writer threads); a replica sharing its
+    /// database hands its unfinished tasks over to the others.
     pub async fn shutdown(&self) {
+        if let Err(e) = self.tasks.hand_over().await {
+            tracing::warn!(error = %e, "unfinished tasks not handed over; others take them once this replica's heartbeat is stale");
+        }
         let drivers = std::mem::take(&mut *lock(&self.drivers));
         for driver in drivers {
             if let Err(e) = driver.shutdown().await {

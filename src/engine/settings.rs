@@ -51,6 +51,17 @@ pub enum ResumeMode {
     Manual,
 }
 
+/// This process among the replicas sharing a database (`--database-url`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Replica {
+    /// Its id (`--replica-id`): the `runner` of the tasks it drives.
+    pub id: String,
+    /// Other replicas share the database (`--nats-url`): boot takes only this replica's
+    /// own tasks and those of dead replicas, and the tasks of replicas that go silent are
+    /// taken over while serving. Otherwise boot takes every unfinished task.
+    pub shared: bool,
+}
+
 /// The engine host's settings.
 #[derive(Clone)]
 pub struct EngineSettings {
@@ -64,6 +75,8 @@ pub struct EngineSettings {
     pub size: SizePolicy,
     /// What boot does with interrupted tasks.
     pub resume: ResumeMode,
+    /// This replica, when the database is shared.
+    pub replica: Replica,
 }
 
 impl std::fmt::Debug for EngineSettings {
@@ -74,6 +87,7 @@ impl std::fmt::Debug for EngineSettings {
             .field("task_retention", &self.task_retention)
             .field("size", &self.size)
             .field("resume", &self.resume)
+            .field("replica", &self.replica)
             .finish()
     }
 }
@@ -101,6 +115,7 @@ mod tests {
             task_retention: 3,
             size: SizePolicy::new(4 << 20, 1 << 20),
             resume: ResumeMode::Auto,
+            replica: Replica::default(),
         };
         let shown = format!("{s:?}");
         assert!(shown.contains("<set>") && !shown.contains("252"), "{shown}");

@@ -113,7 +113,16 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
             );
             let blueprints = super::pg_blueprints::PgBlueprintStore::new(pool.clone());
             let outputs = super::pg_outputs::PgOutputStore::new(pool.clone());
-            let tasks = PgTaskStore::open(pool, settings.task_retention, forget(&journal)).await?;
+            // Registered (and heartbeating) before any claim, so its leases are live.
+            let replica = &settings.replica;
+            crate::pg::replicas::join(&pool, &replica.id, replica.shared).await?;
+            let tasks = PgTaskStore::open(
+                pool,
+                settings.task_retention,
+                forget(&journal),
+                &settings.replica,
+            )
+            .await?;
             (
                 Arc::new(blueprints),
                 Arc::new(outputs),
@@ -147,6 +156,10 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
         size: settings.size,
         engine_sessions: Mutex::new(HashMap::new()),
         worker_handles: super::handles::WorkerHandles::for_storage(&settings.storage)?,
+        relay: std::sync::OnceLock::new(),
+        draining: Default::default(),
+        shared_database: settings.replica.shared
+            && matches!(settings.storage, Storage::Postgres { .. }),
         store_root: settings.blueprint_root(),
         checked: Default::default(),
     })

@@ -109,7 +109,7 @@ pub struct SessionInfo {
     pub sid: String,
     /// Roles (seats) it holds.
     pub roles: Vec<String>,
-    /// A stream is attached now.
+    /// A stream is attached now (here, or on another replica that announced it).
     pub connected: bool,
     /// Requests awaiting a reply.
     pub pending: u32,
@@ -247,7 +247,8 @@ impl OperatorSession {
         SessionInfo {
             sid: self.sid.clone(),
             roles: self.roles.clone(),
-            connected: s.presence.attached().is_some(),
+            // Through a balancer the stream may sit on another replica.
+            connected: s.presence.attached().is_some() || s.presence.held_elsewhere(),
             pending: u32::try_from(s.pending.len()).unwrap_or(u32::MAX),
             last_seen: s.last_seen,
             epoch: s.presence.epoch(),

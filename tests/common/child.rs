@@ -214,6 +214,11 @@ impl Operator {
         }
     }
 
+    /// Where this operator's frames go (to answer on its own tokio tasks).
+    pub fn frames(&self) -> tokio::sync::mpsc::Sender<pb::ClientFrame> {
+        self.tx.clone()
+    }
+
     /// Does the worker's part of spawns on `server` (the replica running the steps).
     pub fn workers_on(mut self, server: &Proc) -> Operator {
         self.workers = WorkerServiceClient::new(server.channel.clone());

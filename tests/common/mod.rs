@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod child;
+pub mod cluster;
 pub mod nats;
 pub mod pki;
 pub mod postgres;

@@ -210,3 +210,35 @@ fn free_port() -> u16 {
         .expect("a free port")
         .port()
 }
+
+/// A data dir (boot ids of worker handles) removed with its parent when dropped.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        Scratch(super::temp_dir(tag).join("data"))
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let Some(parent) = self.0.parent() else {
+            return;
+        };
+        if std::thread::panicking() {
+            eprintln!(
+                "kept for a look: {} (server log: data.log)",
+                parent.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(parent);
+        }
+    }
+}

@@ -13,19 +13,27 @@ use crate::seat::Seat;
 use super::run_completed;
 use crate::target::Target;
 
-/// `in_flight` RunTask calls kept going for `dur` on a seat of its own.
+/// `in_flight` RunTask calls kept going for `dur` on a seat of its own, spread round
+/// robin over `connections` connections.
 pub(super) async fn b1(
     t: &Target,
     ws: bool,
     in_flight: usize,
     dur: Duration,
+    connections: usize,
 ) -> Result<Row, BoxError> {
     let ch = t.channel().await?;
     let seat = Seat::open(&t.addr, &ch, ws).await?;
-    let tasks = TaskServiceClient::new(ch.clone());
+    let tasks: Vec<_> = t
+        .channels(connections)
+        .await?
+        .into_iter()
+        .map(TaskServiceClient::new)
+        .collect();
     let req = seat.run_request();
-    let run = measure(in_flight, dur, move |_| {
-        run_completed(tasks.clone(), req.clone())
+    let run = measure(in_flight, dur, move |i| {
+        let on = tasks[i as usize % tasks.len()].clone();
+        run_completed(on, req.clone())
     });
     let (mut sample, cpu_ms) = cpu::per_task(t.pid, run, |s| s.count).await?;
     seat.close().await?;

@@ -36,7 +36,7 @@ pub(crate) async fn run(plan: &Plan) -> Result<Vec<Row>, BoxError> {
         let t = Target::start(plan).await?;
         for ws in [false, true] {
             for n in [1, 64] {
-                rows.push(e2e::b1(&t, ws, n, dur).await?);
+                rows.push(e2e::b1(&t, ws, n, dur, plan.connections).await?);
             }
         }
         if plan.target.is_none() || plan.smoke {
@@ -44,7 +44,7 @@ pub(crate) async fn run(plan: &Plan) -> Result<Vec<Row>, BoxError> {
             let dir = recovery::scratch_dir("b1")?;
             let t = Target::spawn_durable(&dir).await?;
             for n in [1, 64] {
-                let mut row = e2e::b1(&t, false, n, dur).await?;
+                let mut row = e2e::b1(&t, false, n, dur, 1).await?;
                 row.scenario.push_str(" (durable, --data-dir)");
                 rows.push(row);
             }

@@ -5,6 +5,7 @@ mod launch;
 mod paging;
 mod resume;
 mod router;
+mod takeover;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -29,9 +29,12 @@ impl EngineHost {
         for task in &left {
             self.interrupt(&task.task_id, RESTART).await;
         }
-        // Runs whose task is gone (or never stored): nothing resumes them.
-        for run_id in self.journal.running().await {
-            self.journal.interrupt_run(&run_id).await;
+        // Runs whose task is gone (or never stored): nothing resumes them. Not when
+        // replicas share the database: the runs left running there are other replicas'.
+        if !self.shared_database {
+            for run_id in self.journal.running().await {
+                self.journal.interrupt_run(&run_id).await;
+            }
         }
         let waiting = self
             .tasks
@@ -115,7 +118,7 @@ impl EngineHost {
 
     /// Resumes an interrupted task now if the sessions it needs are registered, else
     /// parks it until they attach (its TTL still runs).
-    async fn resume_or_park(self: &Arc<Self>, task_id: &str) {
+    pub(super) async fn resume_or_park(self: &Arc<Self>, task_id: &str) {
         let missing = match self.missing_seats(task_id).await {
             Ok(m) => m,
             Err(e) => {
@@ -186,6 +189,8 @@ impl EngineHost {
     /// pinned Blueprint, sessions checked, compiled), the record reopened (the CAS: one
     /// caller wins), and the flow driven with the journal's rows as answers.
     async fn restart_run(self: &Arc<Self>, task_id: &str, start: RunStart) -> Result<TaskRecord> {
+        // Replicas sharing the database: this one takes the task's lease first.
+        self.tasks.claim_to_run_again(task_id).await?;
         let rec = self.get_task(task_id).await?;
         let allowed = match &start {
             RunStart::Resume => rec.state == TaskState::Interrupted,

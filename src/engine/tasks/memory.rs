@@ -123,6 +123,16 @@ impl TaskRegistry {
         });
     }
 
+    /// Drops a task whatever its state (another replica runs it now); its watchers'
+    /// receivers close.
+    pub(super) fn forget(&self, task_id: &str) {
+        self.with(|inner| {
+            if inner.tasks.remove(task_id).is_some() {
+                inner.finished_order.retain(|id| id != task_id);
+            }
+        });
+    }
+
     /// [`TaskStore::finish`], also returning the ids retention dropped.
     pub(super) fn finish_evicting(
         &self,

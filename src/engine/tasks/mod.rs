@@ -3,6 +3,9 @@
 
 mod memory;
 mod pg_batch;
+mod pg_leases;
+mod pg_reads;
+mod pg_retention;
 mod postgres;
 mod record;
 mod sqlite;

@@ -3,6 +3,10 @@
 //! everything queued as ONE statement (a data-modifying `WITH` over arrays: one round
 //! trip per batch, atomic), retries it while the database is unreachable (the statement
 //! is idempotent), and answers each caller once its change is committed.
+//!
+//! Every write is fenced by the task's lease: its row must still name this replica as
+//! `runner` with the `lease_epoch` it took. A task another replica claimed since is not
+//! written; its callers get ABORTED and the task is reported [`PgWriter::take_lost`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -37,19 +41,32 @@ struct Queued {
     flushing: bool,
 }
 
+/// The leases this replica holds: task id → the `lease_epoch` it claimed, and the tasks
+/// whose lease a write found taken by another replica.
+#[derive(Default)]
+struct Leases {
+    held: HashMap<String, i64>,
+    lost: HashSet<String>,
+}
+
 /// See the module doc.
 pub(super) struct PgWriter {
     pool: Pool,
+    /// This replica's id, the `runner` of the tasks it writes.
+    me: String,
     queued: Mutex<Queued>,
+    leases: Mutex<Leases>,
     /// Woken after every batch.
     written: Notify,
 }
 
 impl PgWriter {
-    pub(super) fn new(pool: Pool) -> Arc<Self> {
+    pub(super) fn new(pool: Pool, me: &str) -> Arc<Self> {
         Arc::new(Self {
             pool,
+            me: me.to_string(),
             queued: Mutex::new(Queued::default()),
+            leases: Mutex::new(Leases::default()),
             written: Notify::new(),
         })
     }
@@ -59,6 +76,51 @@ impl PgWriter {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         }
+    }
+
+    fn leases(&self) -> MutexGuard<'_, Leases> {
+        match self.leases.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// This replica's id.
+    pub(super) fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// Notes the lease of `task_id` at `epoch` (a task created here, or claimed).
+    pub(super) fn hold(&self, task_id: &str, epoch: i64) {
+        self.leases().held.insert(task_id.to_string(), epoch);
+    }
+
+    /// The leases held here, task id → epoch (running or waiting tasks; ended ones are
+    /// released).
+    pub(super) fn held(&self) -> HashMap<String, i64> {
+        self.leases().held.clone()
+    }
+
+    /// Gives up the lease of `task_ids` (they ended, or were lost).
+    pub(super) fn release(&self, task_ids: &[String]) {
+        let mut leases = self.leases();
+        for id in task_ids {
+            leases.held.remove(id);
+        }
+    }
+
+    /// Marks `task_ids` as claimed by another replica; [`Self::take_lost`] reports them.
+    pub(super) fn lose(&self, task_ids: impl IntoIterator<Item = String>) {
+        let mut leases = self.leases();
+        for id in task_ids {
+            leases.held.remove(&id);
+            leases.lost.insert(id);
+        }
+    }
+
+    /// The tasks found claimed by another replica since the last call.
+    pub(super) fn take_lost(&self) -> Vec<String> {
+        self.leases().lost.drain().collect()
     }
 
     /// Makes a change with `make` and queues it in one step; resolves with what `make`
@@ -129,10 +191,26 @@ impl PgWriter {
                 std::mem::take(&mut q.changes)
             };
             let (changes, waiters): (Vec<Change>, Vec<_>) = batch.into_iter().unzip();
-            let outcome = match Arrays::of(&changes) {
+            let epochs = {
+                let leases = self.leases();
+                let epoch = |id: &String| leases.held.get(id).copied().unwrap_or(0);
+                changes
+                    .iter()
+                    .map(|c| epoch(&c.record.task_id))
+                    .collect::<Vec<_>>()
+            };
+            let outcome = match Arrays::of(&changes, &epochs, &self.me) {
                 Ok(arrays) => self.write(&arrays).await,
                 Err(e) => Err(e.to_string()),
             };
+            let fenced: HashSet<String> = match &outcome {
+                Ok(fenced) => fenced.iter().cloned().collect(),
+                Err(_) => HashSet::new(),
+            };
+            if !fenced.is_empty() {
+                tracing::warn!(tasks = ?fenced, "task writes refused: another replica took these tasks over");
+                self.lose(fenced.iter().cloned());
+            }
             {
                 let mut q = self.lock();
                 for c in &changes {
@@ -151,22 +229,30 @@ impl PgWriter {
                 }
             }
             self.written.notify_waiters();
-            for waiter in waiters {
-                let _ =
-                    waiter.send(outcome.clone().map_err(|why| {
-                        Error::Unavailable(format!("task store write failed: {why}"))
-                    }));
+            for (change, waiter) in changes.iter().zip(waiters) {
+                let id = &change.record.task_id;
+                let answer = match &outcome {
+                    Err(why) => Err(Error::Unavailable(format!(
+                        "task store write failed: {why}"
+                    ))),
+                    Ok(_) if fenced.contains(id) => Err(Error::Aborted(format!(
+                        "task {id} is run by another replica now; this replica let it go"
+                    ))),
+                    Ok(_) => Ok(()),
+                };
+                let _ = waiter.send(answer);
             }
         }
     }
 
-    /// Writes one batch, retrying for [`RETRY_FOR`] while the database is unreachable.
-    async fn write(&self, a: &Arrays) -> std::result::Result<(), String> {
+    /// Writes one batch, retrying for [`RETRY_FOR`] while the database is unreachable;
+    /// the tasks it did not write because another replica holds their lease.
+    async fn write(&self, a: &Arrays) -> std::result::Result<Vec<String>, String> {
         let deadline = tokio::time::Instant::now() + RETRY_FOR;
         let mut pause = Duration::from_millis(50);
         loop {
             match self.attempt(a).await {
-                Ok(()) => return Ok(()),
+                Ok(fenced) => return Ok(fenced),
                 Err((true, why)) if tokio::time::Instant::now() + pause < deadline => {
                     tracing::warn!(error = %why, "task store: database unreachable, retrying");
                     tokio::time::sleep(pause).await;
@@ -180,17 +266,17 @@ impl PgWriter {
     /// One try; on failure, whether a retry may cure it, and why. A statement that does
     /// not answer within [`STATEMENT_WAIT`] (a silent network) counts as transient; its
     /// connection is not reused.
-    async fn attempt(&self, a: &Arrays) -> std::result::Result<(), (bool, String)> {
+    async fn attempt(&self, a: &Arrays) -> std::result::Result<Vec<String>, (bool, String)> {
         let client = crate::pg::client(&self.pool)
             .await
             .map_err(|e| (true, e.to_string()))?;
         let failed = |e: tokio_postgres::Error| (crate::pg::is_transient(&e), e.to_string());
         let run = async {
             let stmt = client.prepare_cached(WRITE).await.map_err(failed)?;
-            client.execute(&stmt, &a.params()).await.map_err(failed)
+            client.query(&stmt, &a.params()).await.map_err(failed)
         };
         match tokio::time::timeout(STATEMENT_WAIT, run).await {
-            Ok(done) => done.map(drop),
+            Ok(done) => done.map(|rows| rows.iter().map(|r| r.get(0)).collect()),
             Err(_) => {
                 drop(deadpool_postgres::Object::take(client));
                 Err((
@@ -203,29 +289,37 @@ impl PgWriter {
 }
 
 /// A batch in one statement: the events, the newest record of each task (its launch
-/// with its first event), the event windows trimmed, the tasks retention dropped.
+/// with its first event), the event windows trimmed, the tasks retention dropped. Rows
+/// of a task whose lease ($14 = this replica, with the epoch in $13) another replica
+/// took are left alone; the statement answers their ids.
 const WRITE: &str = "
-WITH ev AS (
+WITH fenced AS (
+    SELECT cur.task_id FROM tasks cur
+    JOIN unnest($5::text[], $13::int8[]) AS x(t, e) ON cur.task_id = x.t
+    WHERE cur.runner IS DISTINCT FROM $14 OR cur.lease_epoch <> x.e
+), ev AS (
     INSERT INTO task_events (task_id, seq, at_ms, kind)
     SELECT t, s, a, k::jsonb FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[])
         AS x(t, s, a, k)
+    WHERE t NOT IN (SELECT task_id FROM fenced)
     ON CONFLICT DO NOTHING
 ), rec AS (
-    INSERT INTO tasks AS cur (task_id, rev, finished_ms, record, launch)
-    SELECT t, r, f, j::jsonb, l::jsonb
-    FROM unnest($5::text[], $6::int8[], $7::int8[], $8::text[], $9::text[]) AS x(t, r, f, j, l)
+    INSERT INTO tasks AS cur (task_id, rev, finished_ms, record, launch, runner, lease_epoch)
+    SELECT t, r, f, j::jsonb, l::jsonb, $14, e
+    FROM unnest($5::text[], $6::int8[], $7::int8[], $8::text[], $9::text[], $13::int8[])
+        AS x(t, r, f, j, l, e)
     ON CONFLICT (task_id) DO UPDATE SET rev = excluded.rev,
         finished_ms = excluded.finished_ms, record = excluded.record
-    WHERE excluded.rev > cur.rev
+    WHERE excluded.rev > cur.rev AND cur.runner = $14 AND cur.lease_epoch = excluded.lease_epoch
 ), trimmed AS (
     DELETE FROM task_events e USING unnest($10::text[], $11::int8[]) AS x(t, upto)
-    WHERE e.task_id = x.t AND e.seq <= x.upto
+    WHERE e.task_id = x.t AND e.seq <= x.upto AND x.t NOT IN (SELECT task_id FROM fenced)
 ), gone_events AS (
     DELETE FROM task_events WHERE task_id = ANY($12::text[])
 ), gone AS (
     DELETE FROM tasks WHERE task_id = ANY($12::text[])
 )
-SELECT 1";
+SELECT task_id FROM fenced";
 
 /// The parameters of [`WRITE`].
 #[derive(Default)]
@@ -239,6 +333,9 @@ struct Arrays {
     rec_finished: Vec<Option<i64>>,
     rec_json: Vec<String>,
     rec_launch: Vec<Option<String>>,
+    rec_epoch: Vec<i64>,
+    /// This replica, the runner every written task must still name.
+    runner: String,
     trim_task: Vec<String>,
     trim_upto: Vec<i64>,
     dropped: Vec<String>,
@@ -247,7 +344,8 @@ struct Arrays {
 impl Arrays {
     /// Rows of tasks dropped in the same batch are not written at all (the statement's
     /// parts see one snapshot, so a delete would miss rows inserted beside it).
-    fn of(changes: &[Change]) -> Result<Self> {
+    /// `epochs[i]` is the lease epoch held for the task of `changes[i]`.
+    fn of(changes: &[Change], epochs: &[i64], runner: &str) -> Result<Self> {
         let json = |e: serde_json::Error| Error::Internal(format!("task store encode: {e}"));
         let dropped: HashSet<&str> = changes
             .iter()
@@ -260,6 +358,7 @@ impl Arrays {
         }
         let mut a = Arrays {
             dropped: dropped.iter().map(|s| s.to_string()).collect(),
+            runner: runner.to_string(),
             ..Arrays::default()
         };
         let kept = int(EVENTS_KEPT as u64);
@@ -295,11 +394,12 @@ impl Arrays {
             a.rec_json
                 .push(serde_json::to_string(&c.record).map_err(json)?);
             a.rec_launch.push(launch);
+            a.rec_epoch.push(epochs.get(i).copied().unwrap_or(0));
         }
         Ok(a)
     }
 
-    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 12] {
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 14] {
         [
             &self.ev_task,
             &self.ev_seq,
@@ -313,6 +413,8 @@ impl Arrays {
             &self.trim_task,
             &self.trim_upto,
             &self.dropped,
+            &self.rec_epoch,
+            &self.runner,
         ]
     }
 }
@@ -352,11 +454,12 @@ mod tests {
             change("t1", 2, &[]),
             change("t3", kept + 3, &["t2"]),
         ];
-        let a = Arrays::of(&batch).expect("encodes");
+        let a = Arrays::of(&batch, &[1, 1, 1, 4], "r1").expect("encodes");
         assert_eq!(a.ev_task, ["t1", "t1", "t3"], "t2 is dropped in the batch");
         assert_eq!(a.ev_seq, [1, 2, int(kept + 3)]);
         assert_eq!(a.rec_task, ["t1", "t3"], "one record per task, its newest");
         assert_eq!(a.rec_rev, [2, int(kept + 3)]);
+        assert_eq!(a.rec_epoch, [1, 4], "each record carries its task's lease");
         assert!(
             a.rec_launch[0].is_some(),
             "t1's first event is in the batch"

@@ -1,12 +1,11 @@
 //! The PostgreSQL [`TaskStore`] (`--database-url`): every change is committed before it
-//! is answered (see `pg_batch`), and the held tasks are read back at boot. Reads are
-//! served by the in-memory [`TaskRegistry`] kept in step, so the seam's rules live in one
-//! place; this phase runs one replica per database (a replica taking over another's
-//! tasks would read them from the tables instead).
+//! is answered (see `pg_batch`). The tasks this replica runs, and the finished ones at
+//! boot, are held in the in-memory [`TaskRegistry`] kept in step, so the seam's rules
+//! live in one place; a task held by no one here (it runs on another replica) is read
+//! from the tables. Unfinished tasks are leased (`pg_leases`): a replica writes only
+//! the tasks it claimed, and takes over those of replicas that died.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
@@ -14,18 +13,24 @@ use tokio::sync::watch;
 
 use super::memory::EvictHook;
 use super::pg_batch::{Change, PgWriter};
+use super::pg_leases::{claim, claim_one, moved, Claim, Claimed};
 use super::{
-    RunStart, TaskEvent, TaskEventKind, TaskPosition, TaskRecord, TaskRegistry, TaskState,
-    TaskStore,
+    pg_reads, RunStart, TaskEvent, TaskEventKind, TaskPosition, TaskRecord, TaskRegistry,
+    TaskState, TaskStore,
 };
 use crate::engine::census::StructureCounts;
+use crate::engine::Replica;
 use crate::error::{Error, Result};
-use crate::pg::uint;
 
 /// Tasks and their events in PostgreSQL.
 pub struct PgTaskStore {
     mem: TaskRegistry,
     writer: Arc<PgWriter>,
+    pool: Pool,
+    /// Other replicas share the database: read through to it, take over dead ones.
+    shared: bool,
+    /// Shared: finished tasks past the retention count are dropped from the tables.
+    retention: super::pg_retention::Retention,
 }
 
 impl std::fmt::Debug for PgTaskStore {
@@ -35,55 +40,61 @@ impl std::fmt::Debug for PgTaskStore {
 }
 
 impl PgTaskStore {
-    /// Reads back the tasks the database holds (finished ones in the order they
-    /// finished, with their events).
-    pub async fn open(pool: Pool, retention: usize, on_evict: EvictHook) -> Result<Self> {
+    /// Claims the unfinished tasks this replica takes at boot (every one when it is alone
+    /// on the database, else its own and dead replicas') and, alone, reads back the
+    /// finished ones (in the order they finished, with their events).
+    pub async fn open(
+        pool: Pool,
+        retention: usize,
+        on_evict: EvictHook,
+        replica: &Replica,
+    ) -> Result<Self> {
         let mem = TaskRegistry::new(retention).with_evict_hook(on_evict);
         let fail = |e: &dyn std::fmt::Display| {
             Error::Unavailable(format!("cannot read the tasks from the database: {e}"))
         };
         let client = crate::pg::client(&pool).await?;
-        let tasks = client
-            .query(
-                "SELECT record::text, launch::text FROM tasks \
-                 ORDER BY finished_ms IS NOT NULL, finished_ms, created",
-                &[],
-            )
-            .await
-            .map_err(|e| fail(&e))?;
-        let event_rows = client
-            .query(
-                "SELECT task_id, seq, at_ms, kind::text FROM task_events ORDER BY task_id, seq",
-                &[],
-            )
-            .await
-            .map_err(|e| fail(&e))?;
-        drop(client);
-        let mut events: HashMap<String, Vec<TaskEvent>> = HashMap::new();
-        for row in &event_rows {
-            let task_id: String = row.get(0);
-            let kind: TaskEventKind = serde_json::from_str(row.get(3)).map_err(|e| fail(&e))?;
-            events.entry(task_id.clone()).or_default().push(TaskEvent {
-                seq: uint(row.get(1)),
-                at: SystemTime::UNIX_EPOCH + Duration::from_millis(uint(row.get(2))),
-                task_id,
-                kind,
-            });
-        }
-        for row in &tasks {
-            let mut record: TaskRecord = serde_json::from_str(row.get(0)).map_err(|e| fail(&e))?;
-            if let Some(launch) = row.get::<_, Option<&str>>(1) {
-                record.launch = Some(Arc::new(
-                    serde_json::from_str(launch).map_err(|e| fail(&e))?,
-                ));
+        // Shared: every read of a task not run here goes to the tables.
+        let finished = match replica.shared {
+            true => "SELECT task_id, record::text, launch::text FROM tasks WHERE false",
+            false => {
+                "SELECT task_id, record::text, launch::text FROM tasks \
+                 WHERE finished_ms IS NOT NULL ORDER BY finished_ms, created"
             }
+        };
+        let rows = client.query(finished, &[]).await.map_err(|e| fail(&e))?;
+        let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let mut events = pg_reads::read_events(&client, &ids).await?;
+        drop(client);
+        for row in &rows {
+            let record = pg_reads::decode_task(row.get(1), row.get(2))?;
             let held = events.remove(&record.task_id).unwrap_or_default();
             mem.restore(record, held);
         }
-        Ok(Self {
+        let store = Self {
             mem,
-            writer: PgWriter::new(pool),
-        })
+            writer: PgWriter::new(pool.clone(), &replica.id),
+            pool,
+            shared: replica.shared,
+            retention: super::pg_retention::Retention::new(retention),
+        };
+        let at_boot = match replica.shared {
+            true => Claim::MineAndOrphans,
+            false => Claim::Every,
+        };
+        store.hold(claim(&store.pool, &replica.id, at_boot).await?);
+        Ok(store)
+    }
+
+    /// Holds claimed tasks here: their leases and their records.
+    fn hold(&self, claimed: Vec<Claimed>) -> Vec<String> {
+        let mut ids = Vec::with_capacity(claimed.len());
+        for c in claimed {
+            self.writer.hold(&c.record.task_id, c.epoch);
+            ids.push(c.record.task_id.clone());
+            self.mem.restore(c.record, c.events);
+        }
+        ids
     }
 
     fn event(&self, task_id: &str, seq: u64) -> Result<TaskEvent> {
@@ -123,6 +134,7 @@ impl PgTaskStore {
 impl TaskStore for PgTaskStore {
     async fn create(&self, record: TaskRecord) -> Result<()> {
         self.writer.reachable().await?;
+        self.writer.hold(&record.task_id, 1);
         self.writer
             .submit(|| {
                 let event = self.mem.create_noting(record.clone());
@@ -166,10 +178,18 @@ impl TaskStore for PgTaskStore {
                 )))
             })
             .await?;
-        Ok(finished.map(|(record, dropped)| {
-            self.mem.evicted(dropped);
-            record
-        }))
+        let Some((record, dropped)) = finished else {
+            return Ok(None);
+        };
+        self.writer.release(std::slice::from_ref(&record.task_id));
+        self.mem.evicted(dropped);
+        if self.shared {
+            // Read from the tables from now on (a rerun may move it elsewhere).
+            self.mem.forget(task_id);
+            let swept = self.retention.after_finish(&self.pool).await;
+            self.mem.evicted(swept);
+        }
+        Ok(Some(record))
     }
 
     async fn interrupt(&self, task_id: &str, reason: &str) -> Result<Option<TaskRecord>> {
@@ -188,11 +208,10 @@ impl TaskStore for PgTaskStore {
     }
 
     async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>> {
-        self.mem.get(task_id).await
-    }
-
-    async fn is_running(&self, task_id: &str) -> Result<bool> {
-        self.mem.is_running(task_id).await
+        match self.mem.get(task_id).await? {
+            None if self.shared => pg_reads::record(&self.pool, task_id).await,
+            held => Ok(held),
+        }
     }
 
     async fn list(
@@ -201,7 +220,10 @@ impl TaskStore for PgTaskStore {
         after: Option<&TaskPosition>,
         limit: usize,
     ) -> Result<Vec<TaskRecord>> {
-        self.mem.list(state, after, limit).await
+        match self.shared {
+            true => pg_reads::list(&self.pool, state, after, limit).await,
+            false => self.mem.list(state, after, limit).await,
+        }
     }
 
     async fn events_after(
@@ -210,11 +232,59 @@ impl TaskStore for PgTaskStore {
         after: u64,
         limit: usize,
     ) -> Result<Option<Vec<TaskEvent>>> {
-        self.mem.events_after(task_id, after, limit).await
+        match self.mem.events_after(task_id, after, limit).await? {
+            None if self.shared => pg_reads::events_after(&self.pool, task_id, after, limit).await,
+            held => Ok(held),
+        }
     }
 
     async fn subscribe(&self, task_id: &str) -> Result<Option<watch::Receiver<u64>>> {
-        self.mem.subscribe(task_id).await
+        match self.mem.subscribe(task_id).await? {
+            None if self.shared => pg_reads::watch_rev(&self.pool, task_id).await,
+            held => Ok(held),
+        }
+    }
+
+    async fn take_over(&self) -> Result<Vec<String>> {
+        if !self.shared {
+            return Ok(Vec::new());
+        }
+        let claimed = claim(&self.pool, self.writer.me(), Claim::Orphans).await?;
+        Ok(self.hold(claimed))
+    }
+
+    async fn claim_to_run_again(&self, task_id: &str) -> Result<()> {
+        if !self.shared {
+            return Ok(());
+        }
+        if let Some(claimed) = claim_one(&self.pool, self.writer.me(), task_id).await? {
+            self.mem.forget(task_id);
+            self.hold(vec![claimed]);
+        }
+        Ok(())
+    }
+
+    async fn hand_over(&self) -> Result<()> {
+        match self.shared {
+            true => crate::pg::replicas::leave(&self.pool, self.writer.me()).await,
+            false => Ok(()),
+        }
+    }
+
+    async fn lost(&self) -> Result<Vec<String>> {
+        let mut lost = self.writer.take_lost();
+        if self.shared {
+            let held = self.writer.held();
+            let gone = moved(&self.pool, self.writer.me(), &held).await?;
+            self.writer.lose(gone.iter().cloned());
+            lost.extend(self.writer.take_lost());
+        }
+        lost.sort();
+        lost.dedup();
+        for id in &lost {
+            self.mem.forget(id);
+        }
+        Ok(lost)
     }
 
     /// No database read: the writer knows which tasks still have a change in flight.

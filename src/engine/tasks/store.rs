@@ -92,6 +92,32 @@ pub trait TaskStore: Send + Sync {
         Ok(())
     }
 
+    /// A store shared by replicas: claims the unfinished tasks of replicas that stopped
+    /// heartbeating and holds them here (they read as before; this replica writes them
+    /// from now on). Their ids; none for a store of one process.
+    async fn take_over(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    /// A store shared by replicas: the tasks held here that another replica claimed
+    /// since the last call (a write of them was refused, or their lease moved). They are
+    /// no longer held here. None for a store of one process.
+    async fn lost(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    /// A store shared by replicas: takes the lease of `task_id` before it runs again here
+    /// (ResumeTask, RerunTask); FAILED_PRECONDITION naming the replica that runs it.
+    async fn claim_to_run_again(&self, _task_id: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// A store shared by replicas: this replica is leaving (shutdown, after its runs
+    /// ended or were interrupted); the others may take its unfinished tasks at once.
+    async fn hand_over(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Number of tasks held (running and retained finished ones).
     async fn len(&self) -> Result<usize>;
 

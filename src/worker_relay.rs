@@ -1,0 +1,108 @@
+//! The worker relay on NATS (`--nats-url`): each replica answers, on
+//! `mse.work.<boot id>`, the worker calls for the handles it minted; a replica given a
+//! handle minted by another asks there (`engine::relay`). A worker may so call any
+//! replica, or a balancer in front of them.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+
+use crate::engine::{EngineHost, WorkerAnswer, WorkerCall, WorkerRelay};
+
+/// How long a relayed call may take (a submit hands the result to the flow and returns).
+const WAIT: Duration = Duration::from_secs(10);
+
+fn subject(boot: &str) -> String {
+    format!("mse.work.{boot}")
+}
+
+/// See the module doc.
+pub struct NatsWorkerRelay {
+    client: async_nats::Client,
+}
+
+impl NatsWorkerRelay {
+    /// Connects to `url`, answers the calls for `host`'s handles, and lets `host` relay
+    /// the others.
+    pub async fn start(url: &str, host: &Arc<EngineHost>) -> Result<(), String> {
+        let fail = |e: &dyn std::fmt::Display| {
+            format!(
+                "NATS at {url} (worker relay): cannot connect ({e}); is nats-server running there?"
+            )
+        };
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("mse-grpc worker relay {}", host.boot_id()))
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|e| fail(&e))?;
+        let calls = client
+            .subscribe(subject(host.boot_id()))
+            .await
+            .map_err(|e| fail(&e))?;
+        tokio::spawn(serve(calls, client.clone(), Arc::downgrade(host)));
+        host.set_worker_relay(Arc::new(Self { client }));
+        Ok(())
+    }
+}
+
+/// Answers each relayed call on its own task.
+async fn serve(
+    mut calls: async_nats::Subscriber,
+    client: async_nats::Client,
+    host: Weak<EngineHost>,
+) {
+    while let Some(msg) = calls.next().await {
+        let Some(reply) = msg.reply.clone() else {
+            continue;
+        };
+        let Some(host) = host.upgrade() else { return };
+        let client = client.clone();
+        tokio::spawn(async move {
+            let answer = match serde_json::from_slice::<WorkerCall>(&msg.payload) {
+                Ok(call) => host.serve_relayed(call).await,
+                Err(e) => WorkerAnswer::Failed {
+                    code: tonic::Code::InvalidArgument as i32,
+                    message: format!("unreadable relayed worker call: {e}"),
+                },
+            };
+            match serde_json::to_vec(&answer) {
+                Ok(bytes) => {
+                    if let Err(e) = client.publish(reply, bytes.into()).await {
+                        tracing::warn!(error = %e, "relayed worker answer not sent");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "relayed worker answer not encoded"),
+            }
+        });
+    }
+}
+
+#[async_trait]
+impl WorkerRelay for NatsWorkerRelay {
+    async fn call(&self, boot: &str, call: &WorkerCall) -> Option<WorkerAnswer> {
+        let unavailable = |why: String| WorkerAnswer::Failed {
+            code: tonic::Code::Unavailable as i32,
+            message: format!("the replica running this step did not answer ({why}); retry"),
+        };
+        let payload = match serde_json::to_vec(call) {
+            Ok(p) => p,
+            Err(e) => return Some(unavailable(e.to_string())),
+        };
+        let request = async_nats::Request::new()
+            .payload(payload.into())
+            .timeout(Some(WAIT));
+        match self.client.send_request(subject(boot), request).await {
+            Ok(msg) => Some(
+                serde_json::from_slice(&msg.payload)
+                    .unwrap_or_else(|e| unavailable(format!("unreadable answer: {e}"))),
+            ),
+            // The process that minted the handle is gone: the call is answered here, as
+            // for any handle this process does not know.
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => None,
+            Err(e) => Some(unavailable(e.to_string())),
+        }
+    }
+}
