@@ -378,9 +378,9 @@ async fn the_holder_of_25_streams_dies_and_every_request_is_served_once_elsewher
         let (url, nats_url) = (pg.database().await, nats.url());
         // A holds the streams, B runs the tasks, C takes the streams after the kill.
         let [a, b, c] = [dirs.of("a"), dirs.of("b"), dirs.of("c")];
-        let a = Proc::replica(&a, &url, &nats_url).await;
-        let b = Proc::replica(&b, &url, &nats_url).await;
-        let c = Proc::replica(&c, &url, &nats_url).await;
+        let a = Proc::replica(&a, &url, &nats_url, "a").await;
+        let b = Proc::replica(&b, &url, &nats_url, "b").await;
+        let c = Proc::replica(&c, &url, &nats_url, "c").await;
         let (ready, mut readies) = mpsc::channel(2 * SEATS);
         let (kill, kill_cue) = watch::channel(false);
         let (stop, stop_cue) = watch::channel(false);

@@ -69,18 +69,11 @@ impl Proc {
         }
     }
 
-    /// A replica on `dir` sharing the database at `database_url` and the nats-server at
-    /// `nats_url` with the others: every replica signs capability tokens with the same
-    /// secret.
-    pub async fn replica(dir: &Path, database_url: &str, nats_url: &str) -> Proc {
-        let flags = [
-            "--database-url",
-            database_url,
-            "--nats-url",
-            nats_url,
-            "--token-secret",
-            "5eed5eed5eed5eed5eed5eed5eed5eed",
-        ];
+    /// Replica `id` on `dir`, sharing the database at `database_url` and the nats-server
+    /// at `nats_url` with the others ([`super::cluster::replica_flags`]).
+    pub async fn replica(dir: &Path, database_url: &str, nats_url: &str, id: &str) -> Proc {
+        let flags = super::cluster::replica_flags(database_url, nats_url, id);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         Proc::start(dir, &flags).await
     }
 
