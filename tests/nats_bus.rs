@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::nats::NatsServer;
 use common::{fixture, from_value, inline, Serving, TestServer};
+use futures::StreamExt;
 use mlua_swarm_grpc::config::{Config, Storage};
 use mlua_swarm_grpc::engine::{
     BlueprintSource, EngineHost, LaunchOperator, OperatorBackend, OperatorRequestError, SpawnGrant,
@@ -86,7 +87,20 @@ async fn next_body(att: &mut Attachment) -> (u64, ServerBody) {
 }
 
 fn req_id(body: &ServerBody) -> String {
-    body.req_id().expect("a request frame").to_string()
+    body.req_id()
+        .unwrap_or_else(|| panic!("not a request frame: {body:?}"))
+        .to_string()
+}
+
+/// The req_id and question of an ask frame.
+fn ask_of(body: ServerBody) -> (String, Value) {
+    let ServerBody::Ask {
+        req_id, question, ..
+    } = body
+    else {
+        panic!("not an ask: {body:?}");
+    };
+    (req_id, question)
 }
 
 /// Each ask `n` answered `n` (in 20 s).
@@ -461,12 +475,7 @@ async fn outcomes_wait_out_a_nats_restart() {
     }
     on.nats.stop();
     for body in queued {
-        let ServerBody::Ask {
-            req_id, question, ..
-        } = body
-        else {
-            panic!("{body:?}");
-        };
+        let (req_id, question) = ask_of(body);
         let taken = on.sa.handle_on(epoch, answer(&req_id, question));
         assert_eq!(taken, Some(ReplyOutcome::Accepted), "the holder takes it");
     }
@@ -507,12 +516,7 @@ async fn the_holder_dies_and_the_owner_resends_to_the_new_holder() {
     let mut on_b = HashMap::new();
     while on_b.len() < 10 {
         let (_, body) = next_body(&mut att_b).await;
-        let ServerBody::Ask {
-            req_id, question, ..
-        } = body
-        else {
-            panic!("{body:?}");
-        };
+        let (req_id, question) = ask_of(body);
         assert!(
             on_b.insert(req_id.clone(), question.clone()).is_none(),
             "once"
@@ -524,6 +528,54 @@ async fn the_holder_dies_and_the_owner_resends_to_the_new_holder() {
     on_a.sort();
     assert_eq!(resent, on_a, "the same requests");
     all_answered_with_their_number(asks).await;
+}
+
+/// A request in flight to a holder that died with it (the message reached it, no answer
+/// ever comes) goes to the new holder as soon as the stream attaches there, not after the
+/// request's 2 s timeout.
+#[tokio::test]
+async fn a_request_in_flight_to_a_dead_holder_goes_to_the_new_one_at_the_attach() {
+    let on = on_a().await;
+    let c = replica(&on.nats.url(), "rc", &on.store).await;
+    c.hub.adopt(&on.sid).await.expect("adopt");
+    let sc = c.hub.find(&on.sid).expect("adopted");
+    on.a.bus.close();
+    // Stands in for the dead holder: it takes the session's requests and never answers.
+    let client = async_nats::connect(on.nats.url()).await.expect("nats");
+    let subject = format!("mse.sess.{}", on.sid);
+    let mut dead = client.subscribe(subject.clone()).await.expect("subscribe");
+    // Its own message coming back: the server has taken the subscription.
+    client
+        .publish(subject, "probe".into())
+        .await
+        .expect("probe");
+    let probe = tokio::time::timeout(Duration::from_secs(10), dead.next()).await;
+    assert!(probe.expect("the probe in time").is_some());
+    let ask = ask_on(&sc, 0, json!(0));
+    let request = tokio::time::timeout(Duration::from_secs(10), dead.next()).await;
+    assert!(request
+        .expect("the request reached the dead holder")
+        .is_some());
+    let sb =
+        on.b.hub
+            .authenticate(&on.sid, Some(&on.token))
+            .await
+            .expect("auth on b");
+    let mut att_b = sb.attach(0).expect("attach on b");
+    let attached = Instant::now();
+    assert!(matches!(
+        next_body(&mut att_b).await.1,
+        ServerBody::Welcome(_)
+    ));
+    let (_, body) = next_body(&mut att_b).await;
+    let took = attached.elapsed();
+    let (req_id, question) = ask_of(body);
+    assert!(
+        took < Duration::from_secs(1),
+        "sent again at the attach, not after the request's timeout: {took:?}"
+    );
+    sb.handle_on(att_b.epoch(), answer(&req_id, question));
+    all_answered_with_their_number(vec![ask]).await;
 }
 
 /// The first cluster case: a task started on replica b runs its operator step

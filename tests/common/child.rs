@@ -69,6 +69,14 @@ impl Proc {
         }
     }
 
+    /// Replica `id` on `dir`, sharing the database at `database_url` and the nats-server
+    /// at `nats_url` with the others ([`super::cluster::replica_flags`]).
+    pub async fn replica(dir: &Path, database_url: &str, nats_url: &str, id: &str) -> Proc {
+        let flags = super::cluster::replica_flags(database_url, nats_url, id);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        Proc::start(dir, &flags).await
+    }
+
     /// SIGKILL, and reap.
     pub fn kill(self) {
         drop(self);
@@ -83,6 +91,30 @@ impl Proc {
 
     pub fn tasks(&self) -> TaskServiceClient<Channel> {
         TaskServiceClient::new(self.channel.clone())
+    }
+
+    /// StartTask `req` on this replica once it learned the operator seat the task names
+    /// (another replica's attach announcement may still be on its way: retried while the
+    /// seat is unknown here, bounded); the task id.
+    pub async fn start_once_seated(&self, req: pb::StartTaskRequest) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.tasks().start_task(req.clone()).await {
+                Ok(started) => return started.into_inner().task_id,
+                // An agent's operator_ref, or the launch's operator_sid, names no seat yet.
+                Err(e)
+                    if e.message().contains("held by no live operator session")
+                        || e.message().contains("no operator session or role") =>
+                {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the seat never reached it: {e:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("start task: {e:?}"),
+            }
+        }
     }
 
     /// Runs the fixture Blueprint `bp` on `input` to its end; it must complete.
@@ -262,9 +294,29 @@ impl Operator {
 
 /// The worker's part of a spawn (the prompt, a body naming the agent), then the ack.
 pub async fn answer(
-    mut workers: WorkerServiceClient<Channel>,
+    workers: WorkerServiceClient<Channel>,
     tx: tokio::sync::mpsc::Sender<pb::ClientFrame>,
     spawn: &pb::Spawn,
+) -> Result<(), tonic::Status> {
+    worker_part(workers, spawn, pb::SubmitOutcome::Pass).await?;
+    let ack = pb::SpawnAck {
+        req_id: spawn.req_id.clone(),
+        ..Default::default()
+    };
+    let _ = tx
+        .send(pb::ClientFrame {
+            body: Some(C::SpawnAck(ack)),
+        })
+        .await;
+    Ok(())
+}
+
+/// The worker's part of a spawn alone: reads the prompt and submits a body naming the
+/// agent with `outcome`.
+pub async fn worker_part(
+    mut workers: WorkerServiceClient<Channel>,
+    spawn: &pb::Spawn,
+    outcome: pb::SubmitOutcome,
 ) -> Result<(), tonic::Status> {
     let prompt = workers
         .get_prompt(authed(
@@ -280,21 +332,12 @@ pub async fn answer(
         .submit(authed(
             pb::SubmitRequest {
                 body,
-                outcome: pb::SubmitOutcome::Pass as i32,
+                outcome: outcome as i32,
                 step_id: String::new(),
             },
             &spawn.worker_handle,
         ))
         .await?;
-    let ack = pb::SpawnAck {
-        req_id: spawn.req_id.clone(),
-        ..Default::default()
-    };
-    let _ = tx
-        .send(pb::ClientFrame {
-            body: Some(C::SpawnAck(ack)),
-        })
-        .await;
     Ok(())
 }
 

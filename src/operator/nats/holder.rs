@@ -61,6 +61,27 @@ impl NatsBus {
         }
     }
 
+    /// After a reconnect: every stream held here is announced again. An owner that sent a
+    /// request while this replica's subscriptions were not back yet got no responders and
+    /// parked it until the next announcement; this is that announcement. (The client sends
+    /// this after it subscribed again, on the same connection.)
+    pub(super) fn announce_held(&self) {
+        let held: Vec<(String, u64)> = {
+            let held = match self.held.read() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            held.iter().map(|(sid, h)| (sid.clone(), h.epoch)).collect()
+        };
+        for (sid, epoch) in held {
+            let attach = Attach {
+                epoch,
+                replica: self.replica.clone(),
+            };
+            self.publish(wire::attach_subject(&sid), wire::encode(&attach));
+        }
+    }
+
     /// An attach announcement: a newer stream elsewhere takes the session from this
     /// replica; what this replica owns for the sid is sent to the new holder.
     pub(super) fn on_attach(&self, msg: async_nats::Message) {

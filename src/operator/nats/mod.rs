@@ -183,6 +183,7 @@ impl NatsBus {
         tasks.push(tokio::spawn(async move {
             while reconnects.recv().await.is_some() {
                 let Some(bus) = weak.upgrade() else { break };
+                bus.announce_held();
                 bus.resend_unaccepted();
             }
         }));

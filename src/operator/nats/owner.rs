@@ -4,7 +4,10 @@
 //! re-sent on every attach announcement and reconnect. The first outcome per req_id is
 //! applied; later ones find nothing (exactly-once effect).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use super::super::frame::ServerBody;
 use super::super::pending::{RequestKind, Waiter};
@@ -26,6 +29,8 @@ pub(super) struct Owned {
     sending: bool,
     /// Something asked for another send while one was running.
     again: bool,
+    /// Wakes a running send that waits for its answer when another send is asked for.
+    kick: Arc<Notify>,
     /// Parked (nobody holds the stream) since.
     parked_since: Option<Instant>,
 }
@@ -47,6 +52,7 @@ impl Owned {
             accepted_by: None,
             sending: false,
             again: false,
+            kick: Arc::default(),
             parked_since: None,
         }
     }
@@ -90,6 +96,7 @@ impl NatsBus {
             };
             if o.sending {
                 o.again = true;
+                o.kick.notify_waiters();
                 return;
             }
             o.sending = true;
@@ -112,8 +119,13 @@ impl NatsBus {
     }
 
     async fn send_loop(&self, req_id: String) {
+        let Some(kick) = lock(&self.owned).get(&req_id).map(|o| o.kick.clone()) else {
+            return;
+        };
         let mut pause = Duration::from_millis(50);
         loop {
+            // Made before `again` is cleared: a later ask for another send wakes it.
+            let kicked = kick.notified();
             let (sid, payload) = {
                 let mut owned = lock(&self.owned);
                 let Some(o) = owned.get_mut(&req_id) else {
@@ -132,11 +144,17 @@ impl NatsBus {
             let request = async_nats::Request::new()
                 .payload(payload)
                 .timeout(Some(REQUEST_TIMEOUT));
-            let verdict = match self
-                .client
-                .send_request(wire::sess_subject(&sid), request)
-                .await
-            {
+            let sent = tokio::select! {
+                sent = self.client.send_request(wire::sess_subject(&sid), request) => sent,
+                // An attach announcement or a reconnect asked again: the holder this went
+                // to may have died with it, so it is sent again now instead of after the
+                // request's timeout.
+                () = kicked => {
+                    tracing::debug!(sid, req_id, "operator request sent again before its answer");
+                    continue;
+                }
+            };
+            let verdict = match sent {
                 Ok(msg) => match serde_json::from_slice::<HolderAnswer>(&msg.payload) {
                     Ok(HolderAnswer::Accepted { replica }) => Verdict::Accepted(replica),
                     Ok(HolderAnswer::Refused { reason }) => Verdict::Refused(reason),
