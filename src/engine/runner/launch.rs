@@ -137,13 +137,10 @@ impl EngineHost {
         known("operator_sid", &operator_sid)?;
         known("operator.spawn_hook_id", &spawn_hook_id)?;
         known("operator.senior_bridge_id", &senior_bridge_id)?;
-        // With no explicit pin, a Blueprint with a single operator seat sends its hooks and
-        // asks to whoever holds that seat.
-        let sole_seat = match bp.operators.as_slice() {
-            [only] if registered.iter().any(|r| r == &only.name) => Some(only.name.clone()),
+        let only_seat = match bp.operators.as_slice() {
+            [only] => Some(only.name.clone()),
             _ => None,
         };
-        let pin = operator_sid.clone().or(sole_seat);
         let blueprint_id = bp.id.to_string();
         let compile_ref = BlueprintRef::Inline {
             value: Box::new(bp),
@@ -160,6 +157,17 @@ impl EngineHost {
                 self.checked.insert(&blueprint_id, v);
             }
         }
+        // With no explicit pin, a Blueprint with a single operator seat sends its hooks and
+        // asks to whoever holds that seat. Read after the compile: a seat registered
+        // meanwhile (another replica's session, learned from the bus) passed the compile,
+        // so it must be pinned too.
+        let sole_seat = match (&operator_sid, only_seat) {
+            (None, Some(name)) if self.engine.list_operator_ids().await.contains(&name) => {
+                Some(name)
+            }
+            _ => None,
+        };
+        let pin = operator_sid.clone().or(sole_seat);
         let input = TaskApplicationInput {
             blueprint: compile_ref,
             operator_id: task_id.to_string(),
