@@ -127,7 +127,8 @@ async fn start_hub(
         Some(url) => {
             let grace = config.operator.park_grace;
             let bus = NatsBus::connect(url, &config.cluster.replica_id, grace).await?;
-            crate::worker_relay::NatsWorkerRelay::start(url, host).await?;
+            crate::worker_relay::NatsWorkerRelay::start(url, &config.cluster.replica_id, host)
+                .await?;
             links.bus = bus.clone();
             Some(bus)
         }
@@ -221,7 +222,12 @@ async fn serve(
     tracing::info!("shutting down: health NOT_SERVING, closing operator streams");
     grpc::set_serving(&health, false).await;
     host.begin_drain();
-    hub.close_all("closed: server shutting down", SHUTDOWN_RETRY_AFTER_MS);
+    // Draining: the operator reconnects (in a cluster, through the balancer, to another
+    // replica, which serves the same session).
+    hub.close_all(
+        "draining: server shutting down; reconnect after retry_after_ms",
+        SHUTDOWN_RETRY_AFTER_MS,
+    );
     // Bounded drain: running tasks and open connections get `drain` to end, then the
     // tasks still running are aborted.
     let (_, runs_done) = tokio::join!(

@@ -320,3 +320,45 @@ async fn shared_retention_keeps_the_newest_finished_tasks_of_every_replica() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_task_on_any_replica_cancels_the_task_where_it_runs() {
+    let Some(pg) = Postgres::start() else { return };
+    let (dir_a, dir_b) = (Scratch::new("cancel-a"), Scratch::new("cancel-b"));
+    bounded(120, async {
+        let nats = NatsServer::start();
+        let db = pg.database().await;
+        let scene = Scene::start(&db, &nats.url(), [&dir_a, &dir_b], 1).await;
+        let Some(b) = &scene.b else { return };
+        let id = scene.ids[0].clone();
+        // The task runs on B (step 3 in flight); A does not run it and passes the call on.
+        let req = pb::CancelTaskRequest {
+            task_id: id.clone(),
+            reason: "changed my mind".into(),
+        };
+        let cancelled = scene
+            .a
+            .tasks()
+            .cancel_task(req)
+            .await
+            .expect("cancel through A")
+            .into_inner()
+            .task
+            .expect("task");
+        assert_eq!(cancelled.state(), pb::TaskState::Cancelled);
+        assert!(
+            cancelled.error.contains("changed my mind"),
+            "{}",
+            cancelled.error
+        );
+        assert_eq!(b.get(&id).await.state(), pb::TaskState::Cancelled);
+        // Ended: a second cancel, on either replica, is refused as such.
+        let again = pb::CancelTaskRequest {
+            task_id: id.clone(),
+            reason: String::new(),
+        };
+        let err = scene.a.tasks().cancel_task(again).await.expect_err("ended");
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    })
+    .await;
+}

@@ -1,8 +1,9 @@
-//! Worker calls across replicas: a worker handle names the process that minted it (its
-//! boot id, `engine/handles.rs`), so a replica that gets a call for another's handle
-//! passes it to that process through a [`WorkerRelay`] (NATS, `crate::relay`) and
-//! answers with its answer. Workers may then call any replica, a balancer in front
-//! included.
+//! Calls across replicas: a worker handle names the process that minted it (its boot
+//! id, `engine/handles.rs`), so a replica that gets a worker call for another's handle
+//! passes it to that process through a [`WorkerRelay`] (NATS, `crate::worker_relay`)
+//! and answers with its answer; a CancelTask for a task another replica runs goes to
+//! that replica the same way. Workers and clients may then call any replica, a balancer
+//! in front included.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,13 @@ pub enum WorkerCall {
         /// `pass`, `blocked` or `skip`.
         outcome: String,
     },
+    /// CancelTask, for the replica running the task.
+    Cancel {
+        /// The task.
+        task_id: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// What the minting replica answered.
@@ -41,6 +49,8 @@ pub enum WorkerCall {
 pub enum WorkerAnswer {
     /// The prompt.
     Prompt(WorkerPrompt),
+    /// The task as the call left it (CancelTask).
+    Task(Box<super::TaskRecord>),
     /// The result was taken.
     Submitted {
         /// The step.
@@ -57,11 +67,15 @@ pub enum WorkerAnswer {
     },
 }
 
-/// Passes a worker call to the process whose boot id is `boot`.
+/// Passes a call to another replica.
 #[async_trait]
 pub trait WorkerRelay: Send + Sync {
-    /// Its answer; None when no such process answers (it is gone).
+    /// A worker call to the process whose boot id is `boot`; None when no such process
+    /// answers (it is gone).
     async fn call(&self, boot: &str, call: &WorkerCall) -> Option<WorkerAnswer>;
+
+    /// A call to the replica `replica` (`--replica-id`); None when it does not answer.
+    async fn to_replica(&self, replica: &str, call: &WorkerCall) -> Option<WorkerAnswer>;
 }
 
 fn outcome_text(outcome: SubmitOutcome) -> &'static str {
@@ -187,9 +201,43 @@ impl EngineHost {
         })
     }
 
-    /// Serves a call another replica relayed here (its handle was minted here).
-    pub async fn serve_relayed(&self, call: WorkerCall) -> WorkerAnswer {
+    /// CancelTask for a task another replica runs: its answer; None to serve it here
+    /// (one process, or the task is this replica's).
+    pub(super) async fn cancel_elsewhere(
+        &self,
+        task_id: &str,
+        reason: &str,
+    ) -> Option<Result<super::TaskRecord>> {
+        let relay = self.relay.get()?;
+        let runner = match self.tasks.runner_elsewhere(task_id).await {
+            Ok(runner) => runner?,
+            Err(e) => return Some(Err(e)),
+        };
+        let call = WorkerCall::Cancel {
+            task_id: task_id.to_string(),
+            reason: reason.to_string(),
+        };
+        Some(match relay.to_replica(&runner, &call).await {
+            Some(WorkerAnswer::Task(record)) => Ok(*record),
+            Some(WorkerAnswer::Failed { code, message }) => Err(error_of(code, message)),
+            Some(other) => Err(unexpected(other)),
+            None => Err(Error::Unavailable(format!(
+                "task {task_id} runs on replica {runner}, which does not answer; retry (a \
+                 replica that died has its tasks taken over within 20 s)"
+            ))),
+        })
+    }
+
+    /// Serves a call another replica relayed here (its handle was minted here, or the
+    /// task runs here).
+    pub async fn serve_relayed(self: &std::sync::Arc<Self>, call: WorkerCall) -> WorkerAnswer {
         match call {
+            WorkerCall::Cancel { task_id, reason } => {
+                match Box::pin(self.cancel_task(&task_id, &reason)).await {
+                    Ok(record) => WorkerAnswer::Task(Box::new(record)),
+                    Err(e) => failed(e),
+                }
+            }
             WorkerCall::Prompt { handle, step_id } => {
                 let cred = Credential::Handle(handle);
                 match self.worker_prompt(&cred, step_id.as_deref()).await {

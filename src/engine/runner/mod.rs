@@ -139,6 +139,10 @@ impl EngineHost {
         } else {
             clip_text(reason.trim())
         };
+        // Several replicas: the one running the task cancels it.
+        if let Some(answer) = self.cancel_elsewhere(task_id, &reason).await {
+            return answer;
+        }
         if current.state == TaskState::Interrupted {
             lock(&self.parked).remove(task_id);
             return self
@@ -283,7 +287,10 @@ impl EngineHost {
         crate::telemetry::task_ended(task_id);
         let ended = self.tasks.finish(task_id, end).await;
         crate::metrics::task_ended(outcome, ran_for(&ended));
-        self.journal.set_status(task_id, status).await;
+        // ABORTED: another replica took the task over; its run record is that one's now.
+        if !matches!(ended, Err(Error::Aborted(_))) {
+            self.journal.set_status(task_id, status).await;
+        }
         match &ended {
             Ok(None) => return ended,
             Ok(Some(record)) if record.state == TaskState::Completed => {

@@ -269,6 +269,22 @@ impl TaskStore for PgTaskStore {
         Ok(())
     }
 
+    async fn runner_elsewhere(&self, task_id: &str) -> Result<Option<String>> {
+        if !self.shared {
+            return Ok(None);
+        }
+        let client = crate::pg::client(&self.pool).await?;
+        let row = client
+            .query_opt(
+                "SELECT runner FROM tasks WHERE task_id = $1 AND finished_ms IS NULL \
+                 AND runner IS DISTINCT FROM $2",
+                &[&task_id, &self.writer.me()],
+            )
+            .await
+            .map_err(|e| crate::pg::error("task leases", &e))?;
+        Ok(row.and_then(|r| r.get::<_, Option<String>>(0)))
+    }
+
     async fn hand_over(&self) -> Result<()> {
         match self.shared {
             true => crate::pg::replicas::leave(&self.pool, self.writer.me()).await,

@@ -112,6 +112,12 @@ pub trait TaskStore: Send + Sync {
         Ok(())
     }
 
+    /// A store shared by replicas: the replica running (or holding) the unfinished task
+    /// `task_id` when that is another one. None for a store of one process.
+    async fn runner_elsewhere(&self, _task_id: &str) -> Result<Option<String>> {
+        Ok(None)
+    }
+
     /// A store shared by replicas: this replica is leaving (shutdown, after its runs
     /// ended or were interrupted); the others may take its unfinished tasks at once.
     async fn hand_over(&self) -> Result<()> {
