@@ -128,6 +128,43 @@ impl Scene {
     }
 }
 
+/// A throwaway PostgreSQL and nats-server, and the data dirs of replicas A and B.
+struct Stage {
+    _pg: Postgres,
+    nats: NatsServer,
+    db: String,
+    dirs: [Scratch; 2],
+}
+
+impl Stage {
+    /// None (the test is skipped, saying so) without the PostgreSQL binaries.
+    async fn open(tag: &str) -> Option<Stage> {
+        let pg = Postgres::start()?;
+        let db = pg.database().await;
+        let dirs = [
+            Scratch::new(&format!("{tag}-a")),
+            Scratch::new(&format!("{tag}-b")),
+        ];
+        Some(Stage {
+            _pg: pg,
+            nats: NatsServer::start(),
+            db,
+            dirs,
+        })
+    }
+
+    /// The [`Scene`] of `n` tasks on this stage.
+    async fn scene(&self, n: usize) -> Scene {
+        Scene::start(
+            &self.db,
+            &self.nats.url(),
+            [&self.dirs[0], &self.dirs[1]],
+            n,
+        )
+        .await
+    }
+}
+
 /// Starts `n` five-step operator flows on `runner`, once it has learned the
 /// operator's seat (attached on another replica) from the bus.
 async fn start_on(runner: &Proc, n: usize) -> Vec<String> {
@@ -149,12 +186,11 @@ async fn start_on(runner: &Proc, n: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_tasks_of_a_killed_replica_resume_on_another_without_running_journaled_steps_again() {
-    let Some(pg) = Postgres::start() else { return };
-    let (dir_a, dir_b) = (Scratch::new("takeover-a"), Scratch::new("takeover-b"));
+    let Some(stage) = Stage::open("takeover").await else {
+        return;
+    };
     bounded(240, async {
-        let nats = NatsServer::start();
-        let db = pg.database().await;
-        let mut scene = Scene::start(&db, &nats.url(), [&dir_a, &dir_b], 50).await;
+        let mut scene = stage.scene(50).await;
         let killed = Instant::now();
         if let Some(b) = scene.b.take() {
             b.kill();
@@ -179,12 +215,11 @@ async fn fifty_tasks_of_a_killed_replica_resume_on_another_without_running_journ
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_stopped_by_sigterm_hands_its_tasks_over_at_once() {
-    let Some(pg) = Postgres::start() else { return };
-    let (dir_a, dir_b) = (Scratch::new("drain-a"), Scratch::new("drain-b"));
+    let Some(stage) = Stage::open("drain").await else {
+        return;
+    };
     bounded(120, async {
-        let nats = NatsServer::start();
-        let db = pg.database().await;
-        let mut scene = Scene::start(&db, &nats.url(), [&dir_a, &dir_b], 10).await;
+        let mut scene = stage.scene(10).await;
         let Some(mut b) = scene.b.take() else { return };
         let stopped = Instant::now();
         signal(&b, "-TERM");
@@ -208,12 +243,11 @@ async fn a_replica_stopped_by_sigterm_hands_its_tasks_over_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_stopped_past_its_lease_is_fenced_and_lets_go_when_it_wakes() {
-    let Some(pg) = Postgres::start() else { return };
-    let (dir_a, dir_b) = (Scratch::new("fence-a"), Scratch::new("fence-b"));
+    let Some(stage) = Stage::open("fence").await else {
+        return;
+    };
     bounded(180, async {
-        let nats = NatsServer::start();
-        let db = pg.database().await;
-        let mut scene = Scene::start(&db, &nats.url(), [&dir_a, &dir_b], 10).await;
+        let mut scene = stage.scene(10).await;
         let Some(b) = scene.b.take() else { return };
         let stopped = Instant::now();
         signal(&b, "-STOP");
@@ -265,20 +299,19 @@ async fn a_runner_stopped_past_its_lease_is_fenced_and_lets_go_when_it_wakes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_retention_keeps_the_newest_finished_tasks_of_every_replica() {
-    let Some(pg) = Postgres::start() else { return };
-    let (dir_a, dir_b) = (Scratch::new("keep-a"), Scratch::new("keep-b"));
+    let Some(stage) = Stage::open("keep").await else {
+        return;
+    };
     bounded(120, async {
-        let nats = NatsServer::start();
-        let db = pg.database().await;
         let start = |dir, id| {
-            let mut flags = replica_flags(&db, &nats.url(), id);
+            let mut flags = replica_flags(&stage.db, &stage.nats.url(), id);
             flags.extend(["--task-retention".to_string(), "4".to_string()]);
             async move {
                 let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
                 Proc::start(dir, &flags).await
             }
         };
-        let (a, b) = tokio::join!(start(&dir_a, "a"), start(&dir_b, "b"));
+        let (a, b) = tokio::join!(start(&stage.dirs[0], "a"), start(&stage.dirs[1], "b"));
         let mut ran = Vec::new();
         for n in 0..6 {
             let on = if n % 2 == 0 { &a } else { &b };
@@ -323,12 +356,11 @@ async fn shared_retention_keeps_the_newest_finished_tasks_of_every_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_task_on_any_replica_cancels_the_task_where_it_runs() {
-    let Some(pg) = Postgres::start() else { return };
-    let (dir_a, dir_b) = (Scratch::new("cancel-a"), Scratch::new("cancel-b"));
+    let Some(stage) = Stage::open("cancel").await else {
+        return;
+    };
     bounded(120, async {
-        let nats = NatsServer::start();
-        let db = pg.database().await;
-        let scene = Scene::start(&db, &nats.url(), [&dir_a, &dir_b], 1).await;
+        let scene = stage.scene(1).await;
         let Some(b) = &scene.b else { return };
         let id = scene.ids[0].clone();
         // The task runs on B (step 3 in flight); A does not run it and passes the call on.
