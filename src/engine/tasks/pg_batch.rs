@@ -6,7 +6,7 @@
 //!
 //! Every write is fenced by the task's lease: its row must still name this replica as
 //! `runner` with the `lease_epoch` it took. A task another replica claimed since is not
-//! written; its callers get ABORTED and the task is reported [`PgWriter::take_lost`].
+//! written; its callers get ABORTED and the task is reported lost (`LeaseBook`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,6 +15,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use tokio::sync::{oneshot, Notify};
 
+use super::pg_leases::LeaseBook;
 use super::{unix_ms, TaskEvent, TaskRecord, EVENTS_KEPT};
 use crate::error::{Error, Result};
 use crate::pg::int;
@@ -41,21 +42,12 @@ struct Queued {
     flushing: bool,
 }
 
-/// The leases this replica holds: task id → the `lease_epoch` it claimed, and the tasks
-/// whose lease a write found taken by another replica.
-#[derive(Default)]
-struct Leases {
-    held: HashMap<String, i64>,
-    lost: HashSet<String>,
-}
-
 /// See the module doc.
 pub(super) struct PgWriter {
     pool: Pool,
-    /// This replica's id, the `runner` of the tasks it writes.
-    me: String,
     queued: Mutex<Queued>,
-    leases: Mutex<Leases>,
+    /// The leases this replica holds; its id is the `runner` of the tasks it writes.
+    pub(super) leases: LeaseBook,
     /// Woken after every batch.
     written: Notify,
 }
@@ -64,9 +56,8 @@ impl PgWriter {
     pub(super) fn new(pool: Pool, me: &str) -> Arc<Self> {
         Arc::new(Self {
             pool,
-            me: me.to_string(),
             queued: Mutex::new(Queued::default()),
-            leases: Mutex::new(Leases::default()),
+            leases: LeaseBook::new(me),
             written: Notify::new(),
         })
     }
@@ -76,51 +67,6 @@ impl PgWriter {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         }
-    }
-
-    fn leases(&self) -> MutexGuard<'_, Leases> {
-        match self.leases.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
-    /// This replica's id.
-    pub(super) fn me(&self) -> &str {
-        &self.me
-    }
-
-    /// Notes the lease of `task_id` at `epoch` (a task created here, or claimed).
-    pub(super) fn hold(&self, task_id: &str, epoch: i64) {
-        self.leases().held.insert(task_id.to_string(), epoch);
-    }
-
-    /// The leases held here, task id → epoch (running or waiting tasks; ended ones are
-    /// released).
-    pub(super) fn held(&self) -> HashMap<String, i64> {
-        self.leases().held.clone()
-    }
-
-    /// Gives up the lease of `task_ids` (they ended, or were lost).
-    pub(super) fn release(&self, task_ids: &[String]) {
-        let mut leases = self.leases();
-        for id in task_ids {
-            leases.held.remove(id);
-        }
-    }
-
-    /// Marks `task_ids` as claimed by another replica; [`Self::take_lost`] reports them.
-    pub(super) fn lose(&self, task_ids: impl IntoIterator<Item = String>) {
-        let mut leases = self.leases();
-        for id in task_ids {
-            leases.held.remove(&id);
-            leases.lost.insert(id);
-        }
-    }
-
-    /// The tasks found claimed by another replica since the last call.
-    pub(super) fn take_lost(&self) -> Vec<String> {
-        self.leases().lost.drain().collect()
     }
 
     /// Makes a change with `make` and queues it in one step; resolves with what `make`
@@ -191,15 +137,10 @@ impl PgWriter {
                 std::mem::take(&mut q.changes)
             };
             let (changes, waiters): (Vec<Change>, Vec<_>) = batch.into_iter().unzip();
-            let epochs = {
-                let leases = self.leases();
-                let epoch = |id: &String| leases.held.get(id).copied().unwrap_or(0);
-                changes
-                    .iter()
-                    .map(|c| epoch(&c.record.task_id))
-                    .collect::<Vec<_>>()
-            };
-            let outcome = match Arrays::of(&changes, &epochs, &self.me) {
+            let epochs = self
+                .leases
+                .epochs(changes.iter().map(|c| &c.record.task_id));
+            let outcome = match Arrays::of(&changes, &epochs, self.leases.me()) {
                 Ok(arrays) => self.write(&arrays).await,
                 Err(e) => Err(e.to_string()),
             };
@@ -209,7 +150,7 @@ impl PgWriter {
             };
             if !fenced.is_empty() {
                 tracing::warn!(tasks = ?fenced, "task writes refused: another replica took these tasks over");
-                self.lose(fenced.iter().cloned());
+                self.leases.lose(fenced.iter().cloned());
             }
             {
                 let mut q = self.lock();

@@ -4,7 +4,8 @@
 //! (`pg_batch`); a replica learns it lost a task from that refusal or from
 //! [`moved`], and lets it go.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
 
 use deadpool_postgres::Pool;
 
@@ -15,6 +16,82 @@ use crate::pg::replicas::DEAD_AFTER;
 
 /// Tasks claimed per statement (a tick claims until fewer come back).
 const CLAIM_BATCH: i64 = 200;
+
+/// The leases this replica holds: task id → the `lease_epoch` it claimed, and the tasks
+/// found claimed by another replica since they were last reported.
+pub(super) struct LeaseBook {
+    /// This replica's id, the `runner` of the tasks it writes.
+    me: String,
+    inner: Mutex<Book>,
+}
+
+#[derive(Default)]
+struct Book {
+    held: HashMap<String, i64>,
+    lost: HashSet<String>,
+}
+
+impl LeaseBook {
+    pub(super) fn new(me: &str) -> Self {
+        Self {
+            me: me.to_string(),
+            inner: Mutex::new(Book::default()),
+        }
+    }
+
+    fn book(&self) -> MutexGuard<'_, Book> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// This replica's id.
+    pub(super) fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// Notes the lease of `task_id` at `epoch` (a task created here, or claimed).
+    pub(super) fn hold(&self, task_id: &str, epoch: i64) {
+        self.book().held.insert(task_id.to_string(), epoch);
+    }
+
+    /// The leases held here, task id → epoch (running or waiting tasks; ended ones are
+    /// released).
+    pub(super) fn held(&self) -> HashMap<String, i64> {
+        self.book().held.clone()
+    }
+
+    /// The epoch held for each of `task_ids` (0: none, so a write of it is fenced).
+    pub(super) fn epochs<'a>(&self, task_ids: impl Iterator<Item = &'a String>) -> Vec<i64> {
+        let book = self.book();
+        task_ids
+            .map(|id| book.held.get(id).copied().unwrap_or(0))
+            .collect()
+    }
+
+    /// Gives up the lease of `task_ids` (they ended).
+    pub(super) fn release(&self, task_ids: &[String]) {
+        let mut book = self.book();
+        for id in task_ids {
+            book.held.remove(id);
+        }
+    }
+
+    /// Marks `task_ids` as claimed by another replica; [`Self::take_lost`] reports them.
+    pub(super) fn lose(&self, task_ids: impl IntoIterator<Item = String>) {
+        let mut book = self.book();
+        for id in task_ids {
+            book.held.remove(&id);
+            book.lost.insert(id);
+        }
+    }
+
+    /// The tasks found claimed by another replica since the last call.
+    pub(super) fn take_lost(&self) -> Vec<String> {
+        self.book().lost.drain().collect()
+    }
+}
 
 /// Whose unfinished tasks a claim takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -93,7 +93,7 @@ impl PgTaskStore {
     fn hold(&self, claimed: Vec<Claimed>) -> Vec<String> {
         let mut ids = Vec::with_capacity(claimed.len());
         for c in claimed {
-            self.writer.hold(&c.record.task_id, c.epoch);
+            self.writer.leases.hold(&c.record.task_id, c.epoch);
             ids.push(c.record.task_id.clone());
             self.mem.restore(c.record, c.events);
         }
@@ -137,7 +137,7 @@ impl PgTaskStore {
 impl TaskStore for PgTaskStore {
     async fn create(&self, record: TaskRecord) -> Result<()> {
         self.writer.reachable().await?;
-        self.writer.hold(&record.task_id, 1);
+        self.writer.leases.hold(&record.task_id, 1);
         self.writer
             .submit(|| {
                 let event = self.mem.create_noting(record.clone());
@@ -184,7 +184,9 @@ impl TaskStore for PgTaskStore {
         let Some((record, dropped)) = finished else {
             return Ok(None);
         };
-        self.writer.release(std::slice::from_ref(&record.task_id));
+        self.writer
+            .leases
+            .release(std::slice::from_ref(&record.task_id));
         self.mem.evicted(dropped);
         if self.shared {
             // Read from the tables from now on (a rerun may move it elsewhere).
@@ -253,7 +255,7 @@ impl TaskStore for PgTaskStore {
             return Ok(Vec::new());
         }
         let _leasing = self.leasing.lock().await;
-        let claimed = claim(&self.pool, self.writer.me(), Claim::Orphans).await?;
+        let claimed = claim(&self.pool, self.writer.leases.me(), Claim::Orphans).await?;
         Ok(self.hold(claimed))
     }
 
@@ -262,7 +264,7 @@ impl TaskStore for PgTaskStore {
             return Ok(());
         }
         let _leasing = self.leasing.lock().await;
-        if let Some(claimed) = claim_one(&self.pool, self.writer.me(), task_id).await? {
+        if let Some(claimed) = claim_one(&self.pool, self.writer.leases.me(), task_id).await? {
             self.mem.forget(task_id);
             self.hold(vec![claimed]);
         }
@@ -278,7 +280,7 @@ impl TaskStore for PgTaskStore {
             .query_opt(
                 "SELECT runner FROM tasks WHERE task_id = $1 AND finished_ms IS NULL \
                  AND runner IS DISTINCT FROM $2",
-                &[&task_id, &self.writer.me()],
+                &[&task_id, &self.writer.leases.me()],
             )
             .await
             .map_err(|e| crate::pg::error("task leases", &e))?;
@@ -287,27 +289,27 @@ impl TaskStore for PgTaskStore {
 
     async fn hand_over(&self) -> Result<()> {
         match self.shared {
-            true => crate::pg::replicas::leave(&self.pool, self.writer.me()).await,
+            true => crate::pg::replicas::leave(&self.pool, self.writer.leases.me()).await,
             false => Ok(()),
         }
     }
 
     async fn lost(&self) -> Result<Vec<String>> {
-        let mut lost = self.writer.take_lost();
+        let mut lost = self.writer.leases.take_lost();
         if self.shared {
             let _leasing = self.leasing.lock().await;
-            let me = self.writer.me();
-            let rows = moved(&self.pool, me, &self.writer.held()).await?;
+            let me = self.writer.leases.me();
+            let rows = moved(&self.pool, me, &self.writer.leases.held()).await?;
             // A lease this replica renewed while the query ran (a resume re-claims its
             // task) is still held: only a row naming another runner, or an epoch this
             // replica does not hold now, is lost.
-            let now = self.writer.held();
+            let now = self.writer.leases.held();
             let gone = rows.into_iter().filter_map(|(id, runner, epoch)| {
                 let ours = runner.as_deref() == Some(me) && now.get(&id) == Some(&epoch);
                 (!ours).then_some(id)
             });
-            self.writer.lose(gone);
-            lost.extend(self.writer.take_lost());
+            self.writer.leases.lose(gone);
+            lost.extend(self.writer.leases.take_lost());
         }
         lost.sort();
         lost.dedup();
