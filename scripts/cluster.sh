@@ -216,14 +216,15 @@ start_nats() {
 # start_replica NAME PORT
 start_replica() {
   mkdir -p "$DIR/$1"
+  # Spawn directives send workers to the balancer; any replica relays their calls.
   MSE_TOKEN_SECRET="$TOKEN_SECRET" MSE_DATABASE_URL="$DATABASE_URL" \
+    MSE_PUBLIC_URL="http://127.0.0.1:$BALANCER_PORT" \
     spawn "$1" "$(log_of "$1")" "$BIN" serve --bind "127.0.0.1:$2" \
     --data-dir "$DIR/$1" --nats-url "$NATS_URL" --replica-id "$1"
 }
 
-# The first replica alone until it answers, then the others together: replicas booting
-# together on a fresh database race to store the seed Blueprint `main`, and the loser
-# of that compare-and-set fails its boot.
+# The first replica alone until it answers (it creates the schema and seeds Blueprint
+# `main`), then the others together.
 start_replicas() {
   local i ports
   read -r -a ports <<<"$REPLICA_PORTS"

@@ -138,9 +138,10 @@ async fn start_hub(
         host.clone(),
         SessionLimits {
             timeouts: config.operator.clone(),
-            base_url: match config.tls {
-                Some(_) => format!("https://{addr}"),
-                None => format!("http://{addr}"),
+            base_url: match (&config.public_url, &config.tls) {
+                (Some(url), _) => url.clone(),
+                (None, Some(_)) => format!("https://{addr}"),
+                (None, None) => format!("http://{addr}"),
             },
             max_unacked: config.operator.max_unacked,
             size: crate::limits::SizePolicy::new(config.max_message_bytes, config.max_data_bytes),

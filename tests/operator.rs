@@ -659,3 +659,24 @@ async fn worker_and_data_credentials_are_checked() {
     assert_eq!(finished(t1).await.state(), pb::TaskState::Completed);
     ts.stop().await;
 }
+
+/// `--public-url` (a balancer in front, say) is what a spawn's directive tells the worker
+/// to call, in place of the bound address.
+#[tokio::test]
+async fn a_spawn_directive_names_the_public_url() {
+    let ts = TestServer::with_config(Config {
+        public_url: Some("https://swarm.example.com".into()),
+        ..Config::default()
+    })
+    .await;
+    let mut op = Op::join(&ts, &["remote"]).await;
+    let _task = run_bg(&ts, json!("job"));
+    approve_next_hook(&mut op).await;
+    let spawn = spawn_of(op.next().await);
+    assert!(
+        spawn.directive.contains("https://swarm.example.com")
+            && !spawn.directive.contains(&ts.server.addr.to_string()),
+        "{}",
+        spawn.directive
+    );
+}

@@ -30,6 +30,7 @@ pub(super) struct FileConfig {
     pub(super) max_unacked_frames: Option<usize>,
     pub(super) drain_secs: Option<u64>,
     pub(super) cors_origins: Option<Vec<String>>,
+    pub(super) public_url: Option<String>,
     pub(super) tls_cert: Option<PathBuf>,
     pub(super) tls_key: Option<PathBuf>,
     pub(super) tls_client_ca: Option<PathBuf>,

@@ -71,6 +71,10 @@ pub struct ServeArgs {
     /// [default: 5].
     #[arg(long, env = "MSE_DRAIN_SECS")]
     pub drain_secs: Option<u64>,
+    /// The URL workers are told to call in a spawn's directive, e.g. a balancer in front
+    /// of several replicas (`https://swarm.example.com`) [default: the bound address].
+    #[arg(long, env = "MSE_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Origins allowed to call gRPC-Web from a browser (repeatable) [default: none].
     #[arg(long = "cors-origin", env = "MSE_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,

@@ -176,6 +176,7 @@ impl Config {
                 .unwrap_or(defaults.task_retention),
             operator,
             cors_origins,
+            public_url: public_url_checked(args.public_url.clone().or(file.public_url))?,
             tls,
             brake,
             drain: secs(args.drain_secs, file.drain_secs, defaults.drain),
@@ -221,6 +222,28 @@ impl Config {
 }
 
 /// A `postgres://` or `postgresql://` URL, or the `key=value` form.
+/// `http(s)://host[:port][/path]`, without a trailing slash; empty is none.
+fn public_url_checked(text: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(text) = text.map(|t| t.trim().trim_end_matches('/').to_string()) else {
+        return Ok(None);
+    };
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let host = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"));
+    match host {
+        Some(h) if !h.is_empty() && !h.contains(char::is_whitespace) => Ok(Some(text)),
+        _ => Err(ConfigError::Invalid {
+            key: "public_url",
+            why: format!(
+                "'{text}' is not an http:// or https:// URL like https://swarm.example.com"
+            ),
+        }),
+    }
+}
+
 fn database_url_checked(text: &str) -> Result<DatabaseUrl, ConfigError> {
     let url = DatabaseUrl::new(text);
     let shown = url.redacted();
@@ -370,5 +393,20 @@ mod tests {
         a.tls_key = Some("k.pem".into());
         let tls = Config::load(&a).expect("tls").tls.expect("some");
         assert_eq!(tls.client_ca, Some(PathBuf::from("ca.pem")));
+    }
+
+    #[test]
+    fn a_public_url_is_an_http_url_kept_without_its_trailing_slash() {
+        let mut a = args();
+        assert_eq!(Config::load(&a).expect("none").public_url, None);
+        a.public_url = Some("https://swarm.example.com/".into());
+        let c = Config::load(&a).expect("https");
+        assert_eq!(c.public_url.as_deref(), Some("https://swarm.example.com"));
+        a.public_url = Some("swarm.example.com:7777".into());
+        let err = Config::load(&a).expect_err("no scheme").to_string();
+        assert!(
+            err.contains("public_url") && err.contains("https://"),
+            "{err}"
+        );
     }
 }

@@ -61,6 +61,8 @@ pub struct Config {
     pub operator: OperatorTimeouts,
     /// Allowed browser origins for gRPC-Web.
     pub cors_origins: Vec<String>,
+    /// What spawn directives tell workers to call; `None` = the bound address.
+    pub public_url: Option<String>,
     /// TLS on every door; `None` = plaintext.
     pub tls: Option<TlsFiles>,
     /// The brake on failed credential checks per client address.
@@ -88,6 +90,7 @@ impl Default for Config {
             resume: ResumeMode::Auto,
             operator: OperatorTimeouts::default(),
             cors_origins: Vec::new(),
+            public_url: None,
             tls: None,
             brake: BrakeLimits::default(),
             drain: Duration::from_secs(5),
