@@ -228,5 +228,6 @@ mod tests {
         std::fs::write(dir.join(BOOTS_FILE), "not-a-boot\n").expect("write");
         let err = WorkerHandles::for_storage(&storage).expect_err("damaged file");
         assert!(err.to_string().contains(BOOTS_FILE), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
