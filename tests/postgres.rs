@@ -415,22 +415,9 @@ async fn an_operator_attached_to_one_replica_serves_a_task_started_on_another() 
         // Frames cross over NATS. The worker calls go to A, which did not mint the
         // handles: A relays them to B, the replica running the steps.
         let mut op = op.workers_on(&a);
-        // B routes to the seat once the announcement reached it: poll until it does.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let id = loop {
-            let req = start_inline(fixture("five-steps.json"), json!({"input": "x"}));
-            match b.tasks().start_task(req).await {
-                Ok(started) => break started.into_inner().task_id,
-                Err(e) if e.message().contains("held by no live operator session") => {
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "B never learned: {e:?}"
-                    );
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("start on B: {e:?}"),
-            }
-        };
+        // B routes to the seat once the announcement reached it.
+        let req = start_inline(fixture("five-steps.json"), json!({"input": "x"}));
+        let id = b.start_once_seated(req).await;
         // A follows the task B runs: it reads it from the database, polled.
         let followed = tokio::spawn({
             let a = a.channel.clone();

@@ -33,15 +33,8 @@ struct Scene {
 
 impl Scene {
     async fn start(db: &str, bus: &str, dirs: [&std::path::Path; 2], n: usize) -> Scene {
-        let start = |dir, id| {
-            let flags = replica_flags(db, bus, id);
-            async move {
-                let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-                Proc::start(dir, &flags).await
-            }
-        };
-        let a = start(dirs[0], "a").await;
-        let b = start(dirs[1], "b").await;
+        let a = Proc::replica(dirs[0], db, bus, "a").await;
+        let b = Proc::replica(dirs[1], db, bus, "b").await;
         let (op, _session) = Operator::join(&a).await;
         let ids = start_on(&b, n).await;
         let mut scene = Scene {
@@ -168,18 +161,10 @@ impl Stage {
 /// Starts `n` five-step operator flows on `runner`, once it has learned the
 /// operator's seat (attached on another replica) from the bus.
 async fn start_on(runner: &Proc, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
     let mut ids = Vec::new();
     while ids.len() < n {
         let req = start_inline(fixture("five-steps.json"), json!({"input": ids.len()}));
-        match runner.tasks().start_task(req).await {
-            Ok(started) => ids.push(started.into_inner().task_id),
-            Err(e) if e.message().contains("held by no live operator session") => {
-                assert!(Instant::now() < deadline, "the runner never learned: {e:?}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("start on the runner: {e:?}"),
-        }
+        ids.push(runner.start_once_seated(req).await);
     }
     ids
 }

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::memory::EvictHook;
 use super::pg_batch::{Change, PgWriter};
-use super::pg_leases::{claim, claim_one, moved, Claim, Claimed};
+use super::pg_leases::{claim, claim_one, moved, undecodable, Claim, Claimed};
 use super::{
     pg_reads, RunStart, TaskEvent, TaskEventKind, TaskPosition, TaskRecord, TaskRegistry,
     TaskState, TaskStore,
@@ -52,26 +52,9 @@ impl PgTaskStore {
         replica: &Replica,
     ) -> Result<Self> {
         let mem = TaskRegistry::new(retention).with_evict_hook(on_evict);
-        let fail = |e: &dyn std::fmt::Display| {
-            Error::Unavailable(format!("cannot read the tasks from the database: {e}"))
-        };
-        let client = crate::pg::client(&pool).await?;
         // Shared: every read of a task not run here goes to the tables.
-        let finished = match replica.shared {
-            true => "SELECT task_id, record::text, launch::text FROM tasks WHERE false",
-            false => {
-                "SELECT task_id, record::text, launch::text FROM tasks \
-                 WHERE finished_ms IS NOT NULL ORDER BY finished_ms, created"
-            }
-        };
-        let rows = client.query(finished, &[]).await.map_err(|e| fail(&e))?;
-        let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-        let mut events = pg_reads::read_events(&client, &ids).await?;
-        drop(client);
-        for row in &rows {
-            let record = pg_reads::decode_task(row.get(1), row.get(2))?;
-            let held = events.remove(&record.task_id).unwrap_or_default();
-            mem.restore(record, held);
+        if !replica.shared {
+            restore_finished(&pool, &mem).await?;
         }
         let store = Self {
             mem,
@@ -131,6 +114,27 @@ impl PgTaskStore {
             })
             .await
     }
+}
+
+/// Puts the finished tasks back into `mem`, in the order they finished, with their events.
+async fn restore_finished(pool: &Pool, mem: &TaskRegistry) -> Result<()> {
+    let client = crate::pg::client(pool).await?;
+    let rows = client
+        .query(
+            "SELECT task_id, record::text, launch::text FROM tasks \
+             WHERE finished_ms IS NOT NULL ORDER BY finished_ms, created",
+            &[],
+        )
+        .await
+        .map_err(|e| undecodable(&e))?;
+    let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let mut events = pg_reads::read_events(&client, &ids).await?;
+    for row in &rows {
+        let record = pg_reads::decode_task(row.get(1), row.get(2))?;
+        let held = events.remove(&record.task_id).unwrap_or_default();
+        mem.restore(record, held);
+    }
+    Ok(())
 }
 
 #[async_trait]
