@@ -357,6 +357,44 @@ async fn interrupted_and_resumed_tasks_are_counted() {
     ts.stop().await;
 }
 
+/// With state on disk, the state file's transactions and the changes they wrote are
+/// counted: every task writes its creation and its end, several changes share one
+/// transaction when tasks run side by side.
+#[tokio::test]
+async fn state_file_commits_and_writes_are_counted() {
+    let _turn = TURN.lock().await;
+    let dir = temp_dir("metrics-state");
+    let ts = TestServer::with_config(Config {
+        storage: Storage::Dir(dir.clone()),
+        ..Config::default()
+    })
+    .await;
+    let before = scrape(&ts).await;
+    run_identity_tasks(&ts, 10).await;
+    let runs = (0..16).map(|i| {
+        let tasks = ts.tasks();
+        async move {
+            let mut tasks = tasks;
+            tasks
+                .run_task(inline(fixture("identity.json"), json!({ "input": i })))
+                .await
+                .expect("run task")
+        }
+    });
+    futures::future::join_all(runs).await;
+    let after = scrape(&ts).await;
+    let commits = grew(&before, &after, "mse_state_commits_total", &[]);
+    let writes = grew(&before, &after, "mse_state_writes_total", &[]);
+    assert!(commits >= 1.0, "commits {commits}");
+    assert!(
+        writes >= 2.0 * 26.0,
+        "creation and end of 26 tasks: {writes}"
+    );
+    assert!(writes > commits, "writes {writes} per commits {commits}");
+    ts.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 async fn stats(ts: &TestServer) -> pb::GetStatsResponse {
     ServerServiceClient::new(ts.channel.clone())
         .get_stats(pb::GetStatsRequest::default())

@@ -80,6 +80,8 @@ pub struct EngineHost {
     bounded_outputs: Option<Arc<outputs::BoundedOutputStore>>,
     /// The SQLite writer threads of the stores on disk.
     drivers: Mutex<Vec<rusqlite_isle::AsyncIsleDriver>>,
+    /// The state file's writer (`--data-dir`), drained before the drivers close.
+    state_file: Option<Arc<disk::GroupWriter>>,
     tasks: Arc<dyn TaskStore>,
     journal: journal::Journal,
     resume: ResumeMode,
@@ -168,6 +170,10 @@ impl EngineHost {
     pub async fn shutdown(&self) {
         if let Err(e) = self.tasks.hand_over().await {
             tracing::warn!(error = %e, "unfinished tasks not handed over; others take them once this replica's heartbeat is stale");
+        }
+        if let Some(state) = &self.state_file {
+            state.drained().await;
+            state.stop_checkpoints();
         }
         let drivers = std::mem::take(&mut *lock(&self.drivers));
         for driver in drivers {

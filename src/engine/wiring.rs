@@ -72,6 +72,7 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
     };
     let mut bounded_outputs = None;
     let mut drivers = Vec::new();
+    let mut state_file = None;
     let (blueprints, outputs, journal, tasks): Stores = match &settings.storage {
         Storage::Ephemeral => {
             let bounded = Arc::new(super::outputs::BoundedOutputStore::new(
@@ -92,6 +93,7 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
             let blueprints = open_blueprints(dir).await?;
             let (writer, driver) = super::disk::open(dir).await?;
             drivers.push(driver);
+            state_file = Some(Arc::clone(&writer));
             let outputs = super::disk::DiskOutputStore::open(Arc::clone(&writer)).await?;
             let journal = Journal::on_disk(Arc::clone(&writer)).await?;
             let tasks =
@@ -146,6 +148,7 @@ pub(super) async fn build(settings: &EngineSettings) -> Result<EngineHost> {
         outputs,
         bounded_outputs,
         drivers: Mutex::new(drivers),
+        state_file,
         tasks,
         journal,
         resume: settings.resume,

@@ -85,6 +85,10 @@ pub const NOTICES: &str = "mse_operator_notices_total";
 pub const GC_RUNS: &str = "mse_gc_runs_total";
 /// Engine-state entries freed by those collections.
 pub const GC_FREED: &str = "mse_gc_entries_freed_total";
+/// State file transactions (`--data-dir`).
+pub const STATE_COMMITS: &str = "mse_state_commits_total";
+/// Changes those transactions wrote.
+pub const STATE_WRITES: &str = "mse_state_writes_total";
 /// Process CPU time.
 pub const CPU_SECONDS: &str = "process_cpu_seconds_total";
 /// Process resident memory.
@@ -125,6 +129,12 @@ pub const ALL: &[Metric] = &[
     m(NOTICES, "counter", "code", "Notices sent to operators, by code (duplicate, stale, ...)."),
     m(GC_RUNS, "counter", "", "Collections of a finished task's engine state."),
     m(GC_FREED, "counter", "", "Engine-state entries those collections removed."),
+    m(STATE_COMMITS, "counter", "",
+      "Transactions of the state file (`tasks.sqlite` under --data-dir): each writes every change \
+       queued since the last one (group commit)."),
+    m(STATE_WRITES, "counter", "",
+      "Changes written to the state file (task events and records, runs, journal rows, outputs); \
+       divided by `mse_state_commits_total`, the changes per transaction."),
     m(CPU_SECONDS, "counter", "", "CPU time of the server process (user + system)."),
     m(RSS_BYTES, "gauge", "", "Resident memory of the server process."),
     m(OPEN_FDS, "gauge", "", "Open file descriptors of the server process."),
@@ -147,6 +157,8 @@ struct HotHandles {
     steps_dispatched: metrics::Counter,
     gc_runs: metrics::Counter,
     gc_freed: metrics::Counter,
+    state_commits: metrics::Counter,
+    state_writes: metrics::Counter,
 }
 
 static HOT: std::sync::OnceLock<HotHandles> = std::sync::OnceLock::new();
@@ -160,6 +172,8 @@ fn register_hot() {
         steps_dispatched: counter!(STEPS_DISPATCHED),
         gc_runs: counter!(GC_RUNS),
         gc_freed: counter!(GC_FREED),
+        state_commits: counter!(STATE_COMMITS),
+        state_writes: counter!(STATE_WRITES),
     });
 }
 
@@ -252,6 +266,15 @@ pub fn gc_run(freed: usize) {
         h.gc_runs.increment(1);
         h.gc_freed
             .increment(u64::try_from(freed).unwrap_or(u64::MAX));
+    }
+}
+
+/// The state file committed one transaction of `writes` changes.
+pub fn state_committed(writes: usize) {
+    if let Some(h) = HOT.get() {
+        h.state_commits.increment(1);
+        h.state_writes
+            .increment(u64::try_from(writes).unwrap_or(u64::MAX));
     }
 }
 

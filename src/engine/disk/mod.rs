@@ -2,6 +2,7 @@
 //! events, the engine's run records and the replay journal, all written by one ordered
 //! writer with group commit, so a task step costs one share of one commit.
 
+mod checkpoint;
 mod import;
 mod outputs;
 mod replay;
@@ -26,10 +27,10 @@ use crate::error::{Error, Result};
 /// replay journal moved in).
 pub(super) const STATE_FILE: &str = "tasks.sqlite";
 
-/// The writer's page cache holds the pages of the tasks in flight (16 MiB), and the WAL
-/// is checkpointed every 10,000 pages (40 MiB) rather than 1,000: a page rewritten by
-/// many commits is copied to the database once per checkpoint.
-const TUNING: &str = "PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 10000;";
+/// The writer's page cache holds the pages of the tasks in flight (16 MiB). The WAL is
+/// checkpointed by its own thread ([`checkpoint`]); the writer checkpoints only if the
+/// WAL reaches 50,000 pages (200 MiB), should that thread fall behind.
+const TUNING: &str = "PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 50000;";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tasks (
@@ -93,7 +94,8 @@ pub(super) async fn open(dir: &Path) -> Result<(Arc<GroupWriter>, AsyncIsleDrive
         .map_err(|e| cannot_open(&path, &e))?;
     import::older_journal(dir, &isle).await?;
     import::older_outputs(dir, &isle).await?;
-    Ok((GroupWriter::new(isle, path), driver))
+    let checkpoints = checkpoint::Checkpointer::spawn(&path)?;
+    Ok((GroupWriter::new(isle, path, checkpoints), driver))
 }
 
 pub(super) fn cannot_open(path: &Path, e: &dyn std::fmt::Display) -> Error {

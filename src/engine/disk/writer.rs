@@ -1,12 +1,20 @@
 //! The state file's one writer: changes are queued in the order they were made (a task
 //! store change and its place in the queue are taken under one lock, so a task's events
 //! are written in seq order and a kill never leaves a gap), and everything queued is
-//! written in one transaction (group commit). Task changes and replay rows are answered
-//! once committed; run records are queued without waiting, and the queue's order puts
-//! them on disk before any later change that is waited for.
+//! written in one transaction (group commit). Changes someone answers for (a task's
+//! creation and end, replay rows, outputs) are waited for; the others (run records, a
+//! step's events) are queued without waiting, and the queue's order puts them on disk
+//! before any later change that is waited for.
+//!
+//! While [`BUSY_TASKS`] or more tasks are open, a batch is taken [`GROUP_DELAY`] after
+//! the last one, as PostgreSQL's `commit_delay` does: the writes of many tasks then share
+//! one transaction (its pages, WAL frames, locks and thread hand-off) instead of each
+//! paying for its own; one task alone is never delayed.
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 use mlua_swarm::store::replay::ReplayEntry;
 use mlua_swarm::store::run::RunRecord;
@@ -14,6 +22,7 @@ use mlua_swarm::types::RunId;
 use rusqlite_isle::AsyncIsle;
 use tokio::sync::oneshot;
 
+use super::checkpoint::Checkpointer;
 use super::rows;
 use crate::engine::tasks::{TaskEvent, TaskRecord};
 use crate::error::{Error, Result};
@@ -44,28 +53,46 @@ pub(in crate::engine) enum Write {
 
 type Waiter = oneshot::Sender<Result<()>>;
 
+/// How long a busy writer gathers changes before it takes the next batch.
+const GROUP_DELAY: Duration = Duration::from_millis(1);
+
+/// Open tasks from which the writer counts as busy.
+const BUSY_TASKS: usize = 4;
+
+/// Counts the open tasks (set by the task store).
+type LoadGauge = Box<dyn Fn() -> usize + Send + Sync>;
+
 #[derive(Default)]
 struct Queue {
     pending: Vec<(Write, Option<Waiter>)>,
     /// A flush task is running; it drains the queue before it stops.
     flushing: bool,
+    /// Tasks with a change queued or being written, and how many.
+    unsettled: HashMap<String, usize>,
+    /// Tasks whose last write failed: their end may not be stored.
+    failed: HashSet<String>,
 }
 
 /// See the module doc.
 pub(in crate::engine) struct GroupWriter {
     isle: AsyncIsle,
+    checkpoints: Mutex<Checkpointer>,
     path: PathBuf,
     queue: Mutex<Queue>,
-    /// Woken after every batch, for `TaskStore::settled`.
-    pub(in crate::engine) written: tokio::sync::Notify,
+    /// Open tasks, for the group delay.
+    load: OnceLock<LoadGauge>,
+    /// Woken after every batch, for [`Self::settled`].
+    written: tokio::sync::Notify,
 }
 
 impl GroupWriter {
-    pub(super) fn new(isle: AsyncIsle, path: PathBuf) -> Arc<Self> {
+    pub(super) fn new(isle: AsyncIsle, path: PathBuf, checkpoints: Checkpointer) -> Arc<Self> {
         Arc::new(Self {
             isle,
+            checkpoints: Mutex::new(checkpoints),
             path,
             queue: Mutex::new(Queue::default()),
+            load: OnceLock::new(),
             written: tokio::sync::Notify::new(),
         })
     }
@@ -78,6 +105,15 @@ impl GroupWriter {
     /// The file.
     pub(in crate::engine) fn path(&self) -> &std::path::Path {
         &self.path
+    }
+
+    /// Counts the open tasks with `gauge` from now on (the first gauge set stays).
+    pub(in crate::engine) fn measure_load(&self, gauge: LoadGauge) {
+        let _ = self.load.set(gauge);
+    }
+
+    fn busy(&self) -> bool {
+        self.load.get().is_some_and(|open| open() >= BUSY_TASKS)
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -105,6 +141,19 @@ impl GroupWriter {
         self.committed(rx).await.map(|()| Some(value))
     }
 
+    /// [`Self::change`] without waiting for the commit (a failure is logged).
+    pub(in crate::engine) fn change_queued<T>(
+        self: &Arc<Self>,
+        make: impl FnOnce() -> Result<Option<(T, Write)>>,
+    ) -> Result<Option<T>> {
+        let mut queue = self.lock();
+        let Some((value, write)) = make()? else {
+            return Ok(None);
+        };
+        self.enqueue(&mut queue, write, None);
+        Ok(Some(value))
+    }
+
     /// Queues `write` and resolves once it is committed.
     pub(in crate::engine) async fn commit(self: &Arc<Self>, write: Write) -> Result<()> {
         let (tx, rx) = oneshot::channel();
@@ -121,7 +170,54 @@ impl GroupWriter {
         self.enqueue(&mut queue, write, None);
     }
 
+    /// Resolves once no change of `task_id` is queued or being written; UNAVAILABLE if
+    /// its last write failed.
+    pub(in crate::engine) async fn settled(&self, task_id: &str) -> Result<()> {
+        loop {
+            let written = self.written.notified();
+            tokio::pin!(written);
+            written.as_mut().enable();
+            {
+                let queue = self.lock();
+                if !queue.unsettled.contains_key(task_id) {
+                    if queue.failed.contains(task_id) {
+                        return Err(self.failed(&format!("the last change of task {task_id} was not stored; read it again with GetTask")));
+                    }
+                    return Ok(());
+                }
+            }
+            written.await;
+        }
+    }
+
+    /// Ends the checkpoint thread (the file is about to close).
+    pub(in crate::engine) fn stop_checkpoints(&self) {
+        match self.checkpoints.lock() {
+            Ok(mut c) => c.stop(),
+            Err(poisoned) => poisoned.into_inner().stop(),
+        }
+    }
+
+    /// Resolves once everything queued is written (or failed): before the file closes.
+    pub(in crate::engine) async fn drained(&self) {
+        loop {
+            let written = self.written.notified();
+            tokio::pin!(written);
+            written.as_mut().enable();
+            {
+                let queue = self.lock();
+                if queue.pending.is_empty() && !queue.flushing {
+                    return;
+                }
+            }
+            written.await;
+        }
+    }
+
     fn enqueue(self: &Arc<Self>, queue: &mut Queue, write: Write, waiter: Option<Waiter>) {
+        if let Write::Task { record, .. } = &write {
+            *queue.unsettled.entry(record.task_id.clone()).or_default() += 1;
+        }
         queue.pending.push((write, waiter));
         if !std::mem::replace(&mut queue.flushing, true) {
             // Its own task: a caller that goes away must not stop the others' writes.
@@ -140,15 +236,28 @@ impl GroupWriter {
     /// Writes batches until the queue is empty.
     async fn flush(&self) {
         loop {
+            if self.busy() {
+                tokio::time::sleep(GROUP_DELAY).await;
+            }
             let batch = {
                 let mut queue = self.lock();
                 if queue.pending.is_empty() {
                     queue.flushing = false;
+                    drop(queue);
+                    self.written.notify_waiters();
                     return;
                 }
                 std::mem::take(&mut queue.pending)
             };
             let (writes, waiters): (Vec<Write>, Vec<Option<Waiter>>) = batch.into_iter().unzip();
+            let count = writes.len();
+            let tasks: Vec<String> = writes
+                .iter()
+                .filter_map(|w| match w {
+                    Write::Task { record, .. } => Some(record.task_id.clone()),
+                    _ => None,
+                })
+                .collect();
             // The error as text: every waiter of the batch gets its own copy.
             let outcome: std::result::Result<(), String> = match rows::encode(writes) {
                 Ok(rows) => self
@@ -158,7 +267,10 @@ impl GroupWriter {
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
-            self.written.notify_waiters();
+            if outcome.is_ok() {
+                crate::metrics::state_committed(count);
+            }
+            self.settle(tasks, outcome.is_ok());
             if let Err(why) = &outcome {
                 if waiters.iter().any(Option::is_none) {
                     tracing::error!(path = %self.path.display(), error = %why, "state file write failed");
@@ -168,6 +280,29 @@ impl GroupWriter {
                 let _ = waiter.send(outcome.clone().map_err(|why| self.failed(&why)));
             }
         }
+    }
+
+    /// Counts the written changes of `tasks` off, and wakes [`Self::settled`].
+    fn settle(&self, tasks: Vec<String>, ok: bool) {
+        {
+            let mut queue = self.lock();
+            for id in tasks {
+                if let Some(n) = queue.unsettled.get_mut(&id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        queue.unsettled.remove(&id);
+                    }
+                }
+                if ok {
+                    if !queue.failed.is_empty() {
+                        queue.failed.remove(&id);
+                    }
+                } else {
+                    queue.failed.insert(id);
+                }
+            }
+        }
+        self.written.notify_waiters();
     }
 
     fn failed(&self, why: &str) -> Error {

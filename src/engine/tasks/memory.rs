@@ -123,6 +123,11 @@ impl TaskRegistry {
         });
     }
 
+    /// Tasks held that have not finished (running or interrupted).
+    pub(super) fn unfinished(&self) -> usize {
+        self.with(|inner| inner.tasks.len().saturating_sub(inner.finished_order.len()))
+    }
+
     /// Drops a task whatever its state (another replica runs it now); its watchers'
     /// receivers close.
     pub(super) fn forget(&self, task_id: &str) {

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 
 /// The SQLite [`TaskStore`] (`tasks.sqlite` under the data dir).
 pub struct SqliteTaskStore {
-    mem: TaskRegistry,
+    mem: Arc<TaskRegistry>,
     writer: Arc<GroupWriter>,
     path: PathBuf,
 }
@@ -50,7 +50,7 @@ impl SqliteTaskStore {
                 path.display()
             ))
         };
-        let mem = TaskRegistry::new(retention).with_evict_hook(on_evict);
+        let mem = Arc::new(TaskRegistry::new(retention).with_evict_hook(on_evict));
         let rows = writer.isle().call(load).await.map_err(|e| fail(&e))?;
         for (record, launch, events) in rows {
             let mut record: TaskRecord = serde_json::from_str(&record).map_err(|e| fail(&e))?;
@@ -72,23 +72,9 @@ impl SqliteTaskStore {
                 .collect::<Result<Vec<_>>>()?;
             mem.restore(record, events);
         }
+        let open = Arc::clone(&mem);
+        writer.measure_load(Box::new(move || open.unfinished()));
         Ok(Self { mem, writer, path })
-    }
-
-    /// True once the row of `task_id` on disk is finished, or gone (retention dropped
-    /// it, after its end).
-    async fn end_on_disk(&self, task_id: &str) -> Result<bool> {
-        let id = task_id.to_string();
-        self.writer
-            .isle()
-            .call(move |conn| {
-                conn.prepare_cached("SELECT finished_ms IS NOT NULL FROM tasks WHERE task_id = ?1")?
-                    .query_row([id], |r| r.get::<_, bool>(0))
-                    .optional()
-                    .map(|finished| finished.unwrap_or(true))
-            })
-            .await
-            .map_err(|e| Error::Unavailable(format!("task store read failed: {e}")))
     }
 
     fn event(&self, task_id: &str, seq: u64) -> Result<TaskEvent> {
@@ -150,10 +136,16 @@ impl TaskStore for SqliteTaskStore {
             .map(|_| ())
     }
 
+    /// Queued, not waited for: a step's events answer nobody, and the task's end, which
+    /// is waited for, is written after them.
     async fn push(&self, task_id: &str, kind: TaskEventKind) -> Result<bool> {
-        let pushed = self
-            .write_changed(|| self.mem.push_noting(task_id, kind), |_| ())
-            .await?;
+        let pushed = self.writer.change_queued(|| {
+            let Some((record, seq)) = self.mem.push_noting(task_id, kind) else {
+                return Ok(None);
+            };
+            let event = self.event(task_id, seq)?;
+            Ok(Some(((), write(record, event))))
+        })?;
         Ok(pushed.is_some())
     }
 
@@ -262,20 +254,10 @@ impl SqliteTaskStore {
             .await
     }
 
-    /// See [`TaskStore::settled`]: waits for the end's commit, at most [`SETTLE_WAIT`].
+    /// See [`TaskStore::settled`]: waits for the commit of the task's changes, at most
+    /// [`SETTLE_WAIT`].
     async fn wait_settled(&self, task_id: &str) -> Result<()> {
-        let wait = async {
-            loop {
-                let written = self.writer.written.notified();
-                tokio::pin!(written);
-                written.as_mut().enable();
-                if self.end_on_disk(task_id).await? {
-                    return Ok(());
-                }
-                written.await;
-            }
-        };
-        tokio::time::timeout(SETTLE_WAIT, wait)
+        tokio::time::timeout(SETTLE_WAIT, self.writer.settled(task_id))
             .await
             .unwrap_or_else(|_| {
                 Err(Error::Unavailable(format!(
@@ -348,6 +330,7 @@ mod tests {
         for task in futures::future::join_all(tasks).await {
             task.expect("task");
         }
+        store.writer.drained().await;
         drop(store);
         driver.shutdown().await.expect("shutdown");
 
