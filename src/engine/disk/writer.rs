@@ -6,10 +6,12 @@
 //! step's events) are queued without waiting, and the queue's order puts them on disk
 //! before any later change that is waited for.
 //!
-//! While [`BUSY_TASKS`] or more tasks are open, a batch is taken [`GROUP_DELAY`] after
-//! the last one, as PostgreSQL's `commit_delay` does: the writes of many tasks then share
-//! one transaction (its pages, WAL frames, locks and thread hand-off) instead of each
-//! paying for its own; one task alone is never delayed.
+//! A change nobody waits for does not start a transaction of its own: it waits up to
+//! [`LAZY_DELAY`] for one somebody waits for. While [`BUSY_TASKS`] or more tasks are
+//! open, a batch is taken [`GROUP_DELAY`] after the last one, as PostgreSQL's
+//! `commit_delay` does: the writes of many tasks then share one transaction (its pages,
+//! WAL frames, locks and thread hand-off) instead of each paying for its own; a change
+//! of one task alone that somebody waits for is never delayed.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -56,6 +58,11 @@ type Waiter = oneshot::Sender<Result<()>>;
 /// How long a busy writer gathers changes before it takes the next batch.
 const GROUP_DELAY: Duration = Duration::from_millis(1);
 
+/// How long a change nobody waits for (a run record, a step's event) waits for one that
+/// somebody does, to share its transaction: one task alone then commits once per change
+/// it answers for, not once per change.
+const LAZY_DELAY: Duration = Duration::from_millis(2);
+
 /// Open tasks from which the writer counts as busy.
 const BUSY_TASKS: usize = 4;
 
@@ -83,6 +90,8 @@ pub(in crate::engine) struct GroupWriter {
     load: OnceLock<LoadGauge>,
     /// Woken after every batch, for [`Self::settled`].
     written: tokio::sync::Notify,
+    /// Cuts a lazy flush's wait short: a change somebody waits for was queued.
+    hurry: tokio::sync::Notify,
 }
 
 impl GroupWriter {
@@ -94,6 +103,7 @@ impl GroupWriter {
             queue: Mutex::new(Queue::default()),
             load: OnceLock::new(),
             written: tokio::sync::Notify::new(),
+            hurry: tokio::sync::Notify::new(),
         })
     }
 
@@ -218,11 +228,14 @@ impl GroupWriter {
         if let Write::Task { record, .. } = &write {
             *queue.unsettled.entry(record.task_id.clone()).or_default() += 1;
         }
+        let waited = waiter.is_some();
         queue.pending.push((write, waiter));
         if !std::mem::replace(&mut queue.flushing, true) {
             // Its own task: a caller that goes away must not stop the others' writes.
             let writer = Arc::clone(self);
-            tokio::spawn(async move { writer.flush().await });
+            tokio::spawn(async move { writer.flush(!waited).await });
+        } else if waited {
+            self.hurry.notify_one();
         }
     }
 
@@ -233,8 +246,15 @@ impl GroupWriter {
         }
     }
 
-    /// Writes batches until the queue is empty.
-    async fn flush(&self) {
+    /// Writes batches until the queue is empty; `lazy` (started by a change nobody waits
+    /// for) first waits up to [`LAZY_DELAY`] for one that somebody does.
+    async fn flush(&self, lazy: bool) {
+        if lazy {
+            tokio::select! {
+                () = tokio::time::sleep(LAZY_DELAY) => {}
+                () = self.hurry.notified() => {}
+            }
+        }
         loop {
             if self.busy() {
                 tokio::time::sleep(GROUP_DELAY).await;
