@@ -9,9 +9,10 @@
 //! A change nobody waits for does not start a transaction of its own: it waits up to
 //! [`LAZY_DELAY`] for one somebody waits for. While [`BUSY_TASKS`] or more tasks are
 //! open, a batch is taken [`GROUP_DELAY`] after the last one, as PostgreSQL's
-//! `commit_delay` does: the writes of many tasks then share one transaction (its pages,
-//! WAL frames, locks and thread hand-off) instead of each paying for its own; a change
-//! of one task alone that somebody waits for is never delayed.
+//! `commit_delay` does, as long as the last batch held changes of two or more waiting
+//! callers: the writes of many tasks then share one transaction (its pages, WAL frames,
+//! locks and thread hand-off) instead of each paying for its own; a caller alone (one
+//! task, a boot resuming its runs one by one) is never delayed.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -92,6 +93,8 @@ pub(in crate::engine) struct GroupWriter {
     written: tokio::sync::Notify,
     /// Cuts a lazy flush's wait short: a change somebody waits for was queued.
     hurry: tokio::sync::Notify,
+    /// The last batch held changes of two or more waiting callers.
+    crowded: std::sync::atomic::AtomicBool,
 }
 
 impl GroupWriter {
@@ -104,6 +107,7 @@ impl GroupWriter {
             load: OnceLock::new(),
             written: tokio::sync::Notify::new(),
             hurry: tokio::sync::Notify::new(),
+            crowded: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -122,8 +126,11 @@ impl GroupWriter {
         let _ = self.load.set(gauge);
     }
 
+    /// Several callers wait on the batches and enough tasks are open that more will:
+    /// one caller after another (a boot resuming its runs) is never delayed.
     fn busy(&self) -> bool {
-        self.load.get().is_some_and(|open| open() >= BUSY_TASKS)
+        self.crowded.load(std::sync::atomic::Ordering::Relaxed)
+            && self.load.get().is_some_and(|open| open() >= BUSY_TASKS)
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -270,6 +277,9 @@ impl GroupWriter {
                 std::mem::take(&mut queue.pending)
             };
             let (writes, waiters): (Vec<Write>, Vec<Option<Waiter>>) = batch.into_iter().unzip();
+            let waiting = waiters.iter().filter(|w| w.is_some()).count();
+            self.crowded
+                .store(waiting >= 2, std::sync::atomic::Ordering::Relaxed);
             let count = writes.len();
             let tasks: Vec<String> = writes
                 .iter()
