@@ -25,7 +25,7 @@ use mlua_swarm::types::RunId;
 use rusqlite_isle::AsyncIsle;
 use tokio::sync::oneshot;
 
-use super::checkpoint::Checkpointer;
+use super::checkpoint::{self, Checkpointer};
 use super::rows;
 use crate::engine::tasks::{TaskEvent, TaskRecord};
 use crate::error::{Error, Result};
@@ -85,6 +85,8 @@ struct Queue {
 pub(in crate::engine) struct GroupWriter {
     isle: AsyncIsle,
     checkpoints: Mutex<Checkpointer>,
+    /// Set by the checkpoint thread: the writer copies the frames it could not.
+    tail: Arc<std::sync::atomic::AtomicBool>,
     path: PathBuf,
     queue: Mutex<Queue>,
     /// Open tasks, for the group delay.
@@ -101,6 +103,7 @@ impl GroupWriter {
     pub(super) fn new(isle: AsyncIsle, path: PathBuf, checkpoints: Checkpointer) -> Arc<Self> {
         Arc::new(Self {
             isle,
+            tail: checkpoints.tail_due(),
             checkpoints: Mutex::new(checkpoints),
             path,
             queue: Mutex::new(Queue::default()),
@@ -289,10 +292,20 @@ impl GroupWriter {
                 })
                 .collect();
             // The error as text: every waiter of the batch gets its own copy.
+            let tail = Arc::clone(&self.tail);
             let outcome: std::result::Result<(), String> = match rows::encode(writes) {
                 Ok(rows) => self
                     .isle
-                    .call(move |conn| rows::immediate(conn, |tx| rows::apply(tx, rows)))
+                    .call(move |conn| {
+                        rows::immediate(conn, |tx| rows::apply(tx, rows))?;
+                        if checkpoint::take_tail(&tail) {
+                            // Not this batch's failure: the next checkpoint tries again.
+                            if let Err(e) = checkpoint::checkpoint(conn) {
+                                tracing::warn!(error = %e, "state file checkpoint failed");
+                            }
+                        }
+                        Ok(())
+                    })
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
