@@ -22,6 +22,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// The checkpoint thread; it ends when this is stopped or dropped.
 pub(super) struct Checkpointer {
     stop: Option<Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
     /// Set after each checkpoint of the thread: the writer copies the rest.
     tail: Arc<AtomicBool>,
 }
@@ -37,7 +38,7 @@ impl Checkpointer {
         let file = path.display().to_string();
         let tail = Arc::new(AtomicBool::new(false));
         let tail_set = Arc::clone(&tail);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("mse-checkpoint".into())
             .spawn(move || {
                 // Until stopped (a message, or the sender dropped).
@@ -53,6 +54,7 @@ impl Checkpointer {
             .map_err(|e| fail(&e))?;
         Ok(Self {
             stop: Some(stop),
+            thread: Some(thread),
             tail,
         })
     }
@@ -63,10 +65,14 @@ impl Checkpointer {
         Arc::clone(&self.tail)
     }
 
-    /// Ends the thread after the checkpoint it may be running.
+    /// Ends the thread and waits for it (at most the checkpoint it may be running), so
+    /// its connection is closed when this returns.
     pub(super) fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
