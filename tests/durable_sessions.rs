@@ -232,6 +232,41 @@ async fn a_session_its_token_and_its_roles_survive_kill_9() {
     assert!(again.welcome.epoch > last_epoch);
 }
 
+/// A client that acknowledges only what it handled (the web console) resumes with a
+/// `last_seq` below seqs it holds: frames after the restart must not reuse any of them,
+/// although the seq marks are written behind and the kill comes right after the frames.
+#[tokio::test]
+async fn no_seq_a_client_saw_comes_again_after_kill_9() {
+    let dir = temp_dir("durable-seqs");
+    let first = Server::durable(&dir).await;
+    let created = first.create_session(&["remote"]).await.expect("session");
+    let mut op = Op::connect_on(&first.channel, &created.sid, &created.token, 0)
+        .await
+        .expect("connect");
+    for _ in 0..3 {
+        first.start_task().await;
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        seen.push(op.next().await.seq);
+    }
+    first.kill_9();
+
+    let second = Server::durable(&dir).await;
+    let mut op = Op::connect_on(&second.channel, &created.sid, &created.token, 0)
+        .await
+        .expect("the session resumes with nothing acknowledged");
+    assert!(op.welcome.server_restarted, "{:?}", op.welcome);
+    second.start_task().await;
+    let first_frame = op.next().await;
+    let held = seen.iter().max().copied().unwrap_or_default();
+    assert!(
+        first_frame.seq > held,
+        "seq {} after the restart; the client holds {seen:?}",
+        first_frame.seq
+    );
+}
+
 #[tokio::test]
 async fn a_v010_websocket_client_reconnects_with_its_token_after_kill_9() {
     let dir = temp_dir("durable-ws");

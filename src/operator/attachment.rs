@@ -124,7 +124,7 @@ impl OperatorSession {
         drop(s);
         self.bump();
         self.links.store.record_attach(&self.sid, epoch, now);
-        self.links.store.record_marks(&self.sid, marks);
+        self.note_marks(marks);
         self.links.bus.attached(self, epoch);
         tracing::info!(sid = %self.sid, epoch, resume_after = marks.acked, restarted, "operator attached");
         crate::metrics::frames_replayed(welcome.replayed);
@@ -301,7 +301,7 @@ impl Attachment {
         if let Some((reason, retry)) = s.closed.clone() {
             // The `cancel` frames of the withdrawn requests go out before `closing`.
             if s.presence.epoch() == self.epoch {
-                if let Some(frame) = s.outbox.next_after(self.cursor).cloned() {
+                if let Some(frame) = s.outbox.next_queued_after(self.cursor).cloned() {
                     self.cursor = frame.seq;
                     return Some(Some(frame));
                 }

@@ -93,7 +93,9 @@ impl OperatorSession {
     pub(crate) fn catch_up(&self, record: &SessionRecord) {
         let mut s = self.lock();
         let epoch_behind = record.epoch > s.presence.epoch();
-        let seq_behind = record.marks.last_seq > s.outbox.last_seq();
+        // The record also holds this object's own reservations: only seqs past those
+        // were taken elsewhere.
+        let seq_behind = record.marks.last_seq > s.outbox.last_seq().max(self.seqs_asked());
         if !epoch_behind && !seq_behind {
             return;
         }
@@ -102,11 +104,14 @@ impl OperatorSession {
         }
         if seq_behind {
             let mut outbox = Outbox::resumed(self.limits.max_unacked, record.marks.last_seq);
+            self.gate(&mut outbox);
             s.pending.requeue(&mut outbox);
             s.outbox = outbox;
         }
         s.moved = true;
+        let last_seq = s.outbox.last_seq();
         drop(s);
+        self.reserve_ahead(last_seq);
         self.bump();
     }
 

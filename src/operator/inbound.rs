@@ -80,7 +80,7 @@ impl OperatorSession {
         };
         self.links.store.touch(&self.sid, now);
         if let Some(marks) = acked {
-            self.links.store.record_marks(&self.sid, marks);
+            self.note_marks(marks);
         }
         outcome.map(|o| self.logged(o))
     }

@@ -21,6 +21,7 @@ mod outbox;
 mod parking;
 mod pending;
 mod pg_store;
+mod reservation;
 pub mod session;
 mod settings;
 mod sqlite_store;

@@ -1,7 +1,10 @@
 //! The hot-path notes of a durable session store (attach epoch, seq / ack marks, last
 //! seen), merged in memory per session and taken in batches by the store's flusher:
-//! they only ever rise, so a batch may be written in any order, and a `kill -9` loses at
-//! most the last few, which a restored session steps past.
+//! they only ever rise, so a batch may be written in any order. An attach is written at
+//! once (the epoch after a restart must pass every epoch a client saw); marks and last
+//! seen gather for [`WRITE_BEHIND`], and a `kill -9` loses at most that window's: a
+//! restored session continues past its reserved seqs (`super::reservation`), not past
+//! these marks.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +14,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
 use super::outbox::Marks;
+
+/// How long marks and last-seen notes gather before the flusher writes them: an operator
+/// acking every frame costs one write per window rather than one per frame (an attach,
+/// or a store closing, cuts the window short).
+pub(super) const WRITE_BEHIND: Duration = Duration::from_millis(100);
 
 /// Hot-path notes of one session not yet written (0 = nothing to raise).
 #[derive(Debug, Clone, Copy, Default)]
@@ -25,6 +33,8 @@ pub(super) struct Note {
 pub(super) struct Notes {
     pending: Mutex<HashMap<String, Note>>,
     wake: Notify,
+    /// Cuts the flusher's [`WRITE_BEHIND`] short (an attach, the store closing).
+    hurry: Notify,
     /// Set when the store closes or drops: the flusher ends.
     done: AtomicBool,
 }
@@ -42,12 +52,19 @@ impl Notes {
         self.wake.notify_one();
     }
 
+    /// Wakes the flusher and has it write without waiting out the window.
+    fn write_now(&self) {
+        self.wake.notify_one();
+        self.hurry.notify_one();
+    }
+
     /// `SessionStore::record_attach`.
     pub(super) fn attach(&self, sid: &str, epoch: u64, at: SystemTime) {
         self.raise(sid, |n| {
             n.epoch = n.epoch.max(epoch);
             n.seen_ms = n.seen_ms.max(unix_ms(at));
         });
+        self.write_now();
     }
 
     /// `SessionStore::record_marks`.
@@ -68,12 +85,17 @@ impl Notes {
         std::mem::take(&mut *self.lock())
     }
 
-    /// Waits for the next note; false once the store is closing.
+    /// Waits for the next note and then up to [`WRITE_BEHIND`], so the notes of that
+    /// window are taken together; false once the store is closing.
     pub(super) async fn next(&self) -> bool {
         if self.is_done() {
             return false;
         }
         self.wake.notified().await;
+        tokio::select! {
+            () = tokio::time::sleep(WRITE_BEHIND) => {}
+            () = self.hurry.notified() => {}
+        }
         true
     }
 
@@ -84,7 +106,7 @@ impl Notes {
     /// Ends the flusher (it writes what is pending first when woken).
     pub(super) fn finish(&self) {
         self.done.store(true, Ordering::Release);
-        self.wake.notify_one();
+        self.write_now();
     }
 }
 

@@ -1,6 +1,8 @@
 //! The outbox of one session: every sequenced frame sent and not yet acknowledged, in seq
 //! order, with the seq / cumulative-ack marks. A stream reads it through a cursor, so a
-//! re-attach re-sends exactly the unacknowledged frames, in order.
+//! re-attach re-sends exactly the unacknowledged frames, in order. A session whose
+//! store outlives the process sends a frame only once its seq is reserved in that store
+//! ([`Outbox::gate`]), so a restarted server never reuses a seq a client saw.
 
 use std::collections::VecDeque;
 
@@ -21,6 +23,8 @@ pub(super) struct Outbox {
     marks: Marks,
     frames: VecDeque<ServerFrame>,
     window: usize,
+    /// Frames up to this seq may be sent (`u64::MAX`: no gate).
+    sendable_to: u64,
 }
 
 impl Outbox {
@@ -30,6 +34,7 @@ impl Outbox {
             marks: Marks::default(),
             frames: VecDeque::new(),
             window,
+            sendable_to: u64::MAX,
         }
     }
 
@@ -95,9 +100,27 @@ impl Outbox {
         Ok(())
     }
 
-    /// The first unacknowledged frame after `cursor`: what a stream that delivered up to
-    /// `cursor` sends next.
+    /// From now on a frame is sent only once its seq is reserved ([`Self::reserved`]):
+    /// seqs up to the current last seq or `reserved`, whichever is higher, are.
+    pub(super) fn gate(&mut self, reserved: u64) {
+        self.sendable_to = self.marks.last_seq.max(reserved);
+    }
+
+    /// Seqs up to `upto` are reserved; their frames may be sent.
+    pub(super) fn reserved(&mut self, upto: u64) {
+        self.sendable_to = self.sendable_to.max(upto);
+    }
+
+    /// The first unacknowledged frame after `cursor` whose seq may be sent: what a stream
+    /// that delivered up to `cursor` sends next.
     pub(super) fn next_after(&self, cursor: u64) -> Option<&ServerFrame> {
+        self.next_queued_after(cursor)
+            .filter(|f| f.seq <= self.sendable_to)
+    }
+
+    /// [`Self::next_after`] without the gate: for a closed session's last frames (it is
+    /// never restored, so its seqs cannot come again).
+    pub(super) fn next_queued_after(&self, cursor: u64) -> Option<&ServerFrame> {
         let cursor = cursor.max(self.marks.acked);
         let idx = self.frames.partition_point(|f| f.seq <= cursor);
         self.frames.get(idx)
@@ -236,6 +259,30 @@ mod tests {
                 acked: 1
             }
         );
+    }
+
+    #[test]
+    fn a_gated_outbox_sends_only_reserved_seqs() {
+        let mut o = Outbox::resumed(10, 5);
+        o.gate(2);
+        assert_eq!(o.push(ping(0)), Some(6));
+        assert_eq!(o.push(ping(0)), Some(7));
+        assert_eq!(
+            read_from(&o, 5),
+            Vec::<u64>::new(),
+            "6 and 7 are not reserved yet"
+        );
+        assert_eq!(o.next_queued_after(5).map(|f| f.seq), Some(6));
+        o.reserved(6);
+        assert_eq!(read_from(&o, 5), vec![6]);
+        o.reserved(3);
+        assert_eq!(
+            read_from(&o, 5),
+            vec![6],
+            "a late, lower reservation lowers nothing"
+        );
+        o.reserved(1029);
+        assert_eq!(read_from(&o, 5), vec![6, 7]);
     }
 
     #[test]

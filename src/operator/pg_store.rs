@@ -226,6 +226,23 @@ impl SessionStore for PgSessionStore {
         self.notes.touch(sid, at);
     }
 
+    fn outlives_process(&self) -> bool {
+        true
+    }
+
+    async fn reserve_seqs(&self, sid: &str, upto: u64) -> Result<()> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("UPDATE sessions SET last_seq = GREATEST(last_seq, $2) WHERE sid = $1")
+            .await
+            .map_err(db)?;
+        client
+            .execute(&stmt, &[&sid, &int(upto)])
+            .await
+            .map(drop)
+            .map_err(db)
+    }
+
     async fn close(&self) {
         self.notes.finish();
         flush(&self.pool, &self.notes).await;
@@ -248,7 +265,7 @@ fn spawn_flusher(pool: Pool, notes: Arc<Notes>) {
 }
 
 /// Raises the stored notes to what is pending, in one statement. A failure is logged:
-/// the notes only rise, and a restored session steps past lost ones.
+/// the notes only rise, and a restored session continues past its reserved seqs.
 async fn flush(pool: &Pool, notes: &Notes) {
     let batch = notes.take();
     if batch.is_empty() {

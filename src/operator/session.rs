@@ -24,6 +24,7 @@ use super::frame::{ServerBody, ServerFrame};
 use super::outbox::Outbox;
 use super::parking::Presence;
 use super::pending::PendingRequests;
+use super::reservation::Reservations;
 use super::settings::SessionLimits;
 use super::store::{MemorySessionStore, SessionRecord, SessionStore};
 use crate::engine::OperatorRequestError;
@@ -134,6 +135,10 @@ pub struct OperatorSession {
     pub(super) links: SessionLinks,
     state: Mutex<State>,
     pub(super) changes: watch::Sender<u64>,
+    /// Seqs reserved in a store that outlives the process.
+    pub(super) reservations: Reservations,
+    /// Itself, for the tasks it starts (a reservation).
+    pub(super) me: Weak<Self>,
 }
 
 impl std::fmt::Debug for OperatorSession {
@@ -199,7 +204,7 @@ impl OperatorSession {
     ) -> Arc<Self> {
         let (changes, _) = watch::channel(0);
         let epoch = state.presence.epoch();
-        let session = Arc::new(Self {
+        let session = Arc::new_cyclic(|me| Self {
             sid,
             roles,
             created_at,
@@ -207,7 +212,10 @@ impl OperatorSession {
             links,
             state: Mutex::new(state),
             changes,
+            reservations: Reservations::default(),
+            me: me.clone(),
         });
+        session.gate(&mut session.lock().outbox);
         session.links.bus.hold(&session);
         session.watch_parking(epoch);
         session
@@ -282,7 +290,7 @@ impl OperatorSession {
             s.outbox.marks()
         };
         self.bump();
-        self.links.store.record_marks(&self.sid, marks);
+        self.note_marks(marks);
     }
 
     /// Fails the pending requests of one task, or all of them, and tells the operator.
@@ -294,7 +302,7 @@ impl OperatorSession {
         let marks = s.outbox.marks();
         drop(s);
         self.bump();
-        self.links.store.record_marks(&self.sid, marks);
+        self.note_marks(marks);
     }
 
     /// Takes a frame the bus delivers: a request is registered and queued in one step.
@@ -353,7 +361,7 @@ impl OperatorSession {
         drop(s);
         if changed {
             self.bump();
-            self.links.store.record_marks(&self.sid, marks);
+            self.note_marks(marks);
         }
         Ok(())
     }

@@ -2,8 +2,8 @@
 //! SQLite thread (`rusqlite-isle`), so no call blocks the runtime. It keeps the token's
 //! SHA-256, never the token; a role claim is one `BEGIN IMMEDIATE` transaction. The
 //! hot-path notes (attach epoch, seq / ack marks, last seen) are merged in memory and
-//! written behind by one flusher task; a `kill -9` loses at most the last few, which only
-//! ever rise and which a restored session steps past.
+//! written behind by one flusher task (`super::notes`); a `kill -9` loses at most the
+//! last 100 ms of them. Seq reservations (`super::reservation`) are written at once.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -330,6 +330,20 @@ impl SessionStore for SqliteSessionStore {
 
     fn touch(&self, sid: &str, at: SystemTime) {
         self.notes.touch(sid, at);
+    }
+
+    fn outlives_process(&self) -> bool {
+        true
+    }
+
+    async fn reserve_seqs(&self, sid: &str, upto: u64) -> Result<()> {
+        let sid = sid.to_string();
+        self.call(move |tx| {
+            tx.prepare_cached("UPDATE sessions SET last_seq = MAX(last_seq, ?2) WHERE sid = ?1")?
+                .execute(params![sid, to_i64(upto)])
+                .map(drop)
+        })
+        .await
     }
 
     async fn close(&self) {

@@ -107,6 +107,16 @@ pub trait SessionStore: Send + Sync {
     fn record_marks(&self, sid: &str, marks: Marks);
     /// A client frame arrived at `at`.
     fn touch(&self, sid: &str, at: SystemTime);
+    /// True if sessions outlive the process: a frame is then sent only once its seq is
+    /// reserved ([`Self::reserve_seqs`]).
+    fn outlives_process(&self) -> bool {
+        false
+    }
+    /// Raises the stored last seq of `sid` to `upto` and resolves once that is durable:
+    /// frames up to it may go out, and a restored session continues past it.
+    async fn reserve_seqs(&self, _sid: &str, _upto: u64) -> Result<()> {
+        Ok(())
+    }
     /// Writes what is buffered and closes (server shutdown).
     async fn close(&self) {}
 }
