@@ -42,13 +42,9 @@ pub(crate) async fn run(plan: &Plan) -> Result<Vec<Row>, BoxError> {
         if plan.target.is_none() || plan.smoke {
             // The same over native gRPC on a durable server (state in SQLite).
             let dir = recovery::scratch_dir("b1")?;
-            let t = Target::spawn_durable(&dir).await?;
-            for n in [1, 64] {
-                let mut row = e2e::b1(&t, false, n, dur, 1).await?;
-                row.scenario.push_str(" (durable, --data-dir)");
-                rows.push(row);
-            }
-            drop(t);
+            let durable = Target::spawn_durable(&dir).await?;
+            rows.extend(e2e::b1_durable(&t, &durable, dur).await?);
+            drop(durable);
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
