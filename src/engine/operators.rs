@@ -121,6 +121,22 @@ struct EngineOperator {
     host: Weak<EngineHost>,
 }
 
+impl EngineOperator {
+    /// Resolves once the replay rows of `task_id`'s run are on disk (they are queued,
+    /// not waited for): a frame to an operator must not show a step pass that a kill
+    /// could make run again.
+    async fn journaled(&self, task_id: &str) -> Result<(), String> {
+        let Some(state) = self.host.upgrade().and_then(|h| h.state_file.clone()) else {
+            return Ok(());
+        };
+        let run_id = super::TaskRecord::run_id_of(task_id);
+        state.settled(&run_id).await.map_err(|e| {
+            tracing::error!(task_id, error = %e, "operator frame held back: the run's journal is not stored");
+            "the server could not store this run's progress; the step was not sent".to_string()
+        })
+    }
+}
+
 fn step_context(ctx: &Ctx) -> StepContext {
     StepContext {
         task_id: ctx.operator.id.clone(),
@@ -147,6 +163,9 @@ impl Operator for EngineOperator {
             .and_then(Value::as_str)
             .unwrap_or_default();
         let step = step_context(ctx);
+        self.journaled(&step.task_id)
+            .await
+            .map_err(WorkerError::Failed)?;
         // The engine's short handle stays in the process; the sub-agent gets a 128-bit one.
         let worker_handle = match self.host.upgrade() {
             Some(host) if !engine_handle.is_empty() => {
@@ -176,16 +195,15 @@ impl Operator for EngineOperator {
 #[async_trait]
 impl SpawnHook for EngineOperator {
     async fn before(&self, ctx: &Ctx) -> Result<(), String> {
-        self.backend
-            .hook_before(step_context(ctx))
-            .await
-            .map_err(|e| e.0)
+        let step = step_context(ctx);
+        self.journaled(&step.task_id).await?;
+        self.backend.hook_before(step).await.map_err(|e| e.0)
     }
 
     async fn after(&self, ctx: &Ctx, result: &Value) -> Result<(), String> {
-        self.backend
-            .hook_after(step_context(ctx), result.clone())
-            .await;
+        let step = step_context(ctx);
+        self.journaled(&step.task_id).await?;
+        self.backend.hook_after(step, result.clone()).await;
         Ok(())
     }
 }
@@ -199,6 +217,7 @@ impl SeniorBridge for EngineOperator {
             .upgrade()
             .and_then(|h| lock(&h.steps).get(&step_id).cloned())
             .unwrap_or_default();
+        self.journaled(&task_id).await?;
         let step = StepContext {
             task_id,
             step_id,

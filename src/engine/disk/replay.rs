@@ -1,6 +1,8 @@
-//! The replay journal on disk: a passed step's row is committed (with whatever else the
-//! writer has queued) before the dispatcher moves on, so a step the operator saw pass is
-//! never dispatched again after a kill. Rows are read only to resume or rerun a run.
+//! The replay journal on disk: a passed step's row is queued, not waited for. The queue's
+//! order puts it on disk before the run's next step event or its end, and a frame to an
+//! operator waits for its run's rows (`EngineHost::journaled`), so a step an operator saw
+//! pass is never dispatched again after a kill. Rows are read only to resume or rerun a
+//! run, after the rows queued are written.
 
 use std::sync::Arc;
 
@@ -35,13 +37,12 @@ impl ReplayStore for DiskReplayStore {
     /// A row whose identity is already held keeps the first (no `Duplicate` error: a
     /// batch cannot fail one row alone).
     async fn append(&self, entry: ReplayEntry) -> Result<(), ReplayStoreError> {
-        self.writer
-            .commit(Write::Replay(entry))
-            .await
-            .map_err(other)
+        self.writer.send(Write::Replay(entry));
+        Ok(())
     }
 
     async fn list_by_run(&self, run_id: &RunId) -> Result<Vec<ReplayEntry>, ReplayStoreError> {
+        self.writer.settled(run_id.as_str()).await.map_err(other)?;
         let id = run_id.clone();
         let rows = self
             .writer

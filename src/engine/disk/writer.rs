@@ -1,10 +1,12 @@
 //! The state file's one writer: changes are queued in the order they were made (a task
 //! store change and its place in the queue are taken under one lock, so a task's events
 //! are written in seq order and a kill never leaves a gap), and everything queued is
-//! written in one transaction (group commit). Changes someone answers for (a task's
-//! creation and end, replay rows, outputs) are waited for; the others (run records, a
-//! step's events) are queued without waiting, and the queue's order puts them on disk
-//! before any later change that is waited for.
+//! written in one transaction (group commit). Changes someone answers for (a task
+//! StartTask acknowledged, a task's end, a worker's output) are waited for; the others
+//! (run records, a step's events, replay rows, RunTask's creation) are queued without
+//! waiting, and the queue's order puts them on disk before any later change that is
+//! waited for. What leaves the process in between waits for [`GroupWriter::settled`]:
+//! a frame to an operator, for the replay rows of its run (`EngineHost::journaled`).
 //!
 //! A change nobody waits for does not start a transaction of its own: it waits up to
 //! [`LAZY_DELAY`] for one somebody waits for. While [`BUSY_TASKS`] or more tasks are
@@ -19,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use futures::FutureExt;
 use mlua_swarm::store::replay::ReplayEntry;
 use mlua_swarm::store::run::RunRecord;
 use mlua_swarm::types::RunId;
@@ -61,8 +64,10 @@ const GROUP_DELAY: Duration = Duration::from_millis(1);
 
 /// How long a change nobody waits for (a run record, a step's event) waits for one that
 /// somebody does, to share its transaction: one task alone then commits once per change
-/// it answers for, not once per change.
-const LAZY_DELAY: Duration = Duration::from_millis(2);
+/// it answers for, not once per change. Longer than an operator's round trip (hook,
+/// spawn, submit: about 2 ms on one host), so a task's creation rides with its first
+/// output; it bounds what a `kill -9` can take of changes nobody was answered for.
+const LAZY_DELAY: Duration = Duration::from_millis(10);
 
 /// Open tasks from which the writer counts as busy.
 const BUSY_TASKS: usize = 4;
@@ -75,9 +80,10 @@ struct Queue {
     pending: Vec<(Write, Option<Waiter>)>,
     /// A flush task is running; it drains the queue before it stops.
     flushing: bool,
-    /// Tasks with a change queued or being written, and how many.
+    /// Tasks (by task id) and runs' journals (by run id) with a change queued or being
+    /// written, and how many.
     unsettled: HashMap<String, usize>,
-    /// Tasks whose last write failed: their end may not be stored.
+    /// Tasks and journals whose last write failed.
     failed: HashSet<String>,
 }
 
@@ -97,6 +103,16 @@ pub(in crate::engine) struct GroupWriter {
     hurry: tokio::sync::Notify,
     /// The last batch held changes of two or more waiting callers.
     crowded: std::sync::atomic::AtomicBool,
+}
+
+/// What [`GroupWriter::settled`] waits on for `write`: its task, or its run's journal.
+fn settle_key(write: &Write) -> Option<&str> {
+    match write {
+        Write::Task { record, .. } => Some(&record.task_id),
+        Write::Replay(entry) => Some(entry.run_id.as_str()),
+        Write::Cut { run_id, .. } => Some(run_id.as_str()),
+        _ => None,
+    }
 }
 
 impl GroupWriter {
@@ -190,18 +206,20 @@ impl GroupWriter {
         self.enqueue(&mut queue, write, None);
     }
 
-    /// Resolves once no change of `task_id` is queued or being written; UNAVAILABLE if
-    /// its last write failed.
-    pub(in crate::engine) async fn settled(&self, task_id: &str) -> Result<()> {
+    /// Resolves once no change of `key` (a task id, or a run id for its journal) is
+    /// queued or being written; UNAVAILABLE if its last write failed.
+    pub(in crate::engine) async fn settled(&self, key: &str) -> Result<()> {
         loop {
             let written = self.written.notified();
             tokio::pin!(written);
             written.as_mut().enable();
             {
                 let queue = self.lock();
-                if !queue.unsettled.contains_key(task_id) {
-                    if queue.failed.contains(task_id) {
-                        return Err(self.failed(&format!("the last change of task {task_id} was not stored; read it again with GetTask")));
+                if !queue.unsettled.contains_key(key) {
+                    if queue.failed.contains(key) {
+                        return Err(self.failed(&format!(
+                            "the last change of {key} was not stored; read it again"
+                        )));
                     }
                     return Ok(());
                 }
@@ -235,8 +253,8 @@ impl GroupWriter {
     }
 
     fn enqueue(self: &Arc<Self>, queue: &mut Queue, write: Write, waiter: Option<Waiter>) {
-        if let Write::Task { record, .. } = &write {
-            *queue.unsettled.entry(record.task_id.clone()).or_default() += 1;
+        if let Some(key) = settle_key(&write) {
+            *queue.unsettled.entry(key.to_string()).or_default() += 1;
         }
         let waited = waiter.is_some();
         queue.pending.push((write, waiter));
@@ -258,15 +276,14 @@ impl GroupWriter {
 
     /// Writes batches until the queue is empty; `lazy` (started by a change nobody waits
     /// for) first waits up to [`LAZY_DELAY`] for one that somebody does.
-    async fn flush(&self, lazy: bool) {
-        if lazy {
-            tokio::select! {
-                () = tokio::time::sleep(LAZY_DELAY) => {}
-                () = self.hurry.notified() => {}
-            }
-        }
+    async fn flush(&self, mut lazy: bool) {
         loop {
-            if self.busy() {
+            if lazy {
+                tokio::select! {
+                    () = tokio::time::sleep(LAZY_DELAY) => {}
+                    () = self.hurry.notified() => {}
+                }
+            } else if self.busy() {
                 tokio::time::sleep(GROUP_DELAY).await;
             }
             let batch = {
@@ -279,6 +296,8 @@ impl GroupWriter {
                 }
                 std::mem::take(&mut queue.pending)
             };
+            // This batch answers the waiter that hurried it: no later lazy wait is cut short.
+            let _ = self.hurry.notified().now_or_never();
             let (writes, waiters): (Vec<Write>, Vec<Option<Waiter>>) = batch.into_iter().unzip();
             let waiting = waiters.iter().filter(|w| w.is_some()).count();
             self.crowded
@@ -286,10 +305,7 @@ impl GroupWriter {
             let count = writes.len();
             let tasks: Vec<String> = writes
                 .iter()
-                .filter_map(|w| match w {
-                    Write::Task { record, .. } => Some(record.task_id.clone()),
-                    _ => None,
-                })
+                .filter_map(|w| settle_key(w).map(str::to_string))
                 .collect();
             // The error as text: every waiter of the batch gets its own copy.
             let tail = Arc::clone(&self.tail);
@@ -322,6 +338,12 @@ impl GroupWriter {
             for waiter in waiters.into_iter().flatten() {
                 let _ = waiter.send(outcome.clone().map_err(|why| self.failed(&why)));
             }
+            // Changes queued meanwhile that nobody waits for wait for one that somebody
+            // does, as the first did.
+            lazy = {
+                let queue = self.lock();
+                !queue.pending.is_empty() && queue.pending.iter().all(|(_, w)| w.is_none())
+            };
         }
     }
 

@@ -32,11 +32,26 @@ impl EngineHost {
     /// Validates a launch and starts its flow in the background. Errors here (bad
     /// Blueprint, unknown id or version, unknown operator) mean no task was created.
     pub async fn start_task(self: &Arc<Self>, launch: TaskLaunch) -> Result<TaskRecord> {
+        self.launch_task(launch, true).await
+    }
+
+    /// [`Self::start_task`]; `acknowledged`: the caller is answered with the new task, so
+    /// its creation is stored first (RunTask answers with the task's end, which is stored
+    /// after it).
+    async fn launch_task(
+        self: &Arc<Self>,
+        launch: TaskLaunch,
+        acknowledged: bool,
+    ) -> Result<TaskRecord> {
         // Time-ordered (v7): rows keyed by task id land at the end of their indexes, so
         // the tasks in flight share a few pages of the state file instead of one each.
         let task_id = format!("task-{}", uuid::Uuid::now_v7());
         let Prepared { input, record } = self.prepare(&task_id, launch).await?;
-        self.tasks.create(record.clone()).await?;
+        if acknowledged {
+            self.tasks.create(record.clone()).await?;
+        } else {
+            self.tasks.create_queued(record.clone()).await?;
+        }
         let run = self
             .journal
             .begin(&task_id, record.operator_sid.clone())
@@ -91,7 +106,7 @@ impl EngineHost {
         launch: TaskLaunch,
         deadline: Option<Duration>,
     ) -> Result<TaskRecord> {
-        let record = self.start_task(launch).await?;
+        let record = self.launch_task(launch, false).await?;
         self.wait_task(&record.task_id, deadline).await
     }
 

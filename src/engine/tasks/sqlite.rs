@@ -136,6 +136,14 @@ impl TaskStore for SqliteTaskStore {
             .map(|_| ())
     }
 
+    async fn create_queued(&self, record: TaskRecord) -> Result<()> {
+        self.writer.change_queued(|| {
+            let event = self.mem.create_noting(record.clone());
+            Ok(Some(((), write(record, event))))
+        })?;
+        Ok(())
+    }
+
     /// Queued, not waited for: a step's events answer nobody, and the task's end, which
     /// is waited for, is written after them.
     async fn push(&self, task_id: &str, kind: TaskEventKind) -> Result<bool> {
@@ -330,7 +338,9 @@ mod tests {
         for task in futures::future::join_all(tasks).await {
             task.expect("task");
         }
+        // As the host's shutdown does: a flush task may still hold the writer a moment.
         store.writer.drained().await;
+        store.writer.stop_checkpoints();
         drop(store);
         driver.shutdown().await.expect("shutdown");
 

@@ -30,6 +30,12 @@ pub trait TaskStore: Send + Sync {
     /// Adds a running task and its `Started` event (seq 1).
     async fn create(&self, record: TaskRecord) -> Result<()>;
 
+    /// [`Self::create`] without waiting for it to be stored, for a caller answered only
+    /// with the task's end ([`Self::settled`] covers the creation too).
+    async fn create_queued(&self, record: TaskRecord) -> Result<()> {
+        self.create(record).await
+    }
+
     /// Appends a step event to a running task; false if the task is unknown, finished, or
     /// the event a duplicate.
     async fn push(&self, task_id: &str, kind: TaskEventKind) -> Result<bool>;
