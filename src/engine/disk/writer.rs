@@ -207,8 +207,10 @@ impl GroupWriter {
     }
 
     /// Resolves once no change of `key` (a task id, or a run id for its journal) is
-    /// queued or being written; UNAVAILABLE if its last write failed.
+    /// queued or being written; UNAVAILABLE if its last write failed. A caller waiting
+    /// here cuts a lazy flush's wait short, as a change somebody waits for does.
     pub(in crate::engine) async fn settled(&self, key: &str) -> Result<()> {
+        let mut hurried = false;
         loop {
             let written = self.written.notified();
             tokio::pin!(written);
@@ -223,6 +225,9 @@ impl GroupWriter {
                     }
                     return Ok(());
                 }
+            }
+            if !std::mem::replace(&mut hurried, true) {
+                self.hurry.notify_one();
             }
             written.await;
         }
