@@ -21,7 +21,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use futures::FutureExt;
 use mlua_swarm::store::replay::ReplayEntry;
 use mlua_swarm::store::run::RunRecord;
 use mlua_swarm::types::RunId;
@@ -85,6 +84,8 @@ struct Queue {
     unsettled: HashMap<String, usize>,
     /// Tasks and journals whose last write failed.
     failed: HashSet<String>,
+    /// Keys callers of [`GroupWriter::settled`] wait on, and how many callers.
+    settling: HashMap<String, usize>,
 }
 
 /// See the module doc.
@@ -207,16 +208,16 @@ impl GroupWriter {
     }
 
     /// Resolves once no change of `key` (a task id, or a run id for its journal) is
-    /// queued or being written; UNAVAILABLE if its last write failed. A caller waiting
-    /// here cuts a lazy flush's wait short, as a change somebody waits for does.
+    /// queued or being written; UNAVAILABLE if its last write failed. A change of a key
+    /// somebody waits on here is written without waiting for another.
     pub(in crate::engine) async fn settled(&self, key: &str) -> Result<()> {
-        let mut hurried = false;
+        let mut waiting: Option<Settling<'_>> = None;
         loop {
             let written = self.written.notified();
             tokio::pin!(written);
             written.as_mut().enable();
             {
-                let queue = self.lock();
+                let mut queue = self.lock();
                 if !queue.unsettled.contains_key(key) {
                     if queue.failed.contains(key) {
                         return Err(self.failed(&format!(
@@ -225,10 +226,12 @@ impl GroupWriter {
                     }
                     return Ok(());
                 }
+                if waiting.is_none() {
+                    *queue.settling.entry(key.to_string()).or_default() += 1;
+                    waiting = Some(Settling(self, key));
+                }
             }
-            if !std::mem::replace(&mut hurried, true) {
-                self.hurry.notify_one();
-            }
+            self.hurry.notify_waiters();
             written.await;
         }
     }
@@ -266,9 +269,9 @@ impl GroupWriter {
         if !std::mem::replace(&mut queue.flushing, true) {
             // Its own task: a caller that goes away must not stop the others' writes.
             let writer = Arc::clone(self);
-            tokio::spawn(async move { writer.flush(!waited).await });
+            tokio::spawn(async move { writer.flush().await });
         } else if waited {
-            self.hurry.notify_one();
+            self.hurry.notify_waiters();
         }
     }
 
@@ -279,14 +282,26 @@ impl GroupWriter {
         }
     }
 
-    /// Writes batches until the queue is empty; `lazy` (started by a change nobody waits
-    /// for) first waits up to [`LAZY_DELAY`] for one that somebody does.
-    async fn flush(&self, mut lazy: bool) {
+    /// Writes batches until the queue is empty. Changes nobody waits for (nor waits on in
+    /// [`Self::settled`]) first wait up to [`LAZY_DELAY`] for one that somebody does.
+    async fn flush(&self) {
         loop {
+            // Listening before looking: a change queued after the look wakes the wait.
+            let hurry = self.hurry.notified();
+            tokio::pin!(hurry);
+            hurry.as_mut().enable();
+            let lazy = {
+                let queue = self.lock();
+                !queue.pending.is_empty()
+                    && queue.pending.iter().all(|(write, waiter)| {
+                        waiter.is_none()
+                            && settle_key(write).is_none_or(|k| !queue.settling.contains_key(k))
+                    })
+            };
             if lazy {
                 tokio::select! {
                     () = tokio::time::sleep(LAZY_DELAY) => {}
-                    () = self.hurry.notified() => {}
+                    () = hurry => {}
                 }
             } else if self.busy() {
                 tokio::time::sleep(GROUP_DELAY).await;
@@ -301,8 +316,6 @@ impl GroupWriter {
                 }
                 std::mem::take(&mut queue.pending)
             };
-            // This batch answers the waiter that hurried it: no later lazy wait is cut short.
-            let _ = self.hurry.notified().now_or_never();
             let (writes, waiters): (Vec<Write>, Vec<Option<Waiter>>) = batch.into_iter().unzip();
             let waiting = waiters.iter().filter(|w| w.is_some()).count();
             self.crowded
@@ -343,12 +356,6 @@ impl GroupWriter {
             for waiter in waiters.into_iter().flatten() {
                 let _ = waiter.send(outcome.clone().map_err(|why| self.failed(&why)));
             }
-            // Changes queued meanwhile that nobody waits for wait for one that somebody
-            // does, as the first did.
-            lazy = {
-                let queue = self.lock();
-                !queue.pending.is_empty() && queue.pending.iter().all(|(_, w)| w.is_none())
-            };
         }
     }
 
@@ -380,5 +387,21 @@ impl GroupWriter {
             "state file {} write failed: {why}",
             self.path.display()
         ))
+    }
+}
+
+/// A caller counted in [`Queue::settling`] under its key, uncounted when it stops
+/// waiting (done or dropped).
+struct Settling<'a>(&'a GroupWriter, &'a str);
+
+impl Drop for Settling<'_> {
+    fn drop(&mut self) {
+        let mut queue = self.0.lock();
+        if let Some(n) = queue.settling.get_mut(self.1) {
+            *n -= 1;
+            if *n == 0 {
+                queue.settling.remove(self.1);
+            }
+        }
     }
 }
