@@ -70,7 +70,7 @@ impl OperatorSession {
 
     /// Writes the reservation, then lets the frames up to `upto` go out. A store that
     /// fails is tried again every [`RETRY_AFTER`] (the frames wait) until the session
-    /// closes.
+    /// closes or nothing but this task holds it.
     async fn reserve(self: Arc<Self>, upto: u64) {
         loop {
             match self.links.store.reserve_seqs(&self.sid, upto).await {
@@ -84,7 +84,7 @@ impl OperatorSession {
                 }
                 Err(e) => {
                     tracing::warn!(sid = %self.sid, error = %e, "operator session: seqs not reserved; its frames wait, retrying");
-                    if self.lock().closed.is_some() {
+                    if self.lock().closed.is_some() || Arc::strong_count(&self) == 1 {
                         return;
                     }
                     tokio::time::sleep(RETRY_AFTER).await;
