@@ -6,7 +6,8 @@
 //! (run records, a step's events, replay rows, RunTask's creation) are queued without
 //! waiting, and the queue's order puts them on disk before any later change that is
 //! waited for. What leaves the process in between waits for [`GroupWriter::settled`]:
-//! a frame to an operator, for the replay rows of its run (`EngineHost::journaled`).
+//! a frame to an operator, for the replay rows of its run (`EngineOperator::journaled`,
+//! `engine/operators.rs`).
 //!
 //! A change nobody waits for does not start a transaction of its own: it waits up to
 //! [`LAZY_DELAY`] for one somebody waits for. While [`BUSY_TASKS`] or more tasks are
