@@ -123,8 +123,8 @@ struct EngineOperator {
 
 impl EngineOperator {
     /// Resolves once the replay rows of `task_id`'s run are on disk (they are queued,
-    /// not waited for): a frame to an operator must not show a step pass that a kill
-    /// could make run again.
+    /// not waited for): a frame for a later step must not reach an operator while a kill
+    /// could still make the steps before it run again.
     async fn journaled(&self, task_id: &str) -> Result<(), String> {
         let Some(state) = self.host.upgrade().and_then(|h| h.state_file.clone()) else {
             return Ok(());

@@ -1,8 +1,9 @@
 //! The replay journal on disk: a passed step's row is queued, not waited for. The queue's
 //! order puts it on disk before the run's next step event or its end, and a frame to an
-//! operator waits for its run's rows (`EngineOperator::journaled`, `engine/operators.rs`),
-//! so a step an operator saw pass is never dispatched again after a kill. Rows are read
-//! only to resume or rerun a run, after the rows queued are written.
+//! operator waits for its run's rows (`EngineOperator::journaled`, `engine/operators.rs`):
+//! once an operator is sent a later step, a kill never runs the steps before it again (the
+//! step in flight may run again, the documented at-least-once edge). Rows are read only
+//! to resume or rerun a run, after the rows queued are written.
 
 use std::sync::Arc;
 
