@@ -24,6 +24,7 @@ mod pg_store;
 mod reservation;
 pub mod session;
 mod settings;
+mod sqlite_sql;
 mod sqlite_store;
 mod store;
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! current one is used: one store write per [`SEQ_BLOCK`] / 2 frames, and a stream waits
 //! for one only on the first frame after its session was opened, restored or moved.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,27 +20,19 @@ pub(super) const SEQ_BLOCK: u64 = 1024;
 /// How long a failed reservation waits before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// The seqs one session asked its store for, and those it got.
-#[derive(Debug, Default)]
-pub(super) struct Reservations {
-    /// Highest seq asked for.
-    asked: AtomicU64,
-    /// Highest seq reserved (raised under the session lock, with the outbox's gate).
-    granted: AtomicU64,
-}
-
 impl OperatorSession {
     /// Gates `outbox` if the store outlives the process: frames past its last seq wait
-    /// for a reservation. Call under the session lock.
+    /// for a reservation. A new outbox starts at a seq the store holds (0, or the record's
+    /// last seq, which covers every reservation this object was granted).
     pub(super) fn gate(&self, outbox: &mut Outbox) {
         if self.links.store.outlives_process() {
-            outbox.gate(self.reservations.granted.load(Ordering::Acquire));
+            outbox.gate();
         }
     }
 
     /// The highest seq this object asked its store to reserve.
     pub(super) fn seqs_asked(&self) -> u64 {
-        self.reservations.asked.load(Ordering::Acquire)
+        self.seqs_asked.load(Ordering::Acquire)
     }
 
     /// The marks moved: they are noted in the store (written behind), and the next block
@@ -55,7 +47,7 @@ impl OperatorSession {
         if !self.links.store.outlives_process() {
             return;
         }
-        let asked = &self.reservations.asked;
+        let asked = &self.seqs_asked;
         if last_seq.saturating_add(SEQ_BLOCK / 2) <= asked.load(Ordering::Acquire) {
             return;
         }
@@ -75,10 +67,7 @@ impl OperatorSession {
         loop {
             match self.links.store.reserve_seqs(&self.sid, upto).await {
                 Ok(()) => {
-                    let mut s = self.lock();
-                    self.reservations.granted.fetch_max(upto, Ordering::AcqRel);
-                    s.outbox.reserved(upto);
-                    drop(s);
+                    self.lock().outbox.reserved(upto);
                     self.bump();
                     return;
                 }

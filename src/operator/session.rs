@@ -13,6 +13,7 @@
 //! reply can never arrive for a request not yet registered, nor a frame go out for a
 //! request that was refused.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -24,7 +25,6 @@ use super::frame::{ServerBody, ServerFrame};
 use super::outbox::Outbox;
 use super::parking::Presence;
 use super::pending::PendingRequests;
-use super::reservation::Reservations;
 use super::settings::SessionLimits;
 use super::store::{MemorySessionStore, SessionRecord, SessionStore};
 use crate::engine::OperatorRequestError;
@@ -135,8 +135,8 @@ pub struct OperatorSession {
     pub(super) links: SessionLinks,
     state: Mutex<State>,
     pub(super) changes: watch::Sender<u64>,
-    /// Seqs reserved in a store that outlives the process.
-    pub(super) reservations: Reservations,
+    /// Highest seq asked of a store that outlives the process (`super::reservation`).
+    pub(super) seqs_asked: AtomicU64,
     /// Itself, for the tasks it starts (a reservation).
     pub(super) me: Weak<Self>,
 }
@@ -212,7 +212,7 @@ impl OperatorSession {
             links,
             state: Mutex::new(state),
             changes,
-            reservations: Reservations::default(),
+            seqs_asked: AtomicU64::new(0),
             me: me.clone(),
         });
         session.gate(&mut session.lock().outbox);

@@ -230,9 +230,10 @@ impl GroupWriter {
                 if waiting.is_none() {
                     *queue.settling.entry(key.to_string()).or_default() += 1;
                     waiting = Some(Settling(self, key));
+                    // A flush already waiting lazily stops waiting; a later one sees the key.
+                    self.hurry.notify_waiters();
                 }
             }
-            self.hurry.notify_waiters();
             written.await;
         }
     }
@@ -322,7 +323,7 @@ impl GroupWriter {
             self.crowded
                 .store(waiting >= 2, std::sync::atomic::Ordering::Relaxed);
             let count = writes.len();
-            let tasks: Vec<String> = writes
+            let keys: Vec<String> = writes
                 .iter()
                 .filter_map(|w| settle_key(w).map(str::to_string))
                 .collect();
@@ -348,7 +349,7 @@ impl GroupWriter {
             if outcome.is_ok() {
                 crate::metrics::state_committed(count);
             }
-            self.settle(tasks, outcome.is_ok());
+            self.settle(keys, outcome.is_ok());
             if let Err(why) = &outcome {
                 if waiters.iter().any(Option::is_none) {
                     tracing::error!(path = %self.path.display(), error = %why, "state file write failed");
@@ -360,11 +361,11 @@ impl GroupWriter {
         }
     }
 
-    /// Counts the written changes of `tasks` off, and wakes [`Self::settled`].
-    fn settle(&self, tasks: Vec<String>, ok: bool) {
+    /// Counts the written changes of `keys` off, and wakes [`Self::settled`].
+    fn settle(&self, keys: Vec<String>, ok: bool) {
         {
             let mut queue = self.lock();
-            for id in tasks {
+            for id in keys {
                 if let Some(n) = queue.unsettled.get_mut(&id) {
                     *n -= 1;
                     if *n == 0 {
