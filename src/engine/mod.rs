@@ -173,7 +173,7 @@ impl EngineHost {
         }
         if let Some(state) = &self.state_file {
             state.drained().await;
-            state.stop_checkpoints();
+            state.close();
         }
         let drivers = std::mem::take(&mut *lock(&self.drivers));
         for driver in drivers {

@@ -3,6 +3,7 @@
 //! writer with group commit, so a task step costs one share of one commit.
 
 mod checkpoint;
+mod commit;
 mod import;
 mod outputs;
 mod replay;
@@ -98,7 +99,8 @@ pub(super) async fn open(dir: &Path) -> Result<(Arc<GroupWriter>, AsyncIsleDrive
     import::older_journal(dir, &isle).await?;
     import::older_outputs(dir, &isle).await?;
     let checkpoints = checkpoint::Checkpointer::spawn(&path)?;
-    Ok((GroupWriter::new(isle, path, checkpoints), driver))
+    let conn = commit::WriteConnection::open(&path, TUNING, checkpoints.tail_due())?;
+    Ok((GroupWriter::new(isle, conn, path, checkpoints), driver))
 }
 
 pub(super) fn cannot_open(path: &Path, e: &dyn std::fmt::Display) -> Error {

@@ -1,5 +1,5 @@
 //! A batch of [`Write`]s as SQL: encoded on the runtime (JSON), applied in order in one
-//! transaction on the file's thread with cached statements.
+//! transaction on the write connection ([`super::commit`]) with cached statements.
 
 use std::collections::HashMap;
 

@@ -28,7 +28,8 @@ use mlua_swarm::types::RunId;
 use rusqlite_isle::AsyncIsle;
 use tokio::sync::oneshot;
 
-use super::checkpoint::{self, Checkpointer};
+use super::checkpoint::Checkpointer;
+use super::commit::WriteConnection;
 use super::rows;
 use crate::engine::tasks::{TaskEvent, TaskRecord};
 use crate::error::{Error, Result};
@@ -91,10 +92,10 @@ struct Queue {
 
 /// See the module doc.
 pub(in crate::engine) struct GroupWriter {
+    /// The file's connection for reads.
     isle: AsyncIsle,
+    conn: WriteConnection,
     checkpoints: Mutex<Checkpointer>,
-    /// Set by the checkpoint thread: the writer copies the frames it could not.
-    tail: Arc<std::sync::atomic::AtomicBool>,
     path: PathBuf,
     queue: Mutex<Queue>,
     /// Open tasks, for the group delay.
@@ -118,10 +119,15 @@ fn settle_key(write: &Write) -> Option<&str> {
 }
 
 impl GroupWriter {
-    pub(super) fn new(isle: AsyncIsle, path: PathBuf, checkpoints: Checkpointer) -> Arc<Self> {
+    pub(super) fn new(
+        isle: AsyncIsle,
+        conn: WriteConnection,
+        path: PathBuf,
+        checkpoints: Checkpointer,
+    ) -> Arc<Self> {
         Arc::new(Self {
             isle,
-            tail: checkpoints.tail_due(),
+            conn,
             checkpoints: Mutex::new(checkpoints),
             path,
             queue: Mutex::new(Queue::default()),
@@ -132,7 +138,7 @@ impl GroupWriter {
         })
     }
 
-    /// The file's connection, for reads.
+    /// The file's connection for reads.
     pub(in crate::engine) fn isle(&self) -> &AsyncIsle {
         &self.isle
     }
@@ -152,6 +158,12 @@ impl GroupWriter {
     fn busy(&self) -> bool {
         self.crowded.load(std::sync::atomic::Ordering::Relaxed)
             && self.load.get().is_some_and(|open| open() >= BUSY_TASKS)
+    }
+
+    /// Fewer than [`BUSY_TASKS`] tasks are open: a small batch commits on the flush
+    /// task's thread ([`WriteConnection::commit`]).
+    fn quiet(&self) -> bool {
+        self.load.get().is_none_or(|open| open() < BUSY_TASKS)
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -238,12 +250,14 @@ impl GroupWriter {
         }
     }
 
-    /// Ends the checkpoint thread (the file is about to close).
-    pub(in crate::engine) fn stop_checkpoints(&self) {
+    /// Ends the checkpoint thread and closes the write connection (the file is about to
+    /// close; call after [`Self::drained`]).
+    pub(in crate::engine) fn close(&self) {
         match self.checkpoints.lock() {
             Ok(mut c) => c.stop(),
             Err(poisoned) => poisoned.into_inner().stop(),
         }
+        self.conn.close();
     }
 
     /// Resolves once everything queued is written (or failed): before the file closes.
@@ -327,23 +341,8 @@ impl GroupWriter {
                 .iter()
                 .filter_map(|w| settle_key(w).map(str::to_string))
                 .collect();
-            // The error as text: every waiter of the batch gets its own copy.
-            let tail = Arc::clone(&self.tail);
-            let outcome: std::result::Result<(), String> = match rows::encode(writes) {
-                Ok(rows) => self
-                    .isle
-                    .call(move |conn| {
-                        rows::immediate(conn, |tx| rows::apply(tx, rows))?;
-                        if checkpoint::take_tail(&tail) {
-                            // Not this batch's failure: the next checkpoint tries again.
-                            if let Err(e) = checkpoint::checkpoint(conn) {
-                                tracing::warn!(error = %e, "state file checkpoint failed");
-                            }
-                        }
-                        Ok(())
-                    })
-                    .await
-                    .map_err(|e| e.to_string()),
+            let outcome = match rows::encode(writes) {
+                Ok(rows) => self.conn.commit(rows, self.quiet()).await,
                 Err(e) => Err(e.to_string()),
             };
             if outcome.is_ok() {

@@ -340,7 +340,7 @@ mod tests {
         }
         // As the host's shutdown does: a flush task may still hold the writer a moment.
         store.writer.drained().await;
-        store.writer.stop_checkpoints();
+        store.writer.close();
         drop(store);
         driver.shutdown().await.expect("shutdown");
 
