@@ -358,4 +358,51 @@ mod tests {
         driver.shutdown().await.expect("shutdown");
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    /// One task alone (the load at which `disk/commit.rs` commits on the flush task's
+    /// thread): its changes are read back; once the writer is closed a change fails
+    /// instead of hanging.
+    #[tokio::test]
+    async fn one_task_alone_is_read_back_and_a_closed_writer_refuses_changes() {
+        let dir = std::env::temp_dir().join(format!("mse-tasks-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let open = || async {
+            let (writer, driver) = crate::engine::disk::open(&dir).await.expect("state file");
+            let store = SqliteTaskStore::open(writer, 100, Box::new(|_| {}))
+                .await
+                .expect("open");
+            (store, driver)
+        };
+        let (store, driver) = open().await;
+        store.create(running("t0")).await.expect("create");
+        for s in 0..5 {
+            assert!(store
+                .push("t0", step(format!("ST-{s}")))
+                .await
+                .expect("push"));
+        }
+        store.settled("t0").await.expect("settled");
+        store.writer.drained().await;
+        store.writer.close();
+        let refused = store.create(running("t1")).await.expect_err("closed");
+        assert!(matches!(refused, Error::Unavailable(_)), "{refused:?}");
+        drop(store);
+        driver.shutdown().await.expect("shutdown");
+
+        let (store, driver) = open().await;
+        let events = store
+            .events_after("t0", 0, 100)
+            .await
+            .expect("events")
+            .expect("task held");
+        assert_eq!(events.len(), 6);
+        assert!(store
+            .events_after("t1", 0, 100)
+            .await
+            .expect("read")
+            .is_none());
+        drop(store);
+        driver.shutdown().await.expect("shutdown");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
