@@ -31,9 +31,7 @@ impl Checkpointer {
     /// Opens a second connection to the state file at `path` and starts the thread.
     pub(super) fn spawn(path: &Path) -> Result<Self> {
         let fail = |e: &dyn std::fmt::Display| super::cannot_open(path, e);
-        let conn = rusqlite::Connection::open(path).map_err(|e| fail(&e))?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(|e| fail(&e))?;
+        let conn = super::connect(path)?;
         let (stop, stopped) = mpsc::channel::<()>();
         let file = path.display().to_string();
         let tail = Arc::new(AtomicBool::new(false));

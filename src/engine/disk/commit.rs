@@ -8,8 +8,7 @@
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use super::checkpoint;
 use super::rows::{self, Row};
@@ -31,9 +30,7 @@ impl WriteConnection {
     /// with `tuning`; `tail` is the checkpoint thread's flag.
     pub(super) fn open(path: &Path, tuning: &str, tail: Arc<AtomicBool>) -> Result<Self> {
         let fail = |e: &dyn std::fmt::Display| super::cannot_open(path, e);
-        let conn = rusqlite::Connection::open(path).map_err(|e| fail(&e))?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(|e| fail(&e))?;
+        let conn = super::connect(path)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| fail(&e))?;
         conn.execute_batch(tuning).map_err(|e| fail(&e))?;
@@ -62,7 +59,7 @@ impl WriteConnection {
 
     /// Closes the connection; later commits fail.
     pub(super) fn close(&self) {
-        lock(&self.conn).take();
+        crate::engine::lock(&self.conn).take();
     }
 }
 
@@ -71,7 +68,7 @@ fn write(
     rows: Vec<Row>,
     copy_tail: bool,
 ) -> std::result::Result<(), String> {
-    let mut guard = lock(conn);
+    let mut guard = crate::engine::lock(conn);
     let Some(conn) = guard.as_mut() else {
         return Err("the state file is closed".into());
     };
@@ -83,11 +80,4 @@ fn write(
         }
     }
     Ok(())
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
 }

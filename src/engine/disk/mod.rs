@@ -88,7 +88,7 @@ CREATE INDEX IF NOT EXISTS ix_outputs_producer_run ON outputs (producer_agent, t
 pub(super) async fn open(dir: &Path) -> Result<(Arc<GroupWriter>, AsyncIsleDriver)> {
     let path = dir.join(STATE_FILE);
     let (isle, driver) = AsyncIsle::builder()
-        .wal(Duration::from_secs(5))
+        .wal(BUSY_TIMEOUT)
         .thread_name("mse-state")
         .spawn(&path, |conn| {
             conn.execute_batch(TUNING)?;
@@ -101,6 +101,17 @@ pub(super) async fn open(dir: &Path) -> Result<(Arc<GroupWriter>, AsyncIsleDrive
     let checkpoints = checkpoint::Checkpointer::spawn(&path)?;
     let conn = commit::WriteConnection::open(&path, TUNING, checkpoints.tail_due())?;
     Ok((GroupWriter::new(isle, conn, path, checkpoints), driver))
+}
+
+/// How long a connection to the state file waits for a lock another one holds.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Another connection to the state file at `path` (the writer's, the checkpoint thread's).
+fn connect(path: &Path) -> Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open(path).map_err(|e| cannot_open(path, &e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| cannot_open(path, &e))?;
+    Ok(conn)
 }
 
 pub(super) fn cannot_open(path: &Path, e: &dyn std::fmt::Display) -> Error {

@@ -153,24 +153,15 @@ impl GroupWriter {
         let _ = self.load.set(gauge);
     }
 
-    /// Several callers wait on the batches and enough tasks are open that more will:
-    /// one caller after another (a boot resuming its runs) is never delayed.
-    fn busy(&self) -> bool {
-        self.crowded.load(std::sync::atomic::Ordering::Relaxed)
-            && self.load.get().is_some_and(|open| open() >= BUSY_TASKS)
-    }
-
-    /// Fewer than [`BUSY_TASKS`] tasks are open: a small batch commits on the flush
-    /// task's thread ([`WriteConnection::commit`]).
-    fn quiet(&self) -> bool {
-        self.load.get().is_none_or(|open| open() < BUSY_TASKS)
+    /// [`BUSY_TASKS`] or more tasks are open. Then a batch is delayed if several callers
+    /// waited on the last one (one caller after another, a boot resuming its runs, never
+    /// is), and commits off the runtime ([`WriteConnection::commit`]).
+    fn loaded(&self) -> bool {
+        self.load.get().is_some_and(|open| open() >= BUSY_TASKS)
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
-        match self.queue.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::engine::lock(&self.queue)
     }
 
     /// Makes a change with `make` and queues its write in one step; resolves with what
@@ -253,10 +244,7 @@ impl GroupWriter {
     /// Ends the checkpoint thread and closes the write connection (the file is about to
     /// close; call after [`Self::drained`]).
     pub(in crate::engine) fn close(&self) {
-        match self.checkpoints.lock() {
-            Ok(mut c) => c.stop(),
-            Err(poisoned) => poisoned.into_inner().stop(),
-        }
+        crate::engine::lock(&self.checkpoints).stop();
         self.conn.close();
     }
 
@@ -306,6 +294,7 @@ impl GroupWriter {
             let hurry = self.hurry.notified();
             tokio::pin!(hurry);
             hurry.as_mut().enable();
+            let loaded = self.loaded();
             let lazy = {
                 let queue = self.lock();
                 !queue.pending.is_empty()
@@ -319,7 +308,7 @@ impl GroupWriter {
                     () = tokio::time::sleep(LAZY_DELAY) => {}
                     () = hurry => {}
                 }
-            } else if self.busy() {
+            } else if loaded && self.crowded.load(std::sync::atomic::Ordering::Relaxed) {
                 tokio::time::sleep(GROUP_DELAY).await;
             }
             let batch = {
@@ -342,7 +331,7 @@ impl GroupWriter {
                 .filter_map(|w| settle_key(w).map(str::to_string))
                 .collect();
             let outcome = match rows::encode(writes) {
-                Ok(rows) => self.conn.commit(rows, self.quiet()).await,
+                Ok(rows) => self.conn.commit(rows, !loaded).await,
                 Err(e) => Err(e.to_string()),
             };
             if outcome.is_ok() {

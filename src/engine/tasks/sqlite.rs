@@ -302,17 +302,27 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_changes_are_committed_in_seq_order_and_read_back() {
+    fn temp_dir() -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("mse-tasks-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("dir");
-        let open = || async {
-            let (writer, driver) = crate::engine::disk::open(&dir).await.expect("state file");
-            let store = SqliteTaskStore::open(writer, 100, Box::new(|_| {}))
-                .await
-                .expect("open");
-            (store, driver)
-        };
+        dir
+    }
+
+    /// The task store on the state file under `dir`, and the file's driver.
+    async fn open_store(
+        dir: &std::path::Path,
+    ) -> (SqliteTaskStore, rusqlite_isle::AsyncIsleDriver) {
+        let (writer, driver) = crate::engine::disk::open(dir).await.expect("state file");
+        let store = SqliteTaskStore::open(writer, 100, Box::new(|_| {}))
+            .await
+            .expect("open");
+        (store, driver)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_changes_are_committed_in_seq_order_and_read_back() {
+        let dir = temp_dir();
+        let open = || open_store(&dir);
         let (store, driver) = open().await;
         let store = Arc::new(store);
         let tasks = (0..16).map(|t| {
@@ -364,15 +374,8 @@ mod tests {
     /// instead of hanging.
     #[tokio::test]
     async fn one_task_alone_is_read_back_and_a_closed_writer_refuses_changes() {
-        let dir = std::env::temp_dir().join(format!("mse-tasks-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let open = || async {
-            let (writer, driver) = crate::engine::disk::open(&dir).await.expect("state file");
-            let store = SqliteTaskStore::open(writer, 100, Box::new(|_| {}))
-                .await
-                .expect("open");
-            (store, driver)
-        };
+        let dir = temp_dir();
+        let open = || open_store(&dir);
         let (store, driver) = open().await;
         store.create(running("t0")).await.expect("create");
         for s in 0..5 {
