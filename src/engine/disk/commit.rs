@@ -42,19 +42,24 @@ impl WriteConnection {
 
     /// Commits `rows` in one transaction, on this thread if the batch is small and the
     /// server `quiet`; the error as text (every waiter of the batch gets its own copy).
+    /// The emptied `rows` come back, for the next batch.
     pub(super) async fn commit(
         &self,
-        rows: Vec<Row>,
+        mut rows: Vec<Row>,
         quiet: bool,
-    ) -> std::result::Result<(), String> {
+    ) -> (Vec<Row>, std::result::Result<(), String>) {
         let copy_tail = checkpoint::take_tail(&self.tail);
         if quiet && rows.len() <= INLINE_ROWS && !copy_tail {
-            return write(&self.conn, rows, false);
+            let outcome = write(&self.conn, &mut rows, false);
+            return (rows, outcome);
         }
         let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || write(&conn, rows, copy_tail))
-            .await
-            .unwrap_or_else(|e| Err(format!("the write stopped: {e}")))
+        tokio::task::spawn_blocking(move || {
+            let outcome = write(&conn, &mut rows, copy_tail);
+            (rows, outcome)
+        })
+        .await
+        .unwrap_or_else(|e| (Vec::new(), Err(format!("the write stopped: {e}"))))
     }
 
     /// Closes the connection; later commits fail.
@@ -65,7 +70,7 @@ impl WriteConnection {
 
 fn write(
     conn: &Mutex<Option<rusqlite::Connection>>,
-    rows: Vec<Row>,
+    rows: &mut Vec<Row>,
     copy_tail: bool,
 ) -> std::result::Result<(), String> {
     let mut guard = crate::engine::lock(conn);

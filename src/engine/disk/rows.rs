@@ -1,7 +1,7 @@
 //! A batch of [`Write`]s as SQL: encoded on the runtime (JSON), applied in order in one
 //! transaction on the write connection ([`super::commit`]) with cached statements.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use mlua_swarm::store::replay::ReplayEntry;
 use rusqlite::params;
@@ -48,65 +48,55 @@ struct EncodedRecord {
     launch: Option<String>,
 }
 
-/// Encodes a batch. Of several records of one task or run, only the newest is written.
-pub(super) fn encode(writes: Vec<Write>) -> Result<Vec<Row>> {
-    let mut last_task: HashMap<String, usize> = HashMap::new();
-    let mut last_run: HashMap<String, usize> = HashMap::new();
+/// Encodes a batch into `rows`, emptying `writes` (both keep their capacity: the writer
+/// reuses them, as large buffers allocated per batch cost the allocator fresh pages). Of
+/// several records of one task or run, only the newest is written.
+pub(super) fn encode(writes: &mut Vec<Write>, rows: &mut Vec<Row>) -> Result<()> {
+    let newest = newest_records(writes);
+    // A task's launch (its first event) goes with the newest record of the task.
     let mut launches: HashMap<String, String> = HashMap::new();
     let json = |e: serde_json::Error| Error::Internal(format!("state file encode: {e}"));
-    for (i, w) in writes.iter().enumerate() {
-        match w {
-            Write::Task { record, event, .. } => {
-                last_task.insert(record.task_id.clone(), i);
-                if let (1, Some(launch)) = (event.seq, record.launch.as_ref()) {
-                    launches.insert(
-                        record.task_id.clone(),
-                        serde_json::to_string(launch).map_err(json)?,
-                    );
-                }
-            }
-            Write::Run { record, .. } => {
-                last_run.insert(record.id.as_str().to_string(), i);
-            }
-            _ => {}
-        }
-    }
-    let mut rows = Vec::with_capacity(writes.len());
-    for (i, w) in writes.into_iter().enumerate() {
-        rows.push(match w {
+    for (write, newest) in writes.drain(..).zip(newest) {
+        rows.push(match write {
             Write::Task {
                 record,
                 event,
                 dropped,
             } => {
-                let id = record.task_id.clone();
-                let encoded = if last_task.get(&id) == Some(&i) {
-                    Some(EncodedRecord {
+                let launch = match (event.seq, record.as_ref().and_then(|r| r.launch.as_ref())) {
+                    (1, Some(launch)) => Some(serde_json::to_string(launch).map_err(json)?),
+                    _ => None,
+                };
+                let encoded = match record {
+                    Some(record) if newest => Some(EncodedRecord {
                         json: serde_json::to_string(&record).map_err(json)?,
                         finished_ms: record.finished_at.map(|t| sql_int(unix_ms(t))),
-                        launch: launches.remove(&id),
-                    })
-                } else {
-                    None
+                        launch: launch.or_else(|| launches.remove(&event.task_id)),
+                    }),
+                    _ => {
+                        if let Some(launch) = launch {
+                            launches.insert(event.task_id.clone(), launch);
+                        }
+                        None
+                    }
                 };
                 Row::Task(TaskRow {
                     seq: sql_int(event.seq),
                     at_ms: sql_int(unix_ms(event.at)),
                     kind: serde_json::to_string(&event.kind).map_err(json)?,
-                    task_id: id,
+                    task_id: event.task_id,
                     record: encoded,
                     dropped,
                 })
             }
             Write::Run { version, record } => {
-                let run_id = record.id.as_str().to_string();
-                if last_run.get(&run_id) != Some(&i) {
+                if !newest {
                     continue;
                 }
                 Row::Run {
                     version: sql_int(version),
                     json: serde_json::to_string(&record).map_err(json)?,
-                    run_id,
+                    run_id: record.id.into_string(),
                 }
             }
             Write::RunGone(id) => Row::RunGone(id.into_string()),
@@ -123,12 +113,31 @@ pub(super) fn encode(writes: Vec<Write>) -> Result<Vec<Row>> {
             },
         });
     }
-    Ok(rows)
+    Ok(())
 }
 
-/// Applies a batch in order, inside the caller's transaction.
-pub(super) fn apply(tx: &rusqlite::Connection, rows: Vec<Row>) -> rusqlite::Result<()> {
-    for row in rows {
+/// For each write: it holds the newest record of its task or run in the batch.
+fn newest_records(writes: &[Write]) -> Vec<bool> {
+    let mut newest = vec![false; writes.len()];
+    let mut tasks: HashSet<&str> = HashSet::new();
+    let mut runs: HashSet<&str> = HashSet::new();
+    for (i, write) in writes.iter().enumerate().rev() {
+        newest[i] = match write {
+            Write::Task {
+                record: Some(_),
+                event,
+                ..
+            } => tasks.insert(&event.task_id),
+            Write::Run { record, .. } => runs.insert(record.id.as_str()),
+            _ => false,
+        };
+    }
+    newest
+}
+
+/// Applies a batch in order, inside the caller's transaction, emptying `rows`.
+pub(super) fn apply(tx: &rusqlite::Connection, rows: &mut Vec<Row>) -> rusqlite::Result<()> {
+    for row in rows.drain(..) {
         match row {
             Row::Task(task) => apply_task(tx, &task)?,
             Row::Run {

@@ -36,9 +36,11 @@ use crate::error::{Error, Result};
 
 /// One change of the state file.
 pub(in crate::engine) enum Write {
-    /// A task's event, the record it produced, and the tasks retention dropped.
+    /// A task's event, the record it produced (`None` for a step's event: the task store
+    /// derives the record's step count from those events at boot), and the tasks
+    /// retention dropped.
     Task {
-        record: TaskRecord,
+        record: Option<TaskRecord>,
         event: TaskEvent,
         dropped: Vec<String>,
     },
@@ -78,7 +80,12 @@ type LoadGauge = Box<dyn Fn() -> usize + Send + Sync>;
 
 #[derive(Default)]
 struct Queue {
-    pending: Vec<(Write, Option<Waiter>)>,
+    pending: Vec<Write>,
+    /// Callers waiting for a change in `pending` (at most one per change).
+    waiters: Vec<Waiter>,
+    /// Emptied buffers of the last batch, reused for the next.
+    spare: Vec<Write>,
+    spare_rows: Vec<rows::Row>,
     /// A flush task is running; it drains the queue before it stops.
     flushing: bool,
     /// Tasks (by task id) and runs' journals (by run id) with a change queued or being
@@ -111,7 +118,7 @@ pub(in crate::engine) struct GroupWriter {
 /// What [`GroupWriter::settled`] waits on for `write`: its task, or its run's journal.
 fn settle_key(write: &Write) -> Option<&str> {
     match write {
-        Write::Task { record, .. } => Some(&record.task_id),
+        Write::Task { event, .. } => Some(&event.task_id),
         Write::Replay(entry) => Some(entry.run_id.as_str()),
         Write::Cut { run_id, .. } => Some(run_id.as_str()),
         _ => None,
@@ -266,10 +273,16 @@ impl GroupWriter {
 
     fn enqueue(self: &Arc<Self>, queue: &mut Queue, write: Write, waiter: Option<Waiter>) {
         if let Some(key) = settle_key(&write) {
-            *queue.unsettled.entry(key.to_string()).or_default() += 1;
+            match queue.unsettled.get_mut(key) {
+                Some(n) => *n += 1,
+                None => {
+                    queue.unsettled.insert(key.to_string(), 1);
+                }
+            }
         }
         let waited = waiter.is_some();
-        queue.pending.push((write, waiter));
+        queue.pending.push(write);
+        queue.waiters.extend(waiter);
         if !std::mem::replace(&mut queue.flushing, true) {
             // Its own task: a caller that goes away must not stop the others' writes.
             let writer = Arc::clone(self);
@@ -298,9 +311,9 @@ impl GroupWriter {
             let lazy = {
                 let queue = self.lock();
                 !queue.pending.is_empty()
-                    && queue.pending.iter().all(|(write, waiter)| {
-                        waiter.is_none()
-                            && settle_key(write).is_none_or(|k| !queue.settling.contains_key(k))
+                    && queue.waiters.is_empty()
+                    && queue.pending.iter().all(|write| {
+                        settle_key(write).is_none_or(|k| !queue.settling.contains_key(k))
                     })
             };
             if lazy {
@@ -311,7 +324,7 @@ impl GroupWriter {
             } else if loaded && self.crowded.load(std::sync::atomic::Ordering::Relaxed) {
                 tokio::time::sleep(GROUP_DELAY).await;
             }
-            let batch = {
+            let (mut writes, waiters, mut rows) = {
                 let mut queue = self.lock();
                 if queue.pending.is_empty() {
                     queue.flushing = false;
@@ -319,40 +332,51 @@ impl GroupWriter {
                     self.written.notify_waiters();
                     return;
                 }
-                std::mem::take(&mut queue.pending)
+                let spare = std::mem::take(&mut queue.spare);
+                (
+                    std::mem::replace(&mut queue.pending, spare),
+                    std::mem::take(&mut queue.waiters),
+                    std::mem::take(&mut queue.spare_rows),
+                )
             };
-            let (writes, waiters): (Vec<Write>, Vec<Option<Waiter>>) = batch.into_iter().unzip();
-            let waiting = waiters.iter().filter(|w| w.is_some()).count();
             self.crowded
-                .store(waiting >= 2, std::sync::atomic::Ordering::Relaxed);
+                .store(waiters.len() >= 2, std::sync::atomic::Ordering::Relaxed);
             let count = writes.len();
             let keys: Vec<String> = writes
                 .iter()
                 .filter_map(|w| settle_key(w).map(str::to_string))
                 .collect();
-            let outcome = match rows::encode(writes) {
-                Ok(rows) => self.conn.commit(rows, !loaded).await,
+            let outcome = match rows::encode(&mut writes, &mut rows) {
+                Ok(()) => {
+                    let (emptied, outcome) = self.conn.commit(rows, !loaded).await;
+                    rows = emptied;
+                    outcome
+                }
                 Err(e) => Err(e.to_string()),
             };
+            rows.clear();
             if outcome.is_ok() {
                 crate::metrics::state_committed(count);
             }
-            self.settle(keys, outcome.is_ok());
+            self.settle(keys, outcome.is_ok(), (writes, rows));
             if let Err(why) = &outcome {
-                if waiters.iter().any(Option::is_none) {
+                if waiters.len() < count {
+                    // Changes nobody waits for: nobody else hears of the failure.
                     tracing::error!(path = %self.path.display(), error = %why, "state file write failed");
                 }
             }
-            for waiter in waiters.into_iter().flatten() {
+            for waiter in waiters {
                 let _ = waiter.send(outcome.clone().map_err(|why| self.failed(&why)));
             }
         }
     }
 
-    /// Counts the written changes of `keys` off, and wakes [`Self::settled`].
-    fn settle(&self, keys: Vec<String>, ok: bool) {
+    /// Counts the written changes of `keys` off, keeps the batch's emptied buffers for
+    /// the next one, and wakes [`Self::settled`].
+    fn settle(&self, keys: Vec<String>, ok: bool, emptied: (Vec<Write>, Vec<rows::Row>)) {
         {
             let mut queue = self.lock();
+            (queue.spare, queue.spare_rows) = emptied;
             for id in keys {
                 if let Some(n) = queue.unsettled.get_mut(&id) {
                     *n -= 1;

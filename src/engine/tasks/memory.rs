@@ -238,6 +238,23 @@ impl TaskRegistry {
         task_id: &str,
         kind: TaskEventKind,
     ) -> Option<(TaskRecord, u64)> {
+        self.push_then(task_id, kind, |record, _| record.clone())
+    }
+
+    /// [`TaskStore::push`], also returning the event's seq.
+    pub(super) fn push_seq(&self, task_id: &str, kind: TaskEventKind) -> Option<u64> {
+        self.push_then(task_id, kind, |_, _| ())
+            .map(|((), seq)| seq)
+    }
+
+    /// [`TaskStore::push`], also returning what `then` takes of the record (given the
+    /// event's seq), and the seq.
+    pub(super) fn push_then<T>(
+        &self,
+        task_id: &str,
+        kind: TaskEventKind,
+        then: impl FnOnce(&TaskRecord, u64) -> T,
+    ) -> Option<(T, u64)> {
         self.with_entry(task_id, |entry| {
             if entry.record.state != TaskState::Running {
                 return None;
@@ -261,7 +278,8 @@ impl TaskRegistry {
                 _ => {}
             }
             entry.append(kind);
-            Some((entry.record.clone(), entry.next_seq - 1))
+            let seq = entry.next_seq - 1;
+            Some((then(&entry.record, seq), seq))
         })
         .flatten()
     }
@@ -314,7 +332,7 @@ impl TaskStore for TaskRegistry {
     }
 
     async fn push(&self, task_id: &str, kind: TaskEventKind) -> Result<bool> {
-        Ok(self.push_noting(task_id, kind).is_some())
+        Ok(self.push_seq(task_id, kind).is_some())
     }
 
     async fn finish(&self, task_id: &str, end: TaskEventKind) -> Result<Option<TaskRecord>> {

@@ -52,7 +52,7 @@ impl SqliteTaskStore {
         };
         let mem = Arc::new(TaskRegistry::new(retention).with_evict_hook(on_evict));
         let rows = writer.isle().call(load).await.map_err(|e| fail(&e))?;
-        for (record, launch, events) in rows {
+        for (record, rev, launch, events) in rows {
             let mut record: TaskRecord = serde_json::from_str(&record).map_err(|e| fail(&e))?;
             record.launch = match launch {
                 Some(l) => Some(Arc::new(serde_json::from_str(&l).map_err(|e| fail(&e))?)),
@@ -70,6 +70,7 @@ impl SqliteTaskStore {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
+            count_later_steps(&mut record, rev, &events);
             mem.restore(record, events);
         }
         let open = Arc::clone(&mem);
@@ -88,30 +89,45 @@ impl SqliteTaskStore {
 /// the task again.
 const SETTLE_WAIT: Duration = Duration::from_secs(10);
 
-/// A change that drops no task.
+/// A change of the record that drops no task.
 fn write(record: TaskRecord, event: TaskEvent) -> Write {
     Write::Task {
-        record,
+        record: Some(record),
         event,
         dropped: Vec::new(),
     }
 }
 
-type LoadedTask = (String, Option<String>, Vec<(u64, u64, String)>);
+/// A step's events carry the task's record only this often, so the events a record is
+/// older than stay far fewer than the [`super::EVENTS_KEPT`] a task keeps.
+const RECORD_EVERY: u64 = 64;
+
+/// Counts the steps dispatched after the record was stored (at seq `rev`): a step's
+/// event is written without the record ([`TaskStore::push`]).
+fn count_later_steps(record: &mut TaskRecord, rev: u64, events: &[TaskEvent]) {
+    for event in events.iter().filter(|e| e.seq > rev) {
+        if let TaskEventKind::StepDispatched { step_id, .. } = &event.kind {
+            record.note_step(step_id.clone());
+        }
+    }
+}
+
+/// A task's record as stored, the seq it is as of, its launch, and its events.
+type LoadedTask = (String, u64, Option<String>, Vec<(u64, u64, String)>);
 
 /// Every held task (finished ones in the order they finished) with its events.
 fn load(conn: &mut rusqlite::Connection) -> rusqlite::Result<Vec<LoadedTask>> {
     let mut tasks = conn.prepare(
-        "SELECT task_id, record, launch FROM tasks \
+        "SELECT task_id, record, launch, rev FROM tasks \
          ORDER BY finished_ms IS NOT NULL, finished_ms, rowid",
     )?;
     let mut events =
         conn.prepare("SELECT seq, at_ms, kind FROM task_events WHERE task_id = ?1 ORDER BY seq")?;
-    let rows: Vec<(String, String, Option<String>)> = tasks
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+    let rows: Vec<(String, String, Option<String>, i64)> = tasks
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let mut out = Vec::with_capacity(rows.len());
-    for (task_id, record, launch) in rows {
+    for (task_id, record, launch, rev) in rows {
         let evs = events
             .query_map([&task_id], |r| {
                 let seq: i64 = r.get(0)?;
@@ -119,7 +135,7 @@ fn load(conn: &mut rusqlite::Connection) -> rusqlite::Result<Vec<LoadedTask>> {
                 Ok((seq.max(0) as u64, at.max(0) as u64, r.get(2)?))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        out.push((record, launch, evs));
+        out.push((record, rev.max(0) as u64, launch, evs));
     }
     Ok(out)
 }
@@ -145,14 +161,25 @@ impl TaskStore for SqliteTaskStore {
     }
 
     /// Queued, not waited for: a step's events answer nobody, and the task's end, which
-    /// is waited for, is written after them.
+    /// is waited for, is written after them. Mostly only the event is written: the
+    /// record's step count and ids are counted from the events at boot
+    /// ([`count_later_steps`]), and the record goes with every [`RECORD_EVERY`]th event.
     async fn push(&self, task_id: &str, kind: TaskEventKind) -> Result<bool> {
         let pushed = self.writer.change_queued(|| {
-            let Some((record, seq)) = self.mem.push_noting(task_id, kind) else {
+            let Some((record, seq)) = self.mem.push_then(task_id, kind, |record, seq| {
+                seq.is_multiple_of(RECORD_EVERY).then(|| record.clone())
+            }) else {
                 return Ok(None);
             };
             let event = self.event(task_id, seq)?;
-            Ok(Some(((), write(record, event))))
+            Ok(Some((
+                (),
+                Write::Task {
+                    record,
+                    event,
+                    dropped: Vec::new(),
+                },
+            )))
         })?;
         Ok(pushed.is_some())
     }
@@ -169,7 +196,7 @@ impl TaskStore for SqliteTaskStore {
                 Ok(Some((
                     done,
                     Write::Task {
-                        record,
+                        record: Some(record),
                         event,
                         dropped,
                     },
@@ -363,6 +390,21 @@ mod tests {
                 .expect("task held");
             let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
             assert_eq!(seqs, (1..=21).collect::<Vec<u64>>(), "t{t}");
+            // A step's event is written without the record: the steps are counted back.
+            let record = store
+                .get(&format!("t{t}"))
+                .await
+                .expect("get")
+                .expect("held");
+            let dispatched: Vec<String> = events
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    TaskEventKind::StepDispatched { step_id, .. } => Some(step_id.clone()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(record.step_count, 20, "t{t}");
+            assert_eq!(Vec::from(record.step_ids), dispatched, "t{t}");
         }
         drop(store);
         driver.shutdown().await.expect("shutdown");
@@ -370,15 +412,16 @@ mod tests {
     }
 
     /// One task alone (the load at which `disk/commit.rs` commits on the flush task's
-    /// thread): its changes are read back; once the writer is closed a change fails
-    /// instead of hanging.
+    /// thread): its changes are read back, with more steps than [`RECORD_EVERY`]; once
+    /// the writer is closed a change fails instead of hanging.
     #[tokio::test]
     async fn one_task_alone_is_read_back_and_a_closed_writer_refuses_changes() {
         let dir = temp_dir();
         let open = || open_store(&dir);
         let (store, driver) = open().await;
         store.create(running("t0")).await.expect("create");
-        for s in 0..5 {
+        let steps = RECORD_EVERY as usize + 6;
+        for s in 0..steps {
             assert!(store
                 .push("t0", step(format!("ST-{s}")))
                 .await
@@ -398,7 +441,11 @@ mod tests {
             .await
             .expect("events")
             .expect("task held");
-        assert_eq!(events.len(), 6);
+        assert_eq!(events.len(), steps + 1);
+        let record = store.get("t0").await.expect("get").expect("held");
+        assert_eq!(record.step_count, steps as u64);
+        let ids: Vec<String> = (0..steps).map(|s| format!("ST-{s}")).collect();
+        assert_eq!(Vec::from(record.step_ids), ids);
         assert!(store
             .events_after("t1", 0, 100)
             .await
