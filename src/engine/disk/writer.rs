@@ -72,6 +72,10 @@ const GROUP_DELAY: Duration = Duration::from_millis(1);
 /// output; it bounds what a `kill -9` can take of changes nobody was answered for.
 const LAZY_DELAY: Duration = Duration::from_millis(10);
 
+/// The largest emptied batch buffers kept for the next batch, in changes (a boot's or a
+/// burst's larger ones are freed): about 400 KB of changes and 150 KB of rows.
+const SPARE_CAPACITY: usize = 1024;
+
 /// Open tasks from which the writer counts as busy.
 const BUSY_TASKS: usize = 4;
 
@@ -372,11 +376,17 @@ impl GroupWriter {
     }
 
     /// Counts the written changes of `keys` off, keeps the batch's emptied buffers for
-    /// the next one, and wakes [`Self::settled`].
+    /// the next one (up to [`SPARE_CAPACITY`]), and wakes [`Self::settled`].
     fn settle(&self, keys: Vec<String>, ok: bool, emptied: (Vec<Write>, Vec<rows::Row>)) {
+        let (writes, rows) = emptied;
         {
             let mut queue = self.lock();
-            (queue.spare, queue.spare_rows) = emptied;
+            if writes.capacity() <= SPARE_CAPACITY {
+                queue.spare = writes;
+            }
+            if rows.capacity() <= SPARE_CAPACITY {
+                queue.spare_rows = rows;
+            }
             for id in keys {
                 if let Some(n) = queue.unsettled.get_mut(&id) {
                     *n -= 1;
