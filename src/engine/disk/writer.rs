@@ -87,9 +87,7 @@ struct Queue {
     pending: Vec<Write>,
     /// Callers waiting for a change in `pending` (at most one per change).
     waiters: Vec<Waiter>,
-    /// Emptied buffers of the last batch, reused for the next.
-    spare: Vec<Write>,
-    spare_rows: Vec<rows::Row>,
+    spare: Spare,
     /// A flush task is running; it drains the queue before it stops.
     flushing: bool,
     /// Tasks (by task id) and runs' journals (by run id) with a change queued or being
@@ -99,6 +97,27 @@ struct Queue {
     failed: HashSet<String>,
     /// Keys callers of [`GroupWriter::settled`] wait on, and how many callers.
     settling: HashMap<String, usize>,
+}
+
+/// The emptied buffers of the last batch, reused for the next (a batch's buffers grown
+/// anew each time cost the allocator fresh pages).
+#[derive(Default)]
+struct Spare {
+    writes: Vec<Write>,
+    rows: Vec<rows::Row>,
+}
+
+impl Spare {
+    /// Keeps emptied buffers up to [`SPARE_CAPACITY`] (a boot's or a burst's are freed).
+    fn keep(&mut self, writes: Vec<Write>, mut rows: Vec<rows::Row>) {
+        rows.clear();
+        if writes.capacity() <= SPARE_CAPACITY {
+            self.writes = writes;
+        }
+        if rows.capacity() <= SPARE_CAPACITY {
+            self.rows = rows;
+        }
+    }
 }
 
 /// See the module doc.
@@ -336,11 +355,11 @@ impl GroupWriter {
                     self.written.notify_waiters();
                     return;
                 }
-                let spare = std::mem::take(&mut queue.spare);
+                let Spare { writes, rows } = std::mem::take(&mut queue.spare);
                 (
-                    std::mem::replace(&mut queue.pending, spare),
+                    std::mem::replace(&mut queue.pending, writes),
                     std::mem::take(&mut queue.waiters),
-                    std::mem::take(&mut queue.spare_rows),
+                    rows,
                 )
             };
             self.crowded
@@ -358,11 +377,10 @@ impl GroupWriter {
                 }
                 Err(e) => Err(e.to_string()),
             };
-            rows.clear();
             if outcome.is_ok() {
                 crate::metrics::state_committed(count);
             }
-            self.settle(keys, outcome.is_ok(), (writes, rows));
+            self.settle(keys, outcome.is_ok(), writes, rows);
             if let Err(why) = &outcome {
                 if waiters.len() < count {
                     // Changes nobody waits for: nobody else hears of the failure.
@@ -375,18 +393,12 @@ impl GroupWriter {
         }
     }
 
-    /// Counts the written changes of `keys` off, keeps the batch's emptied buffers for
-    /// the next one (up to [`SPARE_CAPACITY`]), and wakes [`Self::settled`].
-    fn settle(&self, keys: Vec<String>, ok: bool, emptied: (Vec<Write>, Vec<rows::Row>)) {
-        let (writes, rows) = emptied;
+    /// Counts the written changes of `keys` off, keeps the batch's emptied buffers
+    /// ([`Spare`]), and wakes [`Self::settled`].
+    fn settle(&self, keys: Vec<String>, ok: bool, writes: Vec<Write>, rows: Vec<rows::Row>) {
         {
             let mut queue = self.lock();
-            if writes.capacity() <= SPARE_CAPACITY {
-                queue.spare = writes;
-            }
-            if rows.capacity() <= SPARE_CAPACITY {
-                queue.spare_rows = rows;
-            }
+            queue.spare.keep(writes, rows);
             for id in keys {
                 if let Some(n) = queue.unsettled.get_mut(&id) {
                     *n -= 1;

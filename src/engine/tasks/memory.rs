@@ -241,12 +241,6 @@ impl TaskRegistry {
         self.push_then(task_id, kind, |record, _| record.clone())
     }
 
-    /// [`TaskStore::push`], also returning the event's seq.
-    pub(super) fn push_seq(&self, task_id: &str, kind: TaskEventKind) -> Option<u64> {
-        self.push_then(task_id, kind, |_, _| ())
-            .map(|((), seq)| seq)
-    }
-
     /// [`TaskStore::push`], also returning what `then` takes of the record (given the
     /// event's seq), and the seq.
     pub(super) fn push_then<T>(
@@ -332,7 +326,7 @@ impl TaskStore for TaskRegistry {
     }
 
     async fn push(&self, task_id: &str, kind: TaskEventKind) -> Result<bool> {
-        Ok(self.push_seq(task_id, kind).is_some())
+        Ok(self.push_then(task_id, kind, |_, _| ()).is_some())
     }
 
     async fn finish(&self, task_id: &str, end: TaskEventKind) -> Result<Option<TaskRecord>> {

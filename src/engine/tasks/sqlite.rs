@@ -52,14 +52,16 @@ impl SqliteTaskStore {
         };
         let mem = Arc::new(TaskRegistry::new(retention).with_evict_hook(on_evict));
         let rows = writer.isle().call(load).await.map_err(|e| fail(&e))?;
-        for (record, rev, launch, events) in rows {
-            let mut record: TaskRecord = serde_json::from_str(&record).map_err(|e| fail(&e))?;
-            record.launch = match launch {
+        for stored in rows {
+            let mut record: TaskRecord =
+                serde_json::from_str(&stored.record).map_err(|e| fail(&e))?;
+            record.launch = match stored.launch {
                 Some(l) => Some(Arc::new(serde_json::from_str(&l).map_err(|e| fail(&e))?)),
                 None => None,
             };
             let task_id = record.task_id.clone();
-            let events = events
+            let events = stored
+                .events
                 .into_iter()
                 .map(|(seq, at_ms, kind)| {
                     Ok(TaskEvent {
@@ -70,7 +72,7 @@ impl SqliteTaskStore {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            count_later_steps(&mut record, rev, &events);
+            count_later_steps(&mut record, stored.rev, &events);
             mem.restore(record, events);
         }
         let open = Arc::clone(&mem);
@@ -89,10 +91,10 @@ impl SqliteTaskStore {
 /// the task again.
 const SETTLE_WAIT: Duration = Duration::from_secs(10);
 
-/// A change of the record that drops no task.
-fn write(record: TaskRecord, event: TaskEvent) -> Write {
+/// A change (with the record it produced, if it is written) that drops no task.
+fn write(record: impl Into<Option<TaskRecord>>, event: TaskEvent) -> Write {
     Write::Task {
-        record: Some(record),
+        record: record.into(),
         event,
         dropped: Vec::new(),
     }
@@ -112,11 +114,18 @@ fn count_later_steps(record: &mut TaskRecord, rev: u64, events: &[TaskEvent]) {
     }
 }
 
-/// A task's record as stored, the seq it is as of, its launch, and its events.
-type LoadedTask = (String, u64, Option<String>, Vec<(u64, u64, String)>);
+/// A task as the state file holds it (JSON as stored).
+struct StoredTask {
+    record: String,
+    /// The seq of the event the record is as of.
+    rev: u64,
+    launch: Option<String>,
+    /// `(seq, at_ms, kind)`, oldest first.
+    events: Vec<(u64, u64, String)>,
+}
 
 /// Every held task (finished ones in the order they finished) with its events.
-fn load(conn: &mut rusqlite::Connection) -> rusqlite::Result<Vec<LoadedTask>> {
+fn load(conn: &mut rusqlite::Connection) -> rusqlite::Result<Vec<StoredTask>> {
     let mut tasks = conn.prepare(
         "SELECT task_id, record, launch, rev FROM tasks \
          ORDER BY finished_ms IS NOT NULL, finished_ms, rowid",
@@ -135,7 +144,12 @@ fn load(conn: &mut rusqlite::Connection) -> rusqlite::Result<Vec<LoadedTask>> {
                 Ok((seq.max(0) as u64, at.max(0) as u64, r.get(2)?))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        out.push((record, rev.max(0) as u64, launch, evs));
+        out.push(StoredTask {
+            record,
+            rev: rev.max(0) as u64,
+            launch,
+            events: evs,
+        });
     }
     Ok(out)
 }
@@ -172,14 +186,7 @@ impl TaskStore for SqliteTaskStore {
                 return Ok(None);
             };
             let event = self.event(task_id, seq)?;
-            Ok(Some((
-                (),
-                Write::Task {
-                    record,
-                    event,
-                    dropped: Vec::new(),
-                },
-            )))
+            Ok(Some(((), write(record, event))))
         })?;
         Ok(pushed.is_some())
     }
